@@ -1,0 +1,1 @@
+"""The single source of truth for tables, records, configs and expectation suites."""

@@ -1,0 +1,238 @@
+"""Every warehouse table, defined once.
+
+A table is a list of typed columns. The DuckDB DDL and the polars schema are both derived from
+that one definition, so the warehouse and the in-memory frames can never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+# DuckDB type name -> polars dtype. Only the types the tables below use.
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "VARCHAR": pl.String(),
+    "BIGINT": pl.Int64(),
+    "INTEGER": pl.Int32(),
+    "DOUBLE": pl.Float64(),
+    "BOOLEAN": pl.Boolean(),
+    "TIMESTAMP": pl.Datetime("us"),
+    "VARCHAR[]": pl.List(pl.String()),
+    "BOOLEAN[]": pl.List(pl.Boolean()),
+    "DOUBLE[]": pl.List(pl.Float64()),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+    doc: str = ""
+
+    @property
+    def polars_type(self) -> pl.DataType:
+        return _POLARS_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    key: str | None
+    doc: str = ""
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def polars_schema(self) -> pl.Schema:
+        return pl.Schema({column.name: column.polars_type for column in self.columns})
+
+    def ddl(self) -> str:
+        # DuckLake has no primary keys or NOT NULL constraints on all catalogs; uniqueness is
+        # enforced by content-hash ids plus anti-join writes, and nullability by the gates.
+        body = ",\n  ".join(f"{column.name} {column.type}" for column in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {body}\n)"
+
+    def empty_frame(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.polars_schema())
+
+    def frame(self, rows: list[dict]) -> pl.DataFrame:
+        """Rows (dicts keyed by column name) as a frame with exactly this table's schema."""
+        if not rows:
+            return self.empty_frame()
+        return pl.DataFrame(rows, schema=self.polars_schema(), orient="row")
+
+
+def _c(name: str, type_: str, doc: str = "", nullable: bool = True) -> Column:
+    return Column(name=name, type=type_, nullable=nullable, doc=doc)
+
+
+RUNS = Table(
+    "runs",
+    (
+        _c("run_id", "VARCHAR", "hash of the run's config: the same inputs give the same run", False),
+        _c("flow", "VARCHAR", "the flow that ran (generate, ...)", False),
+        _c("config_json", "VARCHAR", "the full validated config"),
+        _c("policy", "VARCHAR", "policy spec used for sampling"),
+        _c("started_at", "TIMESTAMP"),
+        _c("finished_at", "TIMESTAMP"),
+        _c("status", "VARCHAR", "completed or failed"),
+        _c("n_problems", "BIGINT"),
+        _c("n_nodes", "BIGINT"),
+        _c("n_labels", "BIGINT"),
+        _c("policy_seconds", "DOUBLE", "wall time spent inside the policy model"),
+        _c("wall_seconds", "DOUBLE", "wall time of the whole run"),
+        _c("generated_tokens", "BIGINT"),
+    ),
+    key="run_id",
+)
+
+PROBLEMS = Table(
+    "problems",
+    (
+        _c("problem_id", "VARCHAR", "hash of question and reference answer", False),
+        _c("source", "VARCHAR", "synthetic, gsm8k, math or prmforge"),
+        _c("source_file", "VARCHAR"),
+        _c("source_row", "BIGINT"),
+        _c("question", "VARCHAR", nullable=False),
+        _c("answer", "VARCHAR", "reference final answer", False),
+        _c("reference_steps", "VARCHAR[]", "ground-truth steps, when known"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="problem_id",
+)
+
+NODES = Table(
+    "nodes",
+    (
+        _c("node_id", "VARCHAR", "hash of parent id (or problem id at the root) and step text", False),
+        _c("problem_id", "VARCHAR", nullable=False),
+        _c("parent_id", "VARCHAR", "null for a solution's first step"),
+        _c("depth", "INTEGER", "1 for a solution's first step"),
+        _c("step_text", "VARCHAR", nullable=False),
+        _c("is_terminal", "BOOLEAN", "the solution ends at this step"),
+        _c("final_answer", "VARCHAR", "extracted answer, terminal nodes only"),
+        _c("is_correct", "BOOLEAN", "math-verify against the reference, terminal nodes only"),
+        _c("policy", "VARCHAR"),
+        _c("temperature", "DOUBLE"),
+        _c("seed", "BIGINT"),
+        _c("generated_tokens", "BIGINT", "tokens of the sample this step came from, on its first step"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="node_id",
+)
+
+ROLLOUTS = Table(
+    "rollouts",
+    (
+        _c("rollout_id", "VARCHAR", "hash of node, labeler, seed and index", False),
+        _c("node_id", "VARCHAR", "the prefix ends at this node", False),
+        _c("labeler", "VARCHAR"),
+        _c("sample_index", "INTEGER"),
+        _c("completion", "VARCHAR"),
+        _c("final_answer", "VARCHAR"),
+        _c("is_correct", "BOOLEAN"),
+        _c("generated_tokens", "BIGINT"),
+        _c("finish_reason", "VARCHAR"),
+        _c("policy", "VARCHAR"),
+        _c("temperature", "DOUBLE"),
+        _c("seed", "BIGINT"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="rollout_id",
+)
+
+STEP_LABELS = Table(
+    "step_labels",
+    (
+        _c("label_id", "VARCHAR", "hash of node, labeler and its parameters", False),
+        _c("node_id", "VARCHAR", nullable=False),
+        _c("labeler", "VARCHAR", "mc, ...", False),
+        _c("q", "DOUBLE", "soft label: share of rollouts that reach the reference answer"),
+        _c("hard", "BOOLEAN", "hard label: q > 0"),
+        _c("n", "BIGINT", "rollouts spent on this node"),
+        _c("n_correct", "BIGINT"),
+        _c("generated_tokens", "BIGINT", "tokens generated for this label"),
+        _c("reason", "VARCHAR", "how the label was reached"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="label_id",
+)
+
+QUARANTINE = Table(
+    "quarantine",
+    (
+        _c("quarantine_id", "VARCHAR", "hash of file, row and reason", False),
+        _c("source_file", "VARCHAR"),
+        _c("source_row", "BIGINT", "1-based line or row number"),
+        _c("raw", "VARCHAR", "the rejected row, truncated"),
+        _c("reason", "VARCHAR", "why it was rejected", False),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="quarantine_id",
+)
+
+DQ_RESULTS = Table(
+    "dq_results",
+    (
+        _c("result_id", "VARCHAR", nullable=False),
+        _c("run_id", "VARCHAR"),
+        _c("suite", "VARCHAR", "expectation suite (one per table or dataset)"),
+        _c("expectation", "VARCHAR", "expectation type and column"),
+        _c("success", "BOOLEAN"),
+        _c("unexpected_count", "BIGINT"),
+        _c("details", "VARCHAR"),
+        _c("checked_at", "TIMESTAMP"),
+    ),
+    key="result_id",
+)
+
+DATASETS = Table(
+    "datasets",
+    (
+        _c("dataset_id", "VARCHAR", "hash of the snapshot, labeler and split settings", False),
+        _c("version", "BIGINT", "1, 2, 3, ... in build order"),
+        _c("snapshot_id", "BIGINT", "warehouse snapshot the dataset was read from"),
+        _c("labeler", "VARCHAR"),
+        _c("path", "VARCHAR", "folder with the exported Parquet files"),
+        _c("n_train", "BIGINT"),
+        _c("n_test", "BIGINT"),
+        _c("n_steps", "BIGINT"),
+        _c("test_fraction", "DOUBLE"),
+        _c("created_at", "TIMESTAMP"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="dataset_id",
+)
+
+VERDICTS = Table(
+    "verdicts",
+    (
+        _c("verdict_id", "VARCHAR", "hash of node and verifier", False),
+        _c("node_id", "VARCHAR", nullable=False),
+        _c("verifier", "VARCHAR", "arith, z3, lean, code", False),
+        _c("verdict", "VARCHAR", "valid, invalid or unknown", False),
+        _c("evidence", "VARCHAR", "counterexample, failing expression or the tool's message"),
+        _c("reason", "VARCHAR", "why the verdict is unknown, when it is"),
+        _c("ms", "DOUBLE", "time the verifier spent"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="verdict_id",
+)
+
+ALL_TABLES: tuple[Table, ...] = (
+    RUNS,
+    PROBLEMS,
+    NODES,
+    ROLLOUTS,
+    STEP_LABELS,
+    QUARANTINE,
+    DQ_RESULTS,
+    DATASETS,
+    VERDICTS,
+)
+
+TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in ALL_TABLES}

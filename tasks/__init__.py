@@ -1,0 +1,1 @@
+"""The units of work: plain typed functions. Prefect wrappers live in flows/."""

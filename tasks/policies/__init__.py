@@ -1,0 +1,1 @@
+"""Policy backends behind one interface (tasks.policies.base.Policy)."""
