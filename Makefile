@@ -1,0 +1,31 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both bootstrap .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.prmforge-installed
+# The CPU torch wheel lies on local disk on these machines; pip also reads PIP_FIND_LINKS.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: install demo test bench clean-data
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(FIND_LINKS) --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/prmforge generate --problems 24 --samples 4 --rollouts 4 --seed 0
+	@echo
+	$(BIN)/prmforge sql "select count(*) as labelled_steps from labeled_steps"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/generate_throughput.py
+
+clean-data:
+	rm -rf data .prefect

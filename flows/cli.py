@@ -1,0 +1,204 @@
+"""The `prmforge` command line. Quick commands import only duckdb and polars; flows load lazily."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.environment import configure_prefect
+
+app = typer.Typer(
+    help="prmforge: step-labelled data for process reward models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="The policy model that writes solutions.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+DataDir = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Warehouse directory (default ./data or PRMFORGE_DATA_DIR).")
+]
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One line on stderr and a non-zero exit: tracebacks are never the user interface."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _warehouse(data_dir: Path | None):
+    from schemas.config import WarehouseConfig
+
+    return WarehouseConfig(data_dir=data_dir) if data_dir else WarehouseConfig()
+
+
+def _load_config_file(path: Path) -> dict:
+    import yaml
+
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        fail(f"cannot read config file {path}: {str(error).splitlines()[0]}")
+    if not isinstance(content, dict):
+        fail(f"config file {path} must hold a mapping of option names to values")
+    return content
+
+
+@app.command()
+def generate(
+    problems: Annotated[Optional[int], typer.Option(help="Number of seed problems.")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Solutions sampled per problem.")] = None,
+    rollouts: Annotated[Optional[int], typer.Option(help="Monte Carlo completions per step (k).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for problems and sampling.")] = None,
+    seeds: Annotated[Optional[Path], typer.Option("--seeds", help="Seed file (JSONL or Parquet).")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="Policy: 'embedded' or 'transformers:PATH'.")] = None,
+    labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of these options.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Sample solutions, label every step, and publish a dataset version (one Prefect flow)."""
+    from pydantic import ValidationError
+
+    from schemas.config import GenerateConfig
+
+    options = _load_config_file(config) if config else {}
+    overrides = {
+        "problems": problems, "samples": samples, "rollouts": rollouts, "seed": seed,
+        "seeds_file": seeds, "policy": policy, "labeler": labeler,
+    }
+    options.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        settings = GenerateConfig(**options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        fail(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    warehouse = _warehouse(data_dir)
+    configure_prefect()
+    summary = _run_generate(settings, warehouse)
+    _print_summary(summary, warehouse)
+
+
+def _run_generate(settings, warehouse):
+    from tasks.gates import GateFailed
+    from tasks.ingest import IngestError
+    from tasks.policies.registry import PolicySpecError
+    from warehouse.connection import WarehouseError
+
+    from flows.generate import generate_flow
+
+    try:
+        return generate_flow(settings, warehouse)
+    except (IngestError, PolicySpecError, WarehouseError, GateFailed) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted: nothing of this run was published; rerun to resume", code=130)
+
+
+def _print_summary(summary, warehouse) -> None:
+    from rich.console import Console
+
+    console = Console()
+    if summary.status == "already done":
+        console.print(f"run {summary.run_id} already done: nothing new to write.")
+    else:
+        console.print(
+            f"run {summary.run_id}: {summary.problems} problems ({summary.quarantined} quarantined rows), "
+            f"{summary.solutions} solutions, solve rate {summary.solve_rate:.1%}, "
+            f"{summary.new_nodes} new steps, {summary.new_labels} new labels, "
+            f"{summary.new_rollouts} rollouts; snapshot {summary.snapshot_id}"
+        )
+        console.print(
+            f"policy time {summary.policy_seconds:.1f}s of {summary.wall_seconds:.1f}s, "
+            f"{summary.generated_tokens} tokens generated"
+        )
+        if summary.dataset_version is not None:
+            console.print(
+                f"dataset version {summary.dataset_version}: {summary.dataset_rows} solutions "
+                f"in {summary.dataset_path}"
+            )
+    console.print(f"warehouse: {warehouse.data_dir.resolve()}")
+    console.print('try: prmforge sql "select count(*) from labeled_steps"')
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
+    format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """Run read-only SQL against the last committed state of the warehouse."""
+    from warehouse.connection import WarehouseError
+    from warehouse.sql import run_query
+
+    if format not in ("table", "csv", "json"):
+        fail(f"unknown format '{format}': use table, csv or json")
+    try:
+        columns, rows = run_query(_warehouse(data_dir), query)
+    except WarehouseError as error:
+        fail(str(error))
+    if format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif format == "json":
+        typer.echo(json.dumps([dict(zip(columns, row)) for row in rows], default=str, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("NULL" if value is None else str(value) for value in row))
+        Console().print(table)
+
+
+@policy_app.command("train")
+def policy_train(
+    output: Annotated[Optional[Path], typer.Option(help="Where to save the model (default: the embedded policy).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (default: the config's).")] = None,
+) -> None:
+    """Train the embedded GPT-2-shaped policy on synthetic problems (CPU, minutes)."""
+    configure_prefect()
+    from flows.policy import train_policy_flow
+
+    metrics = train_policy_flow(output, steps)
+    typer.echo(json.dumps(metrics, indent=1))
+
+
+@app.command()
+def doctor(data_dir: DataDir = None) -> None:
+    """Say what this installation can do: warehouse, policy, verifier toolchains."""
+    from warehouse.connection import WarehouseError, connect
+
+    warehouse = _warehouse(data_dir)
+    try:
+        connection = connect(warehouse, read_only=True)
+        snapshot = connection.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
+        connection.close()
+        typer.echo(f"warehouse: {warehouse.data_dir.resolve()} ({warehouse.catalog} catalog, snapshot {snapshot})")
+    except WarehouseError as error:
+        typer.echo(f"warehouse: {error}")
+    from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
+
+    present = (EMBEDDED_POLICY_DIR / "config.json").exists()
+    typer.echo(f"embedded policy: {EMBEDDED_POLICY_DIR} ({'present' if present else 'missing: run prmforge policy train'})")
+    try:
+        from tasks.verifiers.lean import lean_status
+
+        typer.echo(f"lean: {lean_status()}")
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The generate flow: seed problems -> rollout tree -> Monte Carlo labels -> gated commit -> dataset.
+
+Everything a run writes lands in one DuckLake snapshot whose message names the run, after every
+quality gate has passed. A failed gate publishes nothing but its own results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.progress import stage
+from schemas import expectations
+from schemas.config import GenerateConfig, WarehouseConfig
+from schemas.records import PolicyUsage, Problem, SamplingParams
+from schemas.tables import DATASETS, DQ_RESULTS, NODES, PROBLEMS, ROLLOUTS, RUNS, STEP_LABELS, QUARANTINE
+from tasks import frames
+from tasks.dataset import stepwise_rows, with_check_columns
+from tasks.gates import GateFailed, GateResult, enforce, run_suite
+from tasks.ids import content_id
+from tasks.ingest import IngestResult, read_seed_file
+from tasks.labelers.mc import LabelResult, label_mc, label_targets
+from tasks.policies.registry import load_policy
+from tasks.synthetic import generate_problems
+from tasks.tree import build_tree, sample_solutions
+from warehouse.connection import LAKE, commit, connect, current_snapshot
+from warehouse.lock import writer_lock
+from warehouse.writes import insert_new, read_table
+
+
+@dataclass
+class GenerateSummary:
+    run_id: str
+    status: str  # "completed", "already done" or "failed"
+    problems: int = 0
+    quarantined: int = 0
+    solutions: int = 0
+    solved: int = 0
+    new_nodes: int = 0
+    new_labels: int = 0
+    new_rollouts: int = 0
+    snapshot_id: int | None = None
+    dataset_version: int | None = None
+    dataset_path: str | None = None
+    dataset_rows: int = 0
+    skipped_solutions: int = 0
+    policy_seconds: float = 0.0
+    generated_tokens: int = 0
+    wall_seconds: float = 0.0
+
+    @property
+    def solve_rate(self) -> float:
+        return self.solved / self.solutions if self.solutions else 0.0
+
+
+def run_id_for(config: GenerateConfig) -> str:
+    """The same inputs (config and seed file content) always give the same run id."""
+    seeds_digest = ""
+    if config.seeds_file is not None and Path(config.seeds_file).is_file():
+        seeds_digest = hashlib.sha256(Path(config.seeds_file).read_bytes()).hexdigest()
+    return content_id("run", "generate", config.model_dump_json(), seeds_digest)
+
+
+def sampling_params(config: GenerateConfig, purpose: str) -> SamplingParams:
+    # Solutions and rollouts draw from different seeds so that a rollout never replays its sample.
+    offset = {"solutions": 0, "rollouts": 1}[purpose]
+    return SamplingParams(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed * 2 + offset,
+    )
+
+
+@task(name="load-problems", cache_policy=NO_CACHE)
+def load_problems(config: GenerateConfig) -> IngestResult:
+    if config.seeds_file is None:
+        return IngestResult(
+            generate_problems(config.problems, config.seed, config.min_steps, config.max_steps), []
+        )
+    result = read_seed_file(config.seeds_file)
+    return IngestResult(result.problems[: config.problems], result.quarantined)
+
+
+@task(name="sample-solutions", cache_policy=NO_CACHE)
+def sample_tree(config: GenerateConfig, problems: list[Problem]):
+    policy = load_policy(config.policy)
+    with stage("sampling solutions", len(problems)) as advance:
+        solutions, usage = sample_solutions(
+            policy, problems, config.samples, sampling_params(config, "solutions"),
+            config.step_boundary, progress=advance,
+        )
+    return solutions, build_tree(solutions), usage
+
+
+@task(name="label-steps", cache_policy=NO_CACHE)
+def label_steps(config: GenerateConfig, targets) -> LabelResult:
+    policy = load_policy(config.policy)
+    with stage(f"labelling steps ({config.labeler}, k={config.rollouts})", len(targets)) as advance:
+        return label_mc(policy, targets, config.rollouts, sampling_params(config, "rollouts"), progress=advance)
+
+
+@task(name="quality-gates", cache_policy=NO_CACHE)
+def check_gates(new: dict[str, pl.DataFrame], known_nodes: set[str], known_problems: set[str]) -> list[GateResult]:
+    node_ids = known_nodes | set(new["nodes"]["node_id"])
+    problem_ids = known_problems | set(new["problems"]["problem_id"])
+    results = run_suite("problems", new["problems"], expectations.problems_suite())
+    results += run_suite("nodes", new["nodes"], expectations.nodes_suite(node_ids, problem_ids))
+    results += run_suite("step_labels", new["step_labels"], expectations.step_labels_suite(node_ids))
+    results += run_suite("rollouts", new["rollouts"], expectations.rollouts_suite(node_ids))
+    return results
+
+
+def _ids(connection, table, column: str) -> set[str]:
+    return {row[0] for row in connection.execute(f"SELECT {column} FROM {table}").fetchall()}
+
+
+def _record_failure(connection, run_id: str, config: GenerateConfig, results: list[GateResult]) -> None:
+    """Keep the gate results and a failed run row; no data of the run is published."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    connection.execute("BEGIN")
+    insert_new(connection, DQ_RESULTS, DQ_RESULTS.frame(frames.gate_rows(results, run_id, now)))
+    connection.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+    insert_new(connection, RUNS, RUNS.frame([{
+        "run_id": run_id, "flow": "generate", "config_json": config.model_dump_json(),
+        "policy": config.policy, "finished_at": now, "status": "failed",
+    }]))
+    commit(connection, f"run {run_id}: generate failed its quality gates")
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish(
+    connection,
+    warehouse: WarehouseConfig,
+    config: GenerateConfig,
+    run_id: str,
+    new: dict[str, pl.DataFrame],
+    gate_results: list[GateResult],
+    run_row: dict,
+    summary: GenerateSummary,
+) -> None:
+    """Insert the run's rows, build and gate the dataset, and commit it all as one snapshot."""
+    connection.execute("BEGIN")
+    staged_dataset = None
+    try:
+        snapshot_id = current_snapshot(connection) + 1  # the snapshot this commit will create
+        summary.new_nodes = insert_new(connection, NODES, new["nodes"])
+        summary.new_labels = insert_new(connection, STEP_LABELS, new["step_labels"])
+        summary.new_rollouts = insert_new(connection, ROLLOUTS, new["rollouts"])
+        new_problems = insert_new(connection, PROBLEMS, new["problems"])
+        insert_new(connection, QUARANTINE, new["quarantine"])
+        if summary.new_nodes or summary.new_labels or new_problems:
+            dataset_results = _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary)
+            staged_dataset = dataset_results.staged
+            gate_results = gate_results + dataset_results.gates
+            enforce(dataset_results.gates)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        insert_new(connection, DQ_RESULTS, DQ_RESULTS.frame(frames.gate_rows(gate_results, run_id, now)))
+        connection.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+        insert_new(connection, RUNS, RUNS.frame([{**run_row, "finished_at": now, "status": "completed",
+                                                   "n_nodes": summary.new_nodes, "n_labels": summary.new_labels}]))
+        if staged_dataset is not None:
+            staged, final = staged_dataset
+            if final.exists():
+                shutil.rmtree(final)  # left by a run that died before its commit
+            staged.rename(final)
+        commit(connection, f"run {run_id}: generate")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        if staged_dataset is not None and staged_dataset[0].exists():
+            shutil.rmtree(staged_dataset[0])
+        raise
+    summary.snapshot_id = current_snapshot(connection)
+    if summary.snapshot_id != snapshot_id:
+        raise RuntimeError(f"expected snapshot {snapshot_id}, committed {summary.snapshot_id}")
+
+
+@dataclass
+class _BuiltDataset:
+    staged: tuple[Path, Path] | None  # (staging folder, final folder) of the Parquet export
+    gates: list[GateResult]
+
+
+def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) -> _BuiltDataset:
+    """Read the transaction's view of the warehouse, export it, gate it, and stage its row."""
+    problems = read_table(connection, PROBLEMS)
+    nodes = read_table(connection, NODES)
+    labels = read_table(connection, STEP_LABELS)
+    dataset, skipped = stepwise_rows(problems, nodes, labels, config.labeler, config.test_fraction)
+    results = run_suite("dataset", with_check_columns(dataset), expectations.dataset_suite())
+    if dataset.is_empty():
+        return _BuiltDataset(None, results)
+    version = int(connection.execute("SELECT count(*) FROM datasets").fetchone()[0]) + 1
+    final = warehouse.datasets_dir / f"v{version}"
+    staged = warehouse.datasets_dir / f".v{version}.staging"
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.mkdir(parents=True)
+    for split in ("train", "test"):
+        dataset.filter(pl.col("split") == split).write_parquet(staged / f"{split}.parquet")
+    row = {
+        "dataset_id": content_id("dataset", snapshot_id, config.labeler, config.test_fraction),
+        "version": version, "snapshot_id": snapshot_id, "labeler": config.labeler, "path": str(final),
+        "n_train": dataset.filter(pl.col("split") == "train").height,
+        "n_test": dataset.filter(pl.col("split") == "test").height,
+        "n_steps": int(dataset["completions"].list.len().sum()),
+        "test_fraction": config.test_fraction,
+        "created_at": datetime.now(timezone.utc).replace(tzinfo=None), "run_id": run_id,
+    }
+    insert_new(connection, DATASETS, DATASETS.frame([row]))
+    summary.dataset_version, summary.dataset_path, summary.dataset_rows = version, str(final), dataset.height
+    summary.skipped_solutions = len(skipped)
+    return _BuiltDataset((staged, final), results)
+
+
+@flow(name="prmforge-generate", log_prints=False)
+def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> GenerateSummary:
+    began = time.perf_counter()
+    started_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    run_id = run_id_for(config)
+    loaded = load_problems(config)  # a bad seed file fails here, before anything is written
+    with writer_lock(warehouse.data_dir):
+        connection = connect(warehouse)
+        try:
+            done = connection.execute(
+                "SELECT count(*) FROM runs WHERE run_id = ? AND status = 'completed'", [run_id]
+            ).fetchone()[0]
+            if done:
+                return GenerateSummary(run_id, "already done", problems=len(loaded.problems))
+            summary = GenerateSummary(run_id, "completed", problems=len(loaded.problems),
+                                      quarantined=len(loaded.quarantined))
+            known_nodes = _ids(connection, "nodes", "node_id")
+            known_problems = _ids(connection, "problems", "problem_id")
+            labelled = _ids(connection, f"step_labels WHERE labeler = '{config.labeler}'", "node_id")
+
+            solutions, tree, sample_usage = sample_tree(config, loaded.problems)
+            summary.solutions = len(solutions)
+            summary.solved = sum(solution.is_correct for solution in solutions)
+            stored_tree = {node.node_id: node for node in tree}
+            problems_by_id = {problem.problem_id: problem for problem in loaded.problems}
+            targets = label_targets(
+                [node for node in tree if node.node_id not in labelled], stored_tree, problems_by_id
+            )
+            labelled_now = label_steps(config, targets)
+
+            usage = PolicyUsage()
+            usage.add(sample_usage)
+            usage.add(labelled_now.usage)
+            policy_name = load_policy(config.policy).name
+            new = {
+                "problems": frames.problems_frame(loaded.problems, run_id),
+                "quarantine": frames.quarantine_frame(loaded.quarantined, run_id),
+                "nodes": frames.nodes_frame(tree, policy_name, sampling_params(config, "solutions"), run_id),
+                "rollouts": frames.rollouts_frame(labelled_now.rollouts, policy_name, sampling_params(config, "rollouts"), run_id),
+                "step_labels": frames.labels_frame(labelled_now.labels, run_id),
+            }
+            gate_results = check_gates(new, known_nodes, known_problems)
+            try:
+                enforce(gate_results)
+            except GateFailed:
+                _record_failure(connection, run_id, config, gate_results)
+                raise
+            summary.policy_seconds = usage.seconds
+            summary.generated_tokens = usage.generated_tokens
+            run_row = {
+                "run_id": run_id, "flow": "generate", "config_json": config.model_dump_json(),
+                "policy": policy_name, "started_at": started_at,
+                "n_problems": len(loaded.problems), "policy_seconds": usage.seconds,
+                "wall_seconds": time.perf_counter() - began, "generated_tokens": usage.generated_tokens,
+            }
+            try:
+                publish(connection, warehouse, config, run_id, new, gate_results, run_row, summary)
+            except GateFailed as failure:
+                _record_failure(connection, run_id, config, failure.failures)
+                raise
+        finally:
+            connection.close()
+    summary.wall_seconds = time.perf_counter() - began
+    return summary

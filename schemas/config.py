@@ -1,0 +1,84 @@
+"""Typed, validated configuration. Every field carries its help text."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class WarehouseConfig(BaseModel):
+    """Where the DuckLake warehouse lives."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("PRMFORGE_DATA_DIR", DEFAULT_DATA_DIR)),
+        description="Project data directory: catalog, Parquet data, datasets (env PRMFORGE_DATA_DIR).",
+    )
+    catalog: str = Field(
+        default_factory=lambda: os.environ.get("PRMFORGE_CATALOG", "sqlite"),
+        description=(
+            "DuckLake catalog: 'sqlite' (default; readers never block on a writer), 'duckdb', or "
+            "'postgres:<libpq connection string>' for many machines (env PRMFORGE_CATALOG)."
+        ),
+    )
+    data_path: str | None = Field(
+        default_factory=lambda: os.environ.get("PRMFORGE_DATA_PATH"),
+        description="Where DuckLake writes Parquet files; default DATA_DIR/lake/ (env PRMFORGE_DATA_PATH).",
+    )
+
+    @field_validator("catalog")
+    @classmethod
+    def _known_catalog(cls, value: str) -> str:
+        if value in ("sqlite", "duckdb") or value.startswith("postgres:"):
+            return value
+        raise ValueError("catalog must be 'sqlite', 'duckdb' or 'postgres:<connection string>'")
+
+    @property
+    def lake_path(self) -> str:
+        return self.data_path or str(self.data_dir / "lake") + "/"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+
+class GenerateConfig(BaseModel):
+    """Everything that determines what `prmforge generate` produces. Its hash is the run id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    problems: int = Field(8, ge=1, description="Number of seed problems to use.")
+    samples: int = Field(4, ge=1, description="Solutions sampled per problem (N).")
+    rollouts: int = Field(4, ge=1, description="Monte Carlo completions per step (k).")
+    seed: int = Field(0, description="Seed for problem generation and sampling.")
+    seeds_file: Path | None = Field(
+        None, description="JSONL or Parquet seed file (GSM8K, MATH or prmforge form); synthetic if unset."
+    )
+    min_steps: int = Field(2, ge=1, le=12, description="Fewest steps in a synthetic problem.")
+    max_steps: int = Field(6, ge=1, le=12, description="Most steps in a synthetic problem.")
+    policy: str = Field("embedded", description="Policy spec: 'embedded' or 'transformers:PATH'.")
+    labeler: Literal["mc"] = Field("mc", description="Step labeller.")
+    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(160, ge=1, description="Longest continuation, in tokens.")
+    step_boundary: str = Field(
+        r"\n\s*\n|\n(?=Step \d+:)", description="Regex that separates steps in a solution."
+    )
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
+
+    @field_validator("step_boundary")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"step_boundary is not a valid regex: {error}") from None
+        return value

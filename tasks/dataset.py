@@ -1,0 +1,99 @@
+"""Build a dataset version in TRL's stepwise-supervision form: prompt, completions, labels.
+
+One row per sampled solution (a path from a first step to a terminal step). Soft labels and ids
+ride alongside. The split is decided per problem by a hash, so a problem never lands in both
+splits and never changes split as the warehouse grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import polars as pl
+
+STEPWISE_COLUMNS = ("prompt", "completions", "labels")
+
+
+@dataclass(frozen=True)
+class SkippedSolution:
+    solution_id: str
+    reason: str
+
+
+def split_of(problem_id: str, test_fraction: float) -> str:
+    """'test' or 'train', fixed for a problem by its id.
+
+    >>> split_of("abc", 0.0)
+    'train'
+    >>> split_of("abc", 0.999999)
+    'test'
+    """
+    bucket = int(hashlib.sha256(problem_id.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+    return "test" if bucket < test_fraction else "train"
+
+
+def stepwise_rows(
+    problems: pl.DataFrame,
+    nodes: pl.DataFrame,
+    labels: pl.DataFrame,
+    labeler: str,
+    test_fraction: float,
+) -> tuple[pl.DataFrame, list[SkippedSolution]]:
+    """The dataset rows, plus the solutions left out and why (a step without a label)."""
+    questions = dict(zip(problems["problem_id"], problems["question"], strict=True))
+    chosen = labels.filter(pl.col("labeler") == labeler)
+    label_of = {
+        node: (bool(hard), float(q))
+        for node, hard, q in zip(chosen["node_id"], chosen["hard"], chosen["q"], strict=True)
+    }
+    parent_of = dict(zip(nodes["node_id"], nodes["parent_id"], strict=True))
+    text_of = dict(zip(nodes["node_id"], nodes["step_text"], strict=True))
+    rows: list[dict] = []
+    skipped: list[SkippedSolution] = []
+    terminal = nodes.filter(pl.col("is_terminal"))
+    for leaf, problem_id, is_correct in zip(
+        terminal["node_id"], terminal["problem_id"], terminal["is_correct"], strict=True
+    ):
+        path: list[str] = []
+        current: str | None = leaf
+        while current is not None:
+            path.append(current)
+            current = parent_of.get(current)
+        path.reverse()
+        missing = [node for node in path if node not in label_of]
+        if missing:
+            skipped.append(SkippedSolution(leaf, f"{len(missing)} step(s) have no {labeler} label"))
+            continue
+        rows.append(
+            {
+                "solution_id": leaf,
+                "problem_id": problem_id,
+                "split": split_of(problem_id, test_fraction),
+                "prompt": questions[problem_id],
+                "completions": [text_of[node] for node in path],
+                "labels": [label_of[node][0] for node in path],
+                "soft_labels": [label_of[node][1] for node in path],
+                "node_ids": path,
+                "is_correct": bool(is_correct),
+                "variant": "original",
+            }
+        )
+    schema = {
+        "solution_id": pl.String, "problem_id": pl.String, "split": pl.String, "prompt": pl.String,
+        "completions": pl.List(pl.String), "labels": pl.List(pl.Boolean),
+        "soft_labels": pl.List(pl.Float64), "node_ids": pl.List(pl.String),
+        "is_correct": pl.Boolean, "variant": pl.String,
+    }
+    frame = pl.DataFrame(rows, schema=schema, orient="row").sort("solution_id")
+    return frame, skipped
+
+
+def with_check_columns(dataset: pl.DataFrame) -> pl.DataFrame:
+    """Derived columns the dataset expectations read: list lengths and splits per problem."""
+    return dataset.with_columns(
+        n_completions=pl.col("completions").list.len(),
+        n_labels=pl.col("labels").list.len(),
+        n_soft_labels=pl.col("soft_labels").list.len(),
+        splits_of_problem=pl.col("split").n_unique().over("problem_id"),
+    ).select("solution_id", "problem_id", "split", "n_completions", "n_labels", "n_soft_labels", "splits_of_problem")

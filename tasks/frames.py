@@ -1,0 +1,61 @@
+"""Records to table frames, adding the provenance columns every generated row carries."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import polars as pl
+
+from schemas.records import Node, Problem, QuarantinedRow, Rollout, SamplingParams, StepLabel
+from schemas.tables import NODES, PROBLEMS, QUARANTINE, ROLLOUTS, STEP_LABELS, Table
+from tasks.gates import GateResult
+from tasks.ids import content_id
+
+
+def _frame(table: Table, records: Iterable[object], **extra: object) -> pl.DataFrame:
+    rows = []
+    for record in records:
+        row = dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
+        row.update(extra)
+        rows.append({name: row.get(name) for name in table.column_names})
+    return table.frame(rows)
+
+
+def problems_frame(problems: Sequence[Problem], run_id: str) -> pl.DataFrame:
+    rows = [
+        {**dataclasses.asdict(p), "reference_steps": list(p.reference_steps)} for p in problems
+    ]
+    return _frame(PROBLEMS, rows, run_id=run_id)
+
+
+def quarantine_frame(rows: Sequence[QuarantinedRow], run_id: str) -> pl.DataFrame:
+    keyed = [
+        {**dataclasses.asdict(row), "quarantine_id": content_id("quarantine", row.source_file, row.source_row, row.raw, row.reason)}
+        for row in rows
+    ]
+    return _frame(QUARANTINE, keyed, run_id=run_id)
+
+
+def nodes_frame(nodes: Sequence[Node], policy: str, params: SamplingParams, run_id: str) -> pl.DataFrame:
+    return _frame(NODES, nodes, policy=policy, temperature=params.temperature, seed=params.seed, run_id=run_id)
+
+
+def rollouts_frame(rollouts: Sequence[Rollout], policy: str, params: SamplingParams, run_id: str) -> pl.DataFrame:
+    return _frame(ROLLOUTS, rollouts, policy=policy, temperature=params.temperature, seed=params.seed, run_id=run_id)
+
+
+def labels_frame(labels: Sequence[StepLabel], run_id: str) -> pl.DataFrame:
+    return _frame(STEP_LABELS, labels, run_id=run_id)
+
+
+def gate_rows(results: Sequence[GateResult], run_id: str, checked_at: object) -> list[dict]:
+    return [
+        {
+            **dataclasses.asdict(result),
+            "result_id": content_id("dq", run_id, result.suite, result.expectation, result.success, result.unexpected_count),
+            "run_id": run_id,
+            "checked_at": checked_at,
+        }
+        for result in results
+    ]

@@ -1,0 +1,145 @@
+"""Math-Shepherd Monte Carlo labels: from each step's prefix, sample k completions.
+
+q (the soft label) is the share of completions that reach the reference answer; the hard label is
+q > 0. A step that states the final answer itself is labelled by that answer's check, with no
+rollouts (n = 0): no completion could change it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel
+from tasks.answers import answers_match, extract_answer
+from tasks.ids import content_id
+from tasks.policies.base import Policy
+from tasks.text_format import prefix_for
+from tasks.tree import Progress, path_steps
+
+LABELER = "mc"
+
+
+@dataclass(frozen=True)
+class LabelTarget:
+    """A node to label, with the prefix a completion continues and the answer it must reach."""
+
+    node: Node
+    prefix: str
+    reference: str
+
+
+@dataclass
+class LabelResult:
+    rollouts: list[Rollout] = field(default_factory=list)
+    labels: list[StepLabel] = field(default_factory=list)
+    usage: PolicyUsage = field(default_factory=PolicyUsage)
+
+
+def mc_estimate(n_correct: int, n: int) -> tuple[float, bool]:
+    """(soft, hard) labels from k rollouts.
+
+    >>> mc_estimate(3, 4)
+    (0.75, True)
+    >>> mc_estimate(0, 8)
+    (0.0, False)
+    """
+    if n <= 0 or not 0 <= n_correct <= n:
+        raise ValueError(f"need 0 <= n_correct <= n and n > 0, got {n_correct} of {n}")
+    q = n_correct / n
+    return q, q > 0
+
+
+def label_targets(nodes: Sequence[Node], all_nodes: dict[str, Node], problems: dict[str, Problem]) -> list[LabelTarget]:
+    targets = []
+    for node in nodes:
+        problem = problems[node.problem_id]
+        prefix = prefix_for(problem.question, path_steps(node, all_nodes))
+        targets.append(LabelTarget(node, prefix, problem.answer))
+    return targets
+
+
+@lru_cache(maxsize=65_536)
+def _is_correct(answer: str | None, reference: str) -> bool:
+    return answers_match(answer, reference)
+
+
+def outcome_label(node: Node, labeler: str = LABELER) -> StepLabel:
+    correct = bool(node.is_correct)
+    return StepLabel(
+        label_id=content_id("label", node.node_id, labeler),
+        node_id=node.node_id,
+        labeler=labeler,
+        q=1.0 if correct else 0.0,
+        hard=correct,
+        n=0,
+        n_correct=0,
+        generated_tokens=0,
+        reason="outcome: the step states the final answer",
+    )
+
+
+def label_mc(
+    policy: Policy,
+    targets: Sequence[LabelTarget],
+    rollouts_per_step: int,
+    params: SamplingParams,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    labeler: str = LABELER,
+) -> LabelResult:
+    """Monte Carlo labels for every target; rollouts are kept for the rollouts table."""
+    result = LabelResult()
+    to_sample: list[LabelTarget] = []
+    for target in targets:
+        if target.node.is_terminal and target.node.final_answer is not None:
+            result.labels.append(outcome_label(target.node, labeler))
+        else:
+            to_sample.append(target)
+    if progress and len(to_sample) < len(targets):
+        progress(len(targets) - len(to_sample))
+    for start in range(0, len(to_sample), batch_size):
+        batch = to_sample[start : start + batch_size]
+        began = time.perf_counter()
+        generations = policy.generate([t.prefix for t in batch], rollouts_per_step, params)
+        result.usage.add(PolicyUsage(len(batch), 0, time.perf_counter() - began, 1))
+        for target, outputs in zip(batch, generations, strict=True):
+            node_rollouts = []
+            for index, generation in enumerate(outputs):
+                answer = extract_answer(generation.text)
+                node_rollouts.append(
+                    Rollout(
+                        rollout_id=content_id("rollout", target.node.node_id, labeler, params.seed, index),
+                        node_id=target.node.node_id,
+                        labeler=labeler,
+                        sample_index=index,
+                        completion=generation.text,
+                        final_answer=answer,
+                        is_correct=_is_correct(answer, target.reference),
+                        generated_tokens=generation.generated_tokens,
+                        finish_reason=generation.finish_reason,
+                    )
+                )
+            n_correct = sum(rollout.is_correct for rollout in node_rollouts)
+            q, hard = mc_estimate(n_correct, len(node_rollouts))
+            tokens = sum(rollout.generated_tokens for rollout in node_rollouts)
+            result.usage.generated_tokens += tokens
+            result.rollouts.extend(node_rollouts)
+            result.labels.append(
+                StepLabel(
+                    label_id=content_id("label", target.node.node_id, labeler),
+                    node_id=target.node.node_id,
+                    labeler=labeler,
+                    q=q,
+                    hard=hard,
+                    n=len(node_rollouts),
+                    n_correct=n_correct,
+                    generated_tokens=tokens,
+                    reason=f"monte carlo: {n_correct} of {len(node_rollouts)} completions correct",
+                )
+            )
+        if progress:
+            progress(len(batch))
+    return result

@@ -1,0 +1,18 @@
+"""The examples in docstrings are tests too."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "tasks.ids", "tasks.answers", "tasks.splitting", "tasks.synthetic", "tasks.text_format",
+    "tasks.labelers.mc", "tasks.dataset",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -1,0 +1,1 @@
+"""Everything that touches DuckDB/DuckLake: connecting, migrations, writes, snapshots, views."""
