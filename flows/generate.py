@@ -27,7 +27,8 @@ from tasks.dataset import stepwise_rows, with_check_columns
 from tasks.gates import GateFailed, GateResult, enforce, run_suite
 from tasks.ids import content_id
 from tasks.ingest import IngestResult, read_seed_file
-from tasks.labelers.mc import LabelResult, label_mc, label_targets
+from tasks.labelers.base import LabelRequest, LabelResult
+from tasks.labelers.registry import get_labeler
 from tasks.policies.registry import load_policy
 from tasks.synthetic import generate_problems
 from tasks.tree import build_tree, sample_solutions
@@ -102,10 +103,11 @@ def sample_tree(config: GenerateConfig, problems: list[Problem]):
 
 
 @task(name="label-steps", cache_policy=NO_CACHE)
-def label_steps(config: GenerateConfig, targets) -> LabelResult:
+def label_steps(config: GenerateConfig, request: LabelRequest) -> LabelResult:
     policy = load_policy(config.policy)
-    with stage(f"labelling steps ({config.labeler}, k={config.rollouts})", len(targets)) as advance:
-        return label_mc(policy, targets, config.rollouts, sampling_params(config, "rollouts"), progress=advance)
+    labeler = get_labeler(config.labeler)
+    with stage(f"labelling steps ({config.labeler}, k={config.rollouts})", len(request.to_label)) as advance:
+        return labeler.label(policy, request, progress=advance)
 
 
 @task(name="quality-gates", cache_policy=NO_CACHE)
@@ -244,12 +246,14 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             solutions, tree, sample_usage = sample_tree(config, loaded.problems)
             summary.solutions = len(solutions)
             summary.solved = sum(solution.is_correct for solution in solutions)
-            stored_tree = {node.node_id: node for node in tree}
-            problems_by_id = {problem.problem_id: problem for problem in loaded.problems}
-            targets = label_targets(
-                [node for node in tree if node.node_id not in labelled], stored_tree, problems_by_id
+            request = LabelRequest(
+                nodes={node.node_id: node for node in tree},
+                problems={problem.problem_id: problem for problem in loaded.problems},
+                to_label=[node for node in tree if node.node_id not in labelled],
+                rollouts_per_step=config.rollouts,
+                params=sampling_params(config, "rollouts"),
             )
-            labelled_now = label_steps(config, targets)
+            labelled_now = label_steps(config, request)
 
             usage = PolicyUsage()
             usage.add(sample_usage)

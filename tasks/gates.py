@@ -38,8 +38,11 @@ def _gx_context():
     global _context
     if _context is None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import logging
+
         import great_expectations as gx
 
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
         _context = gx.get_context(mode="ephemeral")
         _context.variables.progress_bars = {"globally": False}
     return _context

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel
 from tasks.answers import answers_match, extract_answer
 from tasks.ids import content_id
+from tasks.labelers.base import LabelRequest, LabelResult, Progress
 from tasks.policies.base import Policy
 from tasks.text_format import prefix_for
-from tasks.tree import Progress, path_steps
+from tasks.tree import path_steps
 
 LABELER = "mc"
 
@@ -29,13 +30,6 @@ class LabelTarget:
     node: Node
     prefix: str
     reference: str
-
-
-@dataclass
-class LabelResult:
-    rollouts: list[Rollout] = field(default_factory=list)
-    labels: list[StepLabel] = field(default_factory=list)
-    usage: PolicyUsage = field(default_factory=PolicyUsage)
 
 
 def mc_estimate(n_correct: int, n: int) -> tuple[float, bool]:
@@ -62,7 +56,7 @@ def label_targets(nodes: Sequence[Node], all_nodes: dict[str, Node], problems: d
 
 
 @lru_cache(maxsize=65_536)
-def _is_correct(answer: str | None, reference: str) -> bool:
+def is_correct_answer(answer: str | None, reference: str) -> bool:
     return answers_match(answer, reference)
 
 
@@ -117,7 +111,7 @@ def label_mc(
                         sample_index=index,
                         completion=generation.text,
                         final_answer=answer,
-                        is_correct=_is_correct(answer, target.reference),
+                        is_correct=is_correct_answer(answer, target.reference),
                         generated_tokens=generation.generated_tokens,
                         finish_reason=generation.finish_reason,
                     )
@@ -143,3 +137,13 @@ def label_mc(
         if progress:
             progress(len(batch))
     return result
+
+
+class MonteCarloLabeler:
+    """Exhaustive Math-Shepherd estimation: k rollouts from every step's prefix."""
+
+    name = LABELER
+
+    def label(self, policy: Policy, request: LabelRequest, progress: Progress | None = None) -> LabelResult:
+        targets = label_targets(request.to_label, request.nodes, request.problems)
+        return label_mc(policy, targets, request.rollouts_per_step, request.params, progress=progress)

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from tasks.policies.base import Policy
 
-SPEC_HELP = "'embedded' (the project's own model) or 'transformers:PATH' (a local HF model directory)"
+SPEC_HELP = (
+    "'embedded' (the project's own model), 'transformers:PATH' (a local HF model directory) or "
+    "'simulated[:error_rate=0.15,recovery_rate=0.1,seed=0]' (a program with known mistakes)"
+)
 
 
 class PolicySpecError(ValueError):
@@ -24,6 +27,13 @@ def load_policy(spec: str) -> Policy:
         return _transformers(EMBEDDED_POLICY_DIR)
     if backend == "transformers" and target:
         return _transformers(Path(target))
+    if backend == "simulated":
+        from tasks.policies.simulated import SimulatedPolicy
+
+        try:
+            return SimulatedPolicy.from_spec(spec)
+        except ValueError as error:
+            raise PolicySpecError(str(error)) from None
     raise PolicySpecError(f"unknown policy '{spec}': use {SPEC_HELP}")
 
 

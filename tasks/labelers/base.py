@@ -1,0 +1,47 @@
+"""The one interface every step labeller implements, and what passes through it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel
+from tasks.policies.base import Policy
+from tasks.text_format import prefix_for
+from tasks.tree import path_steps
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class LabelRequest:
+    """The tree to label: every node known so far, and the ones that still lack this label."""
+
+    nodes: dict[str, Node]
+    problems: dict[str, Problem]
+    to_label: list[Node]
+    rollouts_per_step: int
+    params: SamplingParams
+
+    def prefix(self, node: Node) -> str:
+        """The prompt plus the steps up to and including `node`: what a completion continues."""
+        return prefix_for(self.problems[node.problem_id].question, path_steps(node, self.nodes))
+
+    def reference(self, node: Node) -> str:
+        return self.problems[node.problem_id].answer
+
+
+@dataclass
+class LabelResult:
+    rollouts: list[Rollout] = field(default_factory=list)
+    labels: list[StepLabel] = field(default_factory=list)
+    usage: PolicyUsage = field(default_factory=PolicyUsage)
+
+
+class Labeler(Protocol):
+    name: str
+
+    def label(self, policy: Policy, request: LabelRequest, progress: Progress | None = None) -> LabelResult:
+        """Labels (and the rollouts spent on them) for the request's nodes; records the cost."""
+        ...

@@ -1,0 +1,22 @@
+"""Labellers by name, as `--labeler` and the config select them."""
+
+from __future__ import annotations
+
+from tasks.labelers.base import Labeler
+
+
+def labeler_names() -> list[str]:
+    return sorted(_factories())
+
+
+def _factories() -> dict:
+    from tasks.labelers.mc import MonteCarloLabeler
+
+    return {"mc": MonteCarloLabeler}
+
+
+def get_labeler(name: str) -> Labeler:
+    factories = _factories()
+    if name not in factories:
+        raise ValueError(f"unknown labeler '{name}': choose one of {', '.join(sorted(factories))}")
+    return factories[name]()
