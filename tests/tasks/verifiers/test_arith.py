@@ -1,0 +1,111 @@
+import pytest
+import sympy
+
+from tasks.synthetic import generate_problems
+from tasks.verifiers.arith import ArithConfig, ArithVerifier, NotEvaluable, evaluate_exact
+from tasks.verifiers.base import StepContext
+
+PROBLEM = StepContext("Mia has 21 apples. She gives away 3.")
+
+
+@pytest.fixture(scope="module")
+def arith() -> ArithVerifier:
+    return ArithVerifier()
+
+
+def test_true_claim_is_valid_with_its_values(arith):
+    verdict = arith.verify("Step 1: 21 - 3 = 18", PROBLEM)
+    assert (verdict.verifier, verdict.verdict) == ("arith", "valid")
+    assert verdict.evidence == "21 - 3 = 18 holds (left 18, right 18)"
+    assert verdict.ms > 0
+
+
+def test_false_claim_is_invalid_with_both_sides(arith):
+    verdict = arith.verify("Step 1: 21 - 3 = 17", PROBLEM)
+    assert verdict.verdict == "invalid"
+    assert verdict.evidence == "21 - 3 = 17 is false: left 18, right 17"
+
+
+def test_one_false_claim_among_true_ones_is_invalid(arith):
+    verdict = arith.verify("14 + 7 = 21, then 21 * 2 = 43", PROBLEM)
+    assert verdict.verdict == "invalid"
+    assert verdict.evidence == "21 * 2 = 43 is false: left 42, right 43"
+
+
+def test_inequalities(arith):
+    assert arith.verify("Since 12 > 5 we continue", PROBLEM).verdict == "valid"
+    assert arith.verify("Since 12 < 5 we continue", PROBLEM).evidence == "12 < 5 is false: left 12, right 5"
+
+
+def test_exact_rationals_no_floats(arith):
+    assert arith.verify("0.1 + 0.2 = 0.3", PROBLEM).verdict == "valid"
+    assert arith.verify("1/3 + 1/6 = 1/2", PROBLEM).verdict == "valid"
+    assert arith.verify("1/3 = 0.333", PROBLEM).evidence == "1/3 = 0.333 is false: left 1/3, right 333/1000"
+
+
+def test_latex(arith):
+    assert arith.verify("$\\frac{1}{2} \\times 8 = 4$", PROBLEM).verdict == "valid"
+    assert (
+        arith.verify("$3 \\cdot 4 = 13$", PROBLEM).evidence == "3 \\cdot 4 = 13 is false: left 12, right 13"
+    )
+    assert arith.verify("$\\sqrt{16} = 4$", PROBLEM).verdict == "valid"
+
+
+def test_no_claims_is_unknown_with_reason(arith):
+    verdict = arith.verify("Now we subtract the apples she gave away.", PROBLEM)
+    assert (verdict.verdict, verdict.reason) == ("unknown", "no checkable claims in step")
+
+
+def test_unparseable_is_unknown_never_invalid(arith):
+    verdict = arith.verify("20% of 50 = 11", PROBLEM)
+    assert verdict.verdict == "unknown"
+    assert verdict.reason == "cannot parse '50 = 11': arithmetic continues in words ('of')"
+
+
+def test_free_symbol_is_unknown(arith):
+    verdict = arith.verify("x + 2 = 14", PROBLEM)
+    assert (verdict.verdict, verdict.reason) == ("unknown", "x + 2 = 14: free symbol x")
+
+
+def test_assignments_bind_within_the_step_and_from_context(arith):
+    assert arith.verify("x = 3*4 = 12, so x + 2 = 14", PROBLEM).verdict == "valid"
+    context = StepContext("Let x = 12.", ("y = 3",))
+    assert arith.verify("x * y = 36", context).verdict == "valid"
+    assert arith.verify("y * 2 = 7", context).evidence == "y * 2 = 7 is false: left 6, right 7"
+    # An assignment to a bound symbol is checked, not a new definition.
+    assert arith.verify("x = 13", context).evidence == "x = 13 is false: left 12, right 13"
+
+
+def test_values_it_will_not_compute_are_unknown(arith):
+    assert arith.verify("2^{100000000} = 5", PROBLEM).reason == (
+        "2^{100000000} = 5: value too large to evaluate (2^100000000)"
+    )
+    assert (
+        arith.verify("$\\sqrt{2} = 1.41$", PROBLEM).reason == "\\sqrt{2} = 1.41: irrational value (2^(1/2))"
+    )
+    assert arith.verify("12 / 0 = 5", PROBLEM).reason == "12 / 0 = 5: division by zero"
+
+
+def test_hard_timeout_is_unknown():
+    verdict = ArithVerifier(ArithConfig(timeout_ms=0)).verify("21 - 3 = 18", PROBLEM)
+    assert (verdict.verdict, verdict.reason) == ("unknown", "timeout after 0 ms")
+
+
+def test_evaluate_exact():
+    half = sympy.Mul(sympy.Integer(1), sympy.Pow(sympy.Integer(2), -1, evaluate=False), evaluate=False)
+    assert evaluate_exact(half) == sympy.Rational(1, 2)
+    assert evaluate_exact(sympy.Symbol("x") + 1, {sympy.Symbol("x"): sympy.Integer(2)}) == 3
+    assert evaluate_exact(sympy.Pow(sympy.Integer(27), sympy.Rational(1, 3), evaluate=False)) == 3
+    with pytest.raises(NotEvaluable, match="has no exact rational value"):
+        evaluate_exact(sympy.pi)
+
+
+def test_every_synthetic_reference_step_is_valid_and_a_wrong_result_is_invalid(arith):
+    for problem in generate_problems(20, seed=3):
+        steps = problem.reference_steps
+        for index, step in enumerate(steps):
+            context = StepContext(problem.question, steps[:index])
+            assert arith.verify(step, context).verdict == "valid", step
+        first = steps[0].split("\n")[0]
+        wrong = first[: first.rindex("=")] + f"= {int(first.rsplit('=', 1)[1]) + 1}"
+        assert arith.verify(wrong, StepContext(problem.question)).verdict == "invalid", wrong

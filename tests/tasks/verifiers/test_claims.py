@@ -1,0 +1,135 @@
+from fractions import Fraction
+
+import sympy
+
+from tasks.verifiers.base import StepContext
+from tasks.verifiers.claims import (
+    ASSIGNMENT,
+    EQUALITY,
+    INEQUALITY,
+    extract_claims,
+    given_quantities,
+    premises_of,
+)
+
+
+def texts(step: str) -> list[str]:
+    return [claim.text for claim in extract_claims(step).claims]
+
+
+def reasons(step: str) -> list[tuple[str, str]]:
+    return [(item.text, item.reason) for item in extract_claims(step).unparsed]
+
+
+def test_plain_step_from_the_synthetic_format():
+    extraction = extract_claims("Step 2: 21 - 3 = 18")
+    assert texts("Step 2: 21 - 3 = 18") == ["21 - 3 = 18"]
+    claim = extraction.claims[0]
+    assert claim.kind == EQUALITY
+    assert claim.operator == "="
+    assert isinstance(claim.relation, sympy.Eq)
+    assert (claim.left_text, claim.right_text) == ("21 - 3", "18")
+    assert extraction.unparsed == ()
+
+
+def test_the_answer_line_is_not_a_claim():
+    assert texts("Step 3: 18 / 3 = 6\nThe answer is 6.") == ["18 / 3 = 6"]
+    assert texts("so 4 + 4 = 8\n#### 8") == ["4 + 4 = 8"]
+
+
+def test_words_around_the_math():
+    assert texts("Mia has 14 + 7 = 21 apples, and 21 - 3 = 18 are left.") == ["14 + 7 = 21", "21 - 3 = 18"]
+
+
+def test_chained_equality_gives_two_claims_and_an_assignment():
+    claims = extract_claims("x = 3*4 = 12").claims
+    assert [(claim.text, claim.kind) for claim in claims] == [("x = 3*4", ASSIGNMENT), ("3*4 = 12", EQUALITY)]
+    assert claims[0].lhs == sympy.Symbol("x")
+
+
+def test_inequalities_and_chains_of_them():
+    assert [(c.text, c.operator, c.kind) for c in extract_claims("Since 12 > 5, we go on").claims] == [
+        ("12 > 5", ">", INEQUALITY)
+    ]
+    assert texts("1 < x <= 5") == ["1 < x", "x <= 5"]
+    assert [c.operator for c in extract_claims("12 ≤ 13 and 4 ≠ 5").claims] == ["<=", "!="]
+
+
+def test_latex_frac_times_and_cdot():
+    assert texts("Half is \\frac{1}{2} \\times 8 = 4 cookies") == ["\\frac{1}{2} \\times 8 = 4"]
+    claim = extract_claims("so $3 \\cdot 4 = 12$ in all").claims[0]
+    assert claim.text == "3 \\cdot 4 = 12"
+    assert claim.lhs.doit() == 12
+    assert texts("\\[ 2^{10} \\geq 1000 \\]") == ["2^{10} >= 1000"]
+    assert texts("$\\frac{3}{4} + 1 = \\frac{7}{4}$, $x = 2$") == ["\\frac{3}{4} + 1 = \\frac{7}{4}", "x = 2"]
+
+
+def test_units_in_latex_text_are_dropped():
+    assert texts("$12 \\text{ apples} \\times 3 = 36 \\text{ apples}$") == ["12 \\times 3 = 36"]
+
+
+def test_currency_thousands_times_and_percent():
+    assert texts("It costs $5 + $3 = $8 in total.") == ["5 + 3 = 8"]
+    assert texts("1,000 + 200 = 1,200") == ["1,000 + 200 = 1,200"]
+    assert extract_claims("She has 3 x 4 = 12 pens").claims[0].lhs.doit() == 12
+    assert extract_claims("25% * 80 = 20").claims[0].lhs.doit() == 20
+
+
+def test_gsm8k_calculator_annotation():
+    assert texts("Natalia sold 48/2 = <<48/2=24>>24 clips in May.") == ["48/2 = 24"]
+
+
+def test_decimals_are_exact_rationals():
+    claim = extract_claims("2.5 * 4 = 10.0").claims[0]
+    assert claim.lhs.args[0] == sympy.Rational(5, 2)
+    assert claim.rhs == 10
+
+
+def test_code_is_left_to_the_code_verifier():
+    assert texts("```python\nx = 21 - 3\nassert x == 18\n```\n>>> 2 + 2\n4\nso 2 + 2 = 4") == ["2 + 2 = 4"]
+
+
+def test_unparseable_relations_carry_reasons_and_no_claim():
+    assert texts("20% of 50 = 10") == []
+    assert reasons("20% of 50 = 10") == [("50 = 10", "arithmetic continues in words ('of')")]
+    assert reasons("3 apples * 4 = 12") == [("* 4 = 12", "incomplete expression: starts with '*'")]
+    assert reasons("x ≈ 3.14") == [("x ≈ 3.14", "approximate relation is not an exact claim")]
+    assert reasons("I have a 3 + 4 = 7") == [("a 3 + 4 = 7", "two operands side by side ('a' '3')")]
+    assert reasons("5! = 120") == [("= 120", "incomplete expression: starts with '='")]
+    assert reasons("$\\frac{3}{4} \\text{ of } 8 = 6$") == [
+        ("\\frac{3}{4} \\text{ of } 8 = 6", "arithmetic continues in words ('of')")
+    ]
+    assert reasons("$apples \\times 2 = 10$") == [("apples \\times 2 = 10", "words inside math")]
+
+
+def test_notation_glued_to_a_span_is_not_read_as_arithmetic():
+    assert reasons("the ratio is 3:4 = 0.75") == [("4 = 0.75", "'3:4' is not arithmetic")]
+    assert reasons("120 = 5!") == [("120 = 5", "'5!' is not arithmetic")]
+    assert texts("Step 2: 21 - 3 = 18.") == ["21 - 3 = 18"]
+
+
+def test_subscripted_symbols_and_latex_thousands():
+    assert texts("So $a_1 = 3$ and $a_2 = a_1 + 2 = 5$.") == ["a_1 = 3", "a_2 = a_1 + 2", "a_1 + 2 = 5"]
+    assert texts("$1,000 \\times 2 = 2,000$") == ["1000 \\times 2 = 2000"]
+
+
+def test_no_relation_no_claim_and_no_complaint():
+    assert extract_claims("Mia has 14 apples. She gets 7 more.").claims == ()
+    assert extract_claims("Mia has 14 apples. She gets 7 more.").unparsed == ()
+
+
+def test_given_quantities():
+    assert given_quantities("Mia has 14 apples. She gets 7 more. Each costs $1,250.5.") == (
+        Fraction(14),
+        Fraction(7),
+        Fraction(2501, 2),
+    )
+
+
+def test_premises_hold_the_problem_and_earlier_steps():
+    context = StepContext("Let x = 5. Mia has 14 apples.", ("Step 1: 14 + 7 = 21", "y = x + 1 = 6"))
+    premises = premises_of(context)
+    assert premises.quantities == (Fraction(5), Fraction(14))
+    assert [claim.text for claim in premises.given] == ["x = 5"]
+    assert [claim.text for claim in premises.earlier] == ["14 + 7 = 21", "y = x + 1", "x + 1 = 6"]
+    assert [claim.text for claim in premises.relations][:2] == ["x = 5", "14 + 7 = 21"]

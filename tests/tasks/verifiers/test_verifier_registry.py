@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+import pytest
+
+from schemas.records import Verdict
+from tasks.verifiers import VERIFIER_NAMES, get_verifier
+from tasks.verifiers.base import Deadline, StepContext, Verifier, VerifierTimeout, run_guarded
+
+
+def test_every_name_gives_a_verifier_of_that_name():
+    assert VERIFIER_NAMES == ("arith", "z3", "lean", "code")
+    for name in VERIFIER_NAMES:
+        verifier = get_verifier(name)
+        assert isinstance(verifier, Verifier)
+        assert verifier.name == name
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown verifier 'sympy'; choose one of: arith, z3, lean, code"):
+        get_verifier("sympy")
+
+
+def test_every_verifier_answers_one_step_with_a_timed_verdict():
+    context = StepContext("Mia has 21 apples.", ())
+    for name in VERIFIER_NAMES:
+        verdict = get_verifier(name).verify("Step 1: 21 - 3 = 18\nThe answer is 18.", context)
+        assert verdict.verifier == name
+        assert verdict.verdict in ("valid", "unknown")  # code finds no snippet; lean may be absent
+        assert verdict.ms > 0
+
+
+def test_importing_the_package_loads_no_heavy_module():
+    probe = "import sys, tasks.verifiers; print(sorted({'sympy', 'z3', 'latex2sympy2_extended'} & set(sys.modules)))"
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        == "[]\n"
+    )
+
+
+def test_run_guarded_turns_timeouts_and_errors_into_unknown():
+    def slow(deadline: Deadline) -> Verdict:
+        raise VerifierTimeout("timeout after 5 ms")
+
+    def broken(deadline: Deadline) -> Verdict:
+        raise KeyError("x")
+
+    assert run_guarded("t", 5, slow).reason == "timeout after 5 ms"
+    assert run_guarded("t", 5, broken).reason == "internal error: KeyError: 'x'"
+    verdict = run_guarded("t", 5, lambda deadline: Verdict("ignored", "valid", evidence="e", ms=99.0))
+    assert (verdict.verifier, verdict.verdict, verdict.evidence) == ("t", "valid", "e")
+    assert verdict.ms < 99.0

@@ -1,0 +1,101 @@
+import pytest
+
+from tasks.verifiers.base import StepContext
+from tasks.verifiers.z3_verifier import Z3Config, Z3Verifier
+
+PROBLEM = StepContext("Mia has 21 apples.")
+
+
+@pytest.fixture(scope="module")
+def z3_verifier() -> Z3Verifier:
+    return Z3Verifier()
+
+
+def test_closed_true_claim_is_valid(z3_verifier):
+    verdict = z3_verifier.verify("Step 1: 21 - 3 = 18", PROBLEM)
+    assert (verdict.verifier, verdict.verdict) == ("z3", "valid")
+    assert verdict.evidence == "21 - 3 = 18 follows from the premises"
+
+
+def test_closed_false_claim_is_invalid(z3_verifier):
+    verdict = z3_verifier.verify("Step 1: 21 - 3 = 17", PROBLEM)
+    assert verdict.verdict == "invalid"
+    assert verdict.evidence == "21 - 3 = 17 contradicts the premises; model of premises and not claim: []"
+
+
+def test_claim_contradicting_premises_is_invalid_with_a_model():
+    context = StepContext("Let x = 12.", ("y = 3",))
+    verdict = Z3Verifier().verify("y * 2 = 7", context)
+    assert verdict.verdict == "invalid"
+    assert verdict.evidence == (
+        "y * 2 = 7 contradicts the premises; model of premises and not claim: [x = 12, y = 3]"
+    )
+
+
+def test_entailed_by_premises_is_valid(z3_verifier):
+    assert z3_verifier.verify("x * y = 36", StepContext("Let x = 12.", ("y = 3",))).verdict == "valid"
+    solve = StepContext("Solve 2x + 3 = 11.")
+    assert z3_verifier.verify("x = 4", solve).verdict == "valid"
+    assert z3_verifier.verify("so x > 3", solve).verdict == "valid"
+    wrong = z3_verifier.verify("x = 5", solve)
+    assert (wrong.verdict, wrong.evidence) == (
+        "invalid",
+        "x = 5 contradicts the premises; model of premises and not claim: [x = 4]",
+    )
+
+
+def test_definitions_inside_the_step_are_premises(z3_verifier):
+    assert z3_verifier.verify("x = 3*4 = 12, so x + 2 = 14", PROBLEM).verdict == "valid"
+    verdict = z3_verifier.verify("x = 3*4 = 12, so x + 2 = 15", PROBLEM)
+    assert (
+        verdict.evidence == "x + 2 = 15 contradicts the premises; model of premises and not claim: [x = 12]"
+    )
+
+
+def test_int_sort_makes_fractional_values_impossible():
+    context = StepContext("Solve 2x + 3 = 10.")
+    assert Z3Verifier().verify("x = 7/2", context).verdict == "valid"
+    verdict = Z3Verifier(Z3Config(symbol_sort="int")).verify("x = 7/2", context)
+    assert (verdict.verdict, verdict.reason) == (
+        "unknown",
+        "premises are inconsistent: earlier relations contradict each other",
+    )
+
+
+def test_neither_entailed_nor_refuted_is_unknown(z3_verifier):
+    verdict = z3_verifier.verify("x + 2 = 14", PROBLEM)
+    assert verdict.verdict == "unknown"
+    assert verdict.reason == (
+        "x + 2 = 14 neither follows from nor contradicts the premises (counterexample [x = 0])"
+    )
+
+
+def test_unsupported_form_is_unknown(z3_verifier):
+    verdict = z3_verifier.verify("x^y = 3", PROBLEM)
+    assert (verdict.verdict, verdict.reason) == (
+        "unknown",
+        "x^y = 3: unsupported form: symbolic exponent in x**y",
+    )
+
+
+def test_no_claims_is_unknown(z3_verifier):
+    assert z3_verifier.verify("She gives some away.", PROBLEM).reason == "no checkable claims in step"
+
+
+def test_solver_timeout_is_unknown():
+    # x^3 + y^3 + z^3 = 42 over the integers is famously hard: z3 cannot settle it in 100 ms.
+    verifier = Z3Verifier(Z3Config(symbol_sort="int", call_timeout_ms=100))
+    verdict = verifier.verify("x > 10", StepContext("Suppose x^3 + y^3 + z^3 = 42."))
+    assert (verdict.verdict, verdict.reason) == ("unknown", "x > 10: z3 timeout after 100 ms")
+
+
+def test_step_budget_is_a_hard_timeout():
+    verifier = Z3Verifier(Z3Config(symbol_sort="int", call_timeout_ms=100, timeout_ms=150))
+    verdict = verifier.verify("x > 10 and y > 3", StepContext("Suppose x^3 + y^3 + z^3 = 42."))
+    assert (verdict.verdict, verdict.reason) == ("unknown", "timeout after 150 ms")
+    assert verdict.ms < 1000
+
+
+def test_bad_config_fails_fast():
+    with pytest.raises(ValueError, match="symbol_sort must be 'real' or 'int'"):
+        Z3Config(symbol_sort="bool")
