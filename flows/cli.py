@@ -196,7 +196,19 @@ def doctor(data_dir: DataDir = None) -> None:
         pass
 
 
+def _register_area_commands() -> None:
+    """Each area module adds its commands; importing one costs only typer."""
+    import importlib
+
+    for module in AREA_COMMAND_MODULES:
+        importlib.import_module(module).register(app)
+
+
+AREA_COMMAND_MODULES: tuple[str, ...] = ("flows.cli_verify",)
+
+
 def main() -> None:
+    _register_area_commands()
     app()
 
 

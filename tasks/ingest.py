@@ -156,10 +156,10 @@ def validate_rows(source_file: str, rows: Iterator[tuple[int, object | RowReject
             if identity in first_row_of:
                 raise RowRejected(f"duplicate of row {first_row_of[identity]}")
         except RowRejected as rejection:
-            quarantined.append(QuarantinedRow(source_file, number, raw, str(rejection)))
+            quarantined.append(QuarantinedRow(source_file, number, raw[:RAW_KEEP_CHARS], str(rejection)))
             continue
         except RecursionError:
-            quarantined.append(QuarantinedRow(source_file, number, raw[:RAW_KEEP_CHARS], "row nested too deeply"))
+            quarantined.append(QuarantinedRow(source_file, number, raw[:RAW_KEEP_CHARS], "JSON nested too deeply"))
             continue
         first_row_of[identity] = number
         problems.append(
