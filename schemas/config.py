@@ -63,7 +63,13 @@ class GenerateConfig(BaseModel):
     min_steps: int = Field(2, ge=1, le=12, description="Fewest steps in a synthetic problem.")
     max_steps: int = Field(6, ge=1, le=12, description="Most steps in a synthetic problem.")
     policy: str = Field("embedded", description="Policy spec: 'embedded' or 'transformers:PATH'.")
-    labeler: Literal["mc"] = Field("mc", description="Step labeller.")
+    labeler: Literal["mc", "search", "progress"] = Field(
+        "mc",
+        description=(
+            "Step labeller: 'mc' (k rollouts from every step), 'search' (OmegaPRM binary search for "
+            "the first wrong step, k rollouts per probe) or 'progress' (q_t - q_(t-1) beside mc's q)."
+        ),
+    )
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     max_new_tokens: int = Field(160, ge=1, description="Longest continuation, in tokens.")

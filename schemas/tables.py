@@ -158,6 +158,7 @@ STEP_LABELS = Table(
         _c("generated_tokens", "BIGINT", "tokens generated for this label"),
         _c("reason", "VARCHAR", "how the label was reached"),
         _c("run_id", "VARCHAR"),
+        _c("progress", "DOUBLE", "progress labeler only: q_t - q_(t-1), the change in q the step made"),
     ),
     key="label_id",
 )
@@ -223,6 +224,43 @@ VERDICTS = Table(
     key="verdict_id",
 )
 
+PREFERENCE_PAIRS = Table(
+    "preference_pairs",
+    (
+        _c("pair_id", "VARCHAR", "hash of labeler, chosen node and rejected node", False),
+        _c("problem_id", "VARCHAR", nullable=False),
+        _c("parent_id", "VARCHAR", "the shared prefix ends here; null when both are first steps"),
+        _c("prompt", "VARCHAR", "question and the shared prefix steps, in the policy's text format"),
+        _c("chosen", "VARCHAR", "the sibling step with the higher q"),
+        _c("rejected", "VARCHAR", "the sibling step with the lower q"),
+        _c("chosen_node_id", "VARCHAR"),
+        _c("rejected_node_id", "VARCHAR"),
+        _c("chosen_q", "DOUBLE"),
+        _c("rejected_q", "DOUBLE"),
+        _c("labeler", "VARCHAR", "the labeler whose q ordered the pair"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="pair_id",
+)
+
+CONSENSUS = Table(
+    "consensus",
+    (
+        _c("decision_id", "VARCHAR", "hash of solution, rule and the sources considered", False),
+        _c("solution_id", "VARCHAR", "the solution's terminal node id", False),
+        _c("problem_id", "VARCHAR"),
+        _c("rule", "VARCHAR", "consensus rule: default, majority or mc_and_verifiers", False),
+        _c("kept", "BOOLEAN", "the solution passed the rule", False),
+        _c("first_error", "INTEGER", "agreed 0-based first wrong step, -1 for none; null when dropped"),
+        _c("agreeing", "VARCHAR[]", "label sources (labellers, verifiers) consistent with the decision"),
+        _c("disagreeing", "VARCHAR[]", "label sources that disagreed; empty when dropped for lack of votes"),
+        _c("unavailable", "VARCHAR[]", "sources with no view of this solution (missing labels, all unknown)"),
+        _c("reason", "VARCHAR", "why kept or dropped, with each source's first wrong step", False),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="decision_id",
+)
+
 ALL_TABLES: tuple[Table, ...] = (
     RUNS,
     PROBLEMS,
@@ -233,6 +271,8 @@ ALL_TABLES: tuple[Table, ...] = (
     DQ_RESULTS,
     DATASETS,
     VERDICTS,
+    CONSENSUS,
+    PREFERENCE_PAIRS,
 )
 
 TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in ALL_TABLES}

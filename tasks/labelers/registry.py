@@ -10,9 +10,12 @@ def labeler_names() -> list[str]:
 
 
 def _factories() -> dict:
+    from tasks.labelers.judge import JudgeLabeler
     from tasks.labelers.mc import MonteCarloLabeler
+    from tasks.labelers.progress import ProgressLabeler
+    from tasks.labelers.search import FirstErrorSearchLabeler
 
-    return {"mc": MonteCarloLabeler}
+    return {"mc": MonteCarloLabeler, "search": FirstErrorSearchLabeler, "progress": ProgressLabeler, "judge": JudgeLabeler}
 
 
 def get_labeler(name: str) -> Labeler:

@@ -1,0 +1,209 @@
+"""LLM-judge labels: a policy reads a whole solution and names its first wrong step.
+
+Per solution path (a first step down to a terminal step) the policy gets `JUDGE_PROMPT`: the
+problem, the steps numbered (1), (2), ..., and the instruction to answer with the number of the
+first wrong step or "none". `parse_first_error` reads the answer. Labels follow first-error
+semantics (as in "The Lessons of Developing PRMs"): steps before the named step are positive
+(hard True, q 1.0); the named step and every later one are negative (hard False, q 0.0); "none"
+makes every step positive. An answer we cannot read is unknown: that path gets no labels, and its
+`Judgement` (prompt, raw output, reason) says why, so nothing disappears silently.
+
+A node shared by several paths gets one label: the first path in terminal-id order that labels it
+decides, and `JudgeResult.disagreements` counts the labels a later path's judgement contradicted.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, replace
+
+from schemas.records import Node, PolicyUsage, StepLabel
+from tasks.ids import content_id
+from tasks.labelers.base import LabelRequest, LabelResult, Progress
+from tasks.policies.base import Policy
+
+LABELER = "judge"
+
+JUDGE_PROMPT = """\
+You are checking a step-by-step solution to a math problem.
+
+Problem:
+{problem}
+
+Solution, one numbered step per line:
+{steps}
+
+Find the first step that is wrong: a wrong calculation, a wrong fact, or a conclusion that does \
+not follow from the problem and the steps before it. Reply with the number of that step only, \
+for example "Step 2". If every step is correct, reply "none".
+First wrong step:"""
+
+_STEP_NUMBER = re.compile(r"\b(?:step|paragraph)[_\s]*(?:#|no\.?|number)?\s*\(?(-?\d+)\)?", re.IGNORECASE)
+_BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
+_BARE_NUMBER = re.compile(r"\(?(-?\d+)\)?")
+_NO_ERROR = re.compile(
+    r"\bnone\b|\bno (?:wrong |incorrect )?(?:mistakes?|errors?|steps? (?:is|are) wrong)\b"
+    r"|\ball (?:the )?(?:\w+ )?steps? (?:are|is) (?:correct|right|valid)\b"
+    r"|\b(?:everything|all) (?:is )?correct\b|\bnothing is wrong\b",
+    re.IGNORECASE,
+)
+_ANSWER_MARKER = re.compile(r"\b(?:answer|first wrong step)\s*:|\bfirst wrong step is\b", re.IGNORECASE)
+
+
+def parse_first_error(text: str, n_steps: int) -> int | None:
+    """The 0-based index of the step the judge names, -1 for "no wrong step", None if unclear.
+
+    The judge numbers steps from 1, so "Step 3" is index 2. Out-of-range numbers (0 included),
+    two different numbers, or a number together with "no error" are unclear, never guessed.
+    When the text has an "Answer:" marker, only what follows the last one is read.
+
+    >>> [parse_first_error(text, 4) for text in ("Step 3", "3", "The first error is in step 2.")]
+    [2, 2, 1]
+    >>> [parse_first_error(text, 4) for text in ("-1", "none", "No mistakes", "all steps are correct")]
+    [-1, -1, -1, -1]
+    >>> [parse_first_error(text, 4) for text in ("Step 7", "0", "I think so.", "", "Step 2 or step 3")]
+    [None, None, None, None, None]
+    >>> parse_first_error("Step 1 has no errors.", 4) is None
+    True
+    >>> parse_first_error("Step 1 is fine, step 2 is fine.\\nAnswer: \\\\boxed{3}", 4)
+    2
+    """
+    markers = list(_ANSWER_MARKER.finditer(text))
+    if markers:
+        text = text[markers[-1].end() :]
+    text = text.strip()
+    whole = _BARE_NUMBER.fullmatch(text.rstrip(".").strip())
+    numbers = {int(match) for match in _STEP_NUMBER.findall(text)} | {int(m) for m in _BOXED.findall(text)}
+    if whole is not None:
+        numbers.add(int(whole[1]))
+    says_none = _NO_ERROR.search(text) is not None
+    if numbers == {-1} or (says_none and not numbers):
+        return -1
+    if len(numbers) != 1 or says_none:
+        return None
+    number = numbers.pop()
+    return number - 1 if 1 <= number <= n_steps else None
+
+
+def judge_prompt(problem: str, steps: list[str]) -> str:
+    numbered = "\n".join(f"({number}) {' '.join(step.split())}" for number, step in enumerate(steps, 1))
+    return JUDGE_PROMPT.format(problem=problem.strip(), steps=numbered)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One judged path, kept whatever the outcome: the raw prompt and output, and what was read."""
+
+    terminal_node_id: str
+    prompt: str
+    output: str
+    first_error: int | None  # 0-based; -1 = no wrong step; None = unreadable (no labels)
+    reason: str
+    generated_tokens: int
+
+
+@dataclass
+class JudgeResult(LabelResult):
+    judgements: list[Judgement] = field(default_factory=list)
+    disagreements: int = 0
+
+    @property
+    def unknown(self) -> list[Judgement]:
+        return [judgement for judgement in self.judgements if judgement.first_error is None]
+
+
+def path_labels(path: list[Node], first_error: int, raw: str) -> list[StepLabel]:
+    """First-error labels for one path; `raw` (the judge's answer) is quoted in each reason."""
+    quoted = " ".join(raw.split())[:80]
+    labels = []
+    for index, node in enumerate(path):
+        good = first_error == -1 or index < first_error
+        where = "no wrong step" if first_error == -1 else f"first wrong step {first_error + 1}"
+        labels.append(
+            StepLabel(
+                label_id=content_id("label", node.node_id, LABELER),
+                node_id=node.node_id,
+                labeler=LABELER,
+                q=1.0 if good else 0.0,
+                hard=good,
+                n=0,
+                n_correct=0,
+                generated_tokens=0,
+                reason=f"judge: {where} (answer {quoted!r})",
+            )
+        )
+    return labels
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    max_new_tokens: int = field(default=64, metadata={"help": "longest judge answer, in tokens"})
+    temperature: float = field(default=0.0, metadata={"help": "0 asks the backend for its greedy answer"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per policy call"})
+
+
+class JudgeLabeler:
+    """Asks the policy for the first wrong step of every solution path that has a node to label."""
+
+    name = LABELER
+
+    def __init__(self, config: JudgeConfig | None = None) -> None:
+        self.config = config or JudgeConfig()
+
+    def label(self, policy: Policy, request: LabelRequest, progress: Progress | None = None) -> JudgeResult:
+        wanted = {node.node_id for node in request.to_label}
+        paths = [path for path in _paths(request.nodes) if any(node.node_id in wanted for node in path)]
+        params = replace(
+            request.params, max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, stop=()
+        )
+        result = JudgeResult()
+        decided: dict[str, StepLabel] = {}
+        covered: set[str] = set()  # wanted nodes on a path judged so far, for progress
+        for start in range(0, len(paths), self.config.batch_size):
+            batch = paths[start : start + self.config.batch_size]
+            prompts = [
+                judge_prompt(request.problems[path[0].problem_id].question, [n.step_text for n in path])
+                for path in batch
+            ]
+            began = time.perf_counter()
+            try:
+                outputs = policy.generate(prompts, 1, params)
+            except Exception as error:
+                raise RuntimeError(
+                    f"judge backend {policy.name!r} could not answer the judge prompt ({error}); "
+                    "use a policy that follows instructions, e.g. transformers:PATH"
+                ) from error
+            usage = PolicyUsage(len(batch), 0, time.perf_counter() - began, 1)
+            for path, prompt, (generation, *_) in zip(batch, prompts, outputs, strict=True):
+                usage.generated_tokens += generation.generated_tokens
+                first_error = parse_first_error(generation.text, len(path))
+                reason = "unreadable answer: no single step number or 'none'" if first_error is None else "read"
+                result.judgements.append(
+                    Judgement(path[-1].node_id, prompt, generation.text, first_error, reason, generation.generated_tokens)
+                )
+                if first_error is None:
+                    continue
+                for label in path_labels(path, first_error, generation.text):
+                    if label.node_id not in wanted:
+                        continue
+                    earlier = decided.setdefault(label.node_id, label)
+                    result.disagreements += earlier.hard != label.hard
+            result.usage.add(usage)
+            newly = {node.node_id for path in batch for node in path if node.node_id in wanted} - covered
+            covered |= newly
+            if progress:
+                progress(len(newly))
+        result.labels = list(decided.values())
+        return result
+
+
+def _paths(nodes: dict[str, Node]) -> list[list[Node]]:
+    """Every root-to-terminal path, in terminal-id order."""
+    paths = []
+    for terminal in sorted((node for node in nodes.values() if node.is_terminal), key=lambda node: node.node_id):
+        path = [terminal]
+        while path[-1].parent_id is not None:
+            path.append(nodes[path[-1].parent_id])
+        paths.append(path[::-1])
+    return paths
