@@ -57,8 +57,8 @@ def generate(
     rollouts: Annotated[Optional[int], typer.Option(help="Monte Carlo completions per step (k).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for problems and sampling.")] = None,
     seeds: Annotated[Optional[Path], typer.Option("--seeds", help="Seed file (JSONL or Parquet).")] = None,
-    policy: Annotated[Optional[str], typer.Option(help="Policy: 'embedded' or 'transformers:PATH'.")] = None,
-    labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="Policy: embedded, transformers:PATH, simulated[:...], vllm:PATH, openai:URL/MODEL.")] = None,
+    labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc, search or progress.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of these options.")] = None,
     data_dir: DataDir = None,
 ) -> None:

@@ -21,9 +21,14 @@ from flows.progress import stage
 from schemas import expectations
 from schemas.config import GenerateConfig, WarehouseConfig
 from schemas.records import PolicyUsage, Problem, SamplingParams
-from schemas.tables import DATASETS, DQ_RESULTS, NODES, PROBLEMS, ROLLOUTS, RUNS, STEP_LABELS, QUARANTINE
+from schemas.tables import (
+    DATASETS, DQ_RESULTS, NODES, PREFERENCE_PAIRS, PROBLEMS, QUARANTINE, ROLLOUTS, RUNS, STEP_LABELS,
+)
 from tasks import frames
+from tasks.augment import hnc_variants
 from tasks.dataset import stepwise_rows, with_check_columns
+from tasks.labelers.search import balance_solutions
+from tasks.preferences import export_pairs, preference_pairs
 from tasks.gates import GateFailed, GateResult, enforce, run_suite
 from tasks.ids import content_id
 from tasks.ingest import IngestResult, read_seed_file
@@ -53,6 +58,7 @@ class GenerateSummary:
     dataset_path: str | None = None
     dataset_rows: int = 0
     skipped_solutions: int = 0
+    new_pairs: int = 0
     policy_seconds: float = 0.0
     generated_tokens: int = 0
     wall_seconds: float = 0.0
@@ -197,6 +203,15 @@ def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) 
     nodes = read_table(connection, NODES)
     labels = read_table(connection, STEP_LABELS)
     dataset, skipped = stepwise_rows(problems, nodes, labels, config.labeler, config.test_fraction)
+    excluded = dataset.clear().with_columns(reason=pl.lit(None, pl.String))
+    if config.labeler == "search" and config.balance:
+        selection = balance_solutions(dataset, config.seed)
+        dataset, excluded = selection.kept, selection.rejected
+    if config.hnc:
+        dataset = pl.concat([dataset, hnc_variants(dataset, config.seed)])
+    pairs = preference_pairs(problems, nodes, labels, config.labeler, config.pair_margin).with_columns(
+        run_id=pl.lit(run_id)
+    )
     results = run_suite("dataset", with_check_columns(dataset), expectations.dataset_suite())
     if dataset.is_empty():
         return _BuiltDataset(None, results)
@@ -208,6 +223,11 @@ def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) 
     staged.mkdir(parents=True)
     for split in ("train", "test"):
         dataset.filter(pl.col("split") == split).write_parquet(staged / f"{split}.parquet")
+    if not excluded.is_empty():
+        excluded.write_parquet(staged / "excluded.parquet")  # left out by balancing, with the reason
+    if not pairs.is_empty():
+        export_pairs(pairs, staged / "pairs.parquet")
+    summary.new_pairs = insert_new(connection, PREFERENCE_PAIRS, pairs)
     row = {
         "dataset_id": content_id("dataset", snapshot_id, config.labeler, config.test_fraction),
         "version": version, "snapshot_id": snapshot_id, "labeler": config.labeler, "path": str(final),

@@ -77,6 +77,13 @@ class GenerateConfig(BaseModel):
         r"\n\s*\n|\n(?=Step \d+:)", description="Regex that separates steps in a solution."
     )
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
+    hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")
+    balance: bool = Field(
+        True, description="With the search labeller, balance solutions with and without an error (OmegaPRM)."
+    )
+    pair_margin: float = Field(
+        0.25, ge=0.0, le=1.0, description="Smallest q difference between sibling steps for a preference pair."
+    )
 
     @field_validator("step_boundary")
     @classmethod

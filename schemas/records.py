@@ -87,6 +87,7 @@ class StepLabel:
     n_correct: int
     generated_tokens: int
     reason: str
+    progress: float | None = None  # q_t - q_{t-1}, set by the progress labeller only
 
 
 @dataclass

@@ -32,13 +32,6 @@ LABELER = "progress"
 
 
 @dataclass(frozen=True)
-class ProgressLabel(StepLabel):
-    """A step label with its progress q_t - q_{t-1} (the step_labels column `progress`)."""
-
-    progress: float | None = None
-
-
-@dataclass(frozen=True)
 class PromptEstimate:
     """q_0: the share of k completions from the bare prompt that reach the answer."""
 
@@ -128,7 +121,7 @@ def label_progress(
             q_before, source = parent.q, f"previous step, {_counts(parent)}"
         own_source = _counts(own)
         result.labels.append(
-            ProgressLabel(
+            StepLabel(
                 label_id=content_id("label", node.node_id, LABELER),
                 node_id=node.node_id,
                 labeler=LABELER,
