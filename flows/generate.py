@@ -17,7 +17,7 @@ import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.progress import stage
+from flows.progress import announce, stage
 from schemas import expectations
 from schemas.config import GenerateConfig, WarehouseConfig
 from schemas.records import PolicyUsage, Problem, SamplingParams
@@ -89,6 +89,7 @@ def sampling_params(config: GenerateConfig, purpose: str) -> SamplingParams:
 
 @task(name="load-problems", cache_policy=NO_CACHE)
 def load_problems(config: GenerateConfig) -> IngestResult:
+    announce("ingest")
     if config.seeds_file is None:
         return IngestResult(
             generate_problems(config.problems, config.seed, config.min_steps, config.max_steps), []
@@ -118,6 +119,7 @@ def label_steps(config: GenerateConfig, request: LabelRequest) -> LabelResult:
 
 @task(name="quality-gates", cache_policy=NO_CACHE)
 def check_gates(new: dict[str, pl.DataFrame], known_nodes: set[str], known_problems: set[str]) -> list[GateResult]:
+    announce("quality gates")
     node_ids = known_nodes | set(new["nodes"]["node_id"])
     problem_ids = known_problems | set(new["problems"]["problem_id"])
     results = run_suite("problems", new["problems"], expectations.problems_suite())
@@ -156,6 +158,7 @@ def publish(
     summary: GenerateSummary,
 ) -> None:
     """Insert the run's rows, build and gate the dataset, and commit it all as one snapshot."""
+    announce("publish")
     connection.execute("BEGIN")
     staged_dataset = None
     try:
@@ -199,6 +202,7 @@ class _BuiltDataset:
 
 def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) -> _BuiltDataset:
     """Read the transaction's view of the warehouse, export it, gate it, and stage its row."""
+    announce("dataset build")
     problems = read_table(connection, PROBLEMS)
     nodes = read_table(connection, NODES)
     labels = read_table(connection, STEP_LABELS)
