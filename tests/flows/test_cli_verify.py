@@ -1,0 +1,89 @@
+"""End to end: `prmforge verify --processbench` on the hand-made file, with the real verifiers."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app, _register_area_commands
+
+HANDMADE = Path(__file__).parents[1] / "data" / "processbench_handmade.jsonl"
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    _register_area_commands()
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def report(runner) -> dict:
+    result = runner.invoke(app, ["verify", "--processbench", str(HANDMADE), "--verifiers", "arith,z3,code", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_the_file_is_read_whole(report):
+    assert (report["rows"], report["erroneous"], report["steps"], report["bad_rows"]) == (11, 6, 28, [])
+
+
+@pytest.mark.parametrize("name", ["arith", "z3"])
+def test_arithmetic_verifiers_exact_scores(report, name):
+    score = next(s for s in report["verifiers"] if s["verifier"] == name)
+    # Unknown: Weng's "12/60 = 0.2 per minute", Natalia's "#### 72", the boxes' answer line, the doctest step.
+    assert (score["steps_known"], score["steps"]) == (24, 28)
+    # Invalid: four real errors at or after the label, and 7 / 2 = 3 on the correct "full boxes" row.
+    assert (score["invalid_verdicts"], score["invalid_correct"], score["invalid_precision"]) == (5, 4, 0.8)
+    # Exact on the slip rows (synthetic, Weng, LaTeX); missed: the copy error, Betty's reasoning
+    # error (flagged one step late), the code row.
+    assert (score["erroneous_exact"], score["erroneous"], score["accuracy_erroneous"]) == (3, 6, 0.5)
+    assert (score["correct_exact"], score["correct"], score["accuracy_correct"]) == (4, 5, 0.8)
+    assert score["f1"] == pytest.approx(2 * 0.5 * 0.8 / 1.3)
+
+
+def test_code_verifier_exact_scores(report):
+    score = next(s for s in report["verifiers"] if s["verifier"] == "code")
+    assert (score["steps_known"], score["invalid_verdicts"], score["invalid_correct"]) == (1, 1, 1)
+    assert (score["erroneous_exact"], score["correct_exact"]) == (1, 5)
+    assert score["f1"] == pytest.approx(2 / 7)
+
+
+def test_the_table_names_every_verifier(runner):
+    result = runner.invoke(app, ["verify", "--processbench", str(HANDMADE), "--verifiers", "arith,lean"])
+    assert result.exit_code == 0, result.output
+    assert "11 solutions (6 erroneous), 0 bad rows" in result.stdout
+    assert "0.615" in result.stdout  # arith's F1
+    assert "lean" in result.stdout
+
+
+def test_a_missing_file_is_one_line_and_exit_code_one(runner, tmp_path):
+    result = runner.invoke(app, ["verify", "--processbench", str(tmp_path / "none.jsonl")])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: no such file: {tmp_path / 'none.jsonl'}\n"
+
+
+def test_an_unknown_verifier_is_refused(runner):
+    result = runner.invoke(app, ["verify", "--processbench", str(HANDMADE), "--verifiers", "arith,sympy"])
+    assert result.exit_code == 1
+    assert result.stderr == "error: unknown verifier 'sympy'; choose from: arith, z3, lean, code\n"
+
+
+def test_bad_rows_are_reported_and_the_rest_is_scored(runner, tmp_path):
+    path = tmp_path / "pb.jsonl"
+    good = {"id": "g", "problem": "What is 2 + 3?", "steps": ["2 + 3 = 6"], "label": 0}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "problem": "?", "steps": []}) + "\n")
+    result = runner.invoke(app, ["verify", "--processbench", str(path), "--verifiers", "arith", "--json"])
+    assert result.exit_code == 0
+    assert result.stderr == f"skipped {path}:2: missing field(s): label\n"
+    report = json.loads(result.stdout)
+    assert report["bad_rows"] == [{"line": 2, "reason": "missing field(s): label"}]
+    assert report["verifiers"][0]["accuracy_erroneous"] == 1.0
+
+
+def test_a_file_without_valid_rows_fails(runner, tmp_path):
+    path = tmp_path / "pb.jsonl"
+    path.write_text("[]\n")
+    result = runner.invoke(app, ["verify", "--processbench", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.endswith(f"error: {path} has no valid rows (1 bad)\n")

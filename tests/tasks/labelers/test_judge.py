@@ -1,0 +1,133 @@
+import pytest
+
+from schemas.records import Generation, Node, Problem, SamplingParams
+from tasks.ids import content_id
+from tasks.labelers.base import LabelRequest
+from tasks.labelers.judge import JudgeLabeler, judge_prompt, parse_first_error
+from tasks.labelers.registry import get_labeler
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Step 3", 2),
+        ("3", 2),
+        ("3.", 2),
+        ("(2)", 1),
+        ("The first error is in step 2.", 1),
+        ("  step #4\n", 3),
+        ("paragraph_1", 0),
+        ("The error is in Step 2: 21 * 3 is 63, not 62.", 1),
+        ("Let me check.\nStep 1 is fine.\nAnswer: Step 3", 2),
+        ("Final answer: \\boxed{1}", 0),
+        ("-1", -1),
+        ("none", -1),
+        ("None.", -1),
+        ("No mistakes", -1),
+        ("There are no errors in this solution.", -1),
+        ("all steps are correct", -1),
+        ("All the steps are correct.", -1),
+        ("Everything is correct.", -1),
+        ("Step 5", None),  # out of range for 4 steps
+        ("0", None),  # steps are numbered from 1
+        ("Step 2 or step 3", None),
+        ("Step 2 has no errors.", None),
+        ("I am not sure.", None),
+        ("", None),
+        ("42 apples", None),
+    ],
+)
+def test_parse_first_error(text, expected):
+    assert parse_first_error(text, 4) == expected
+
+
+def test_the_prompt_numbers_the_steps_on_one_line_each():
+    prompt = judge_prompt(" Q? ", ["Step 1: 1 + 1 = 2", "Step 2: 2 * 3 = 6\nThe answer is 6."])
+    assert "Problem:\nQ?\n\nSolution, one numbered step per line:\n(1) Step 1: 1 + 1 = 2\n" in prompt
+    assert "(2) Step 2: 2 * 3 = 6 The answer is 6.\n\n" in prompt
+    assert prompt.endswith('If every step is correct, reply "none".\nFirst wrong step:')
+
+
+class ScriptedJudge:
+    """Answers each prompt with the text scripted for the solution's last step."""
+
+    name = "scripted-judge"
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers
+        self.calls: list[tuple[list[str], int, SamplingParams]] = []
+
+    def generate(self, prompts, n, params):
+        self.calls.append((list(prompts), n, params))
+        out = []
+        for prompt in prompts:
+            last = next(step for step, answer in self.answers.items() if f") {step}\n" in prompt)
+            out.append([Generation(self.answers[last], 2, "stop")])
+        return out
+
+
+def _request(to_label=None) -> LabelRequest:
+    nodes = [
+        Node("a", "p", None, 1, "A", False),
+        Node("b", "p", "a", 2, "B", False),
+        Node("c", "p", "b", 3, "C", True, "5", False),
+        Node("d", "p", "a", 2, "D", True, "6", True),
+        Node("e", "p", None, 1, "E", True, "7", False),
+    ]
+    by_id = {node.node_id: node for node in nodes}
+    return LabelRequest(by_id, {"p": Problem("p", "Q?", "6", "synthetic")}, to_label or nodes, 4, SamplingParams(seed=3))
+
+
+def test_labels_follow_the_named_first_error_and_unreadable_answers_are_recorded():
+    policy = ScriptedJudge({"C": "The first error is in step 2.", "D": "none", "E": "hmm, hard to say"})
+    result = JudgeLabeler().label(policy, _request())
+    labels = {label.node_id: (label.hard, label.q) for label in result.labels}
+    assert labels == {"a": (True, 1.0), "b": (False, 0.0), "c": (False, 0.0), "d": (True, 1.0)}
+    by_node = {label.node_id: label for label in result.labels}
+    assert by_node["b"].label_id == content_id("label", "b", "judge")
+    assert by_node["b"].reason == "judge: first wrong step 2 (answer 'The first error is in step 2.')"
+    assert by_node["d"].reason == "judge: no wrong step (answer 'none')"
+    assert [(j.terminal_node_id, j.first_error) for j in result.judgements] == [("c", 1), ("d", -1), ("e", None)]
+    assert [j.terminal_node_id for j in result.unknown] == ["e"]
+    assert result.unknown[0].reason == "unreadable answer: no single step number or 'none'"
+    assert result.unknown[0].output == "hmm, hard to say"
+    assert result.unknown[0].prompt == judge_prompt("Q?", ["E"])
+    assert result.disagreements == 0
+    assert (result.usage.prompts, result.usage.generated_tokens, result.usage.calls) == (3, 6, 1)
+    (_, n, params), = policy.calls
+    assert (n, params.temperature, params.max_new_tokens, params.seed) == (1, 0.0, 64, 3)
+
+
+def test_only_requested_nodes_get_labels_and_a_shared_node_keeps_its_first_label():
+    policy = ScriptedJudge({"C": "Step 1", "D": "none", "E": "none"})
+    request = _request()
+    result = JudgeLabeler().label(policy, LabelRequest(request.nodes, request.problems, [request.nodes["a"]], 4, request.params))
+    # Paths in terminal-id order: c says step 1 (a is bad), d says none (a is good): c decides.
+    assert [(label.node_id, label.hard) for label in result.labels] == [("a", False)]
+    assert result.disagreements == 1
+    assert [j.terminal_node_id for j in result.judgements] == ["c", "d"]  # e does not pass through a
+
+
+def test_a_backend_that_cannot_answer_fails_with_what_to_do():
+    class Broken:
+        name = "simulated"
+
+        def generate(self, prompts, n, params):
+            raise ValueError("the simulated policy reads prompts of the form 'Question: ...'")
+
+    with pytest.raises(RuntimeError, match="judge backend 'simulated' could not answer the judge prompt .*transformers:PATH"):
+        JudgeLabeler().label(Broken(), _request())
+
+
+def test_the_registry_selects_the_judge():
+    assert get_labeler("judge").name == "judge"
+
+
+def test_docstring_examples():
+    import doctest
+
+    import tasks.labelers.judge as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0
+    assert result.failed == 0
