@@ -23,9 +23,8 @@ solution, as in the exported dataset, one row per solution):
 - recall is over every incorrect step of every solution; "recall (covered)" only over the
   solutions the source labels (mc all; a verifier where it is available; consensus the kept).
 - first error exact: the source's first negative label is the true first incorrect step.
-- "consensus (default), steps through the first wrong one": the same kept solutions, counting
-  only the steps the sources agreed about (before the agreed first wrong step, and that step);
-  the steps after it are negative by convention, not by agreement.
+- consensus rows count the labels consensus emits: the kept solutions' steps up to and including
+  the agreed first wrong step. No source vouches for the steps after it, so they get no label.
 
 Usage: .venv/bin/python bench/consensus.py [--policy simulated:error_rate=0.15,recovery_rate=0.1]
        [--problems 400 --samples 4 --rollouts 4 --seed 0]
@@ -50,7 +49,6 @@ from tasks.tree import build_tree, sample_solutions
 from tasks.verification import load_verifiers, solution_paths, verify_tree
 
 VERIFIERS = ("arith", "z3", "code")
-THROUGH_FIRST_ERROR = "consensus (default), steps through the first wrong one"
 
 
 @dataclass
@@ -144,13 +142,11 @@ def main() -> None:
                 counts[view.source].add(first_error_negatives(view.first_error, len(steps)), wrong)
         for rule, by_solution in decisions.items():
             decision = by_solution[solution_id]
-            if decision.kept:
-                counts[f"consensus ({rule})"].add(first_error_negatives(decision.first_error, len(steps)), wrong)
-                if rule == "default":  # what the sources agreed on: the steps up to the first wrong one
-                    through = len(steps) if decision.first_error == -1 else decision.first_error + 1
-                    counts[THROUGH_FIRST_ERROR].add(
-                        first_error_negatives(decision.first_error, len(steps))[:through], wrong[:through]
-                    )
+            if decision.kept:  # consensus labels stop at the agreed first wrong step
+                through = len(steps) if decision.first_error == -1 else decision.first_error + 1
+                counts[f"consensus ({rule})"].add(
+                    first_error_negatives(decision.first_error, len(steps))[:through], wrong[:through]
+                )
 
     print(f"workload: {len(problems)} problems x {args.samples} samples = {len(paths)} solutions, "
           f"{len(tree)} distinct steps, {sum(len(p) for p in paths.values())} solution steps; policy {policy.name}")
@@ -160,7 +156,7 @@ def main() -> None:
     print("| source | solutions labelled | negative labels | neg. precision | neg. precision (prefix truth) "
           "| neg. recall | neg. recall (covered) | pos. precision | first error exact |")
     print("|---|---|---|---|---|---|---|---|---|")
-    order = [*labels_by_source, *VERIFIERS, *(f"consensus ({rule})" for rule in RULES), THROUGH_FIRST_ERROR]
+    order = [*labels_by_source, *VERIFIERS, *(f"consensus ({rule})" for rule in RULES)]
     for source in order:
         c = counts[source]
         print(f"| {source} | {c.solutions} ({_ratio(c.solutions, len(paths))}) | {c.negatives} | "

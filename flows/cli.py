@@ -59,6 +59,8 @@ def generate(
     seeds: Annotated[Optional[Path], typer.Option("--seeds", help="Seed file (JSONL or Parquet).")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Policy: embedded, transformers:PATH, simulated[:...], vllm:PATH, openai:URL/MODEL.")] = None,
     labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc, search or progress.")] = None,
+    verifiers: Annotated[Optional[str], typer.Option(help="Comma-separated step verifiers: arith,z3,lean,code.")] = None,
+    consensus: Annotated[Optional[str], typer.Option(help="Consensus rule: default, majority or mc_and_verifiers.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of these options.")] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -70,7 +72,8 @@ def generate(
     options = _load_config_file(config) if config else {}
     overrides = {
         "problems": problems, "samples": samples, "rollouts": rollouts, "seed": seed,
-        "seeds_file": seeds, "policy": policy, "labeler": labeler,
+        "seeds_file": seeds, "policy": policy, "labeler": labeler, "consensus": consensus,
+        "verifiers": None if verifiers is None else tuple(v.strip() for v in verifiers.split(",") if v.strip()),
     }
     options.update({key: value for key, value in overrides.items() if value is not None})
     try:
@@ -113,6 +116,10 @@ def _print_summary(summary, warehouse) -> None:
             f"{summary.new_nodes} new steps, {summary.new_labels} new labels, "
             f"{summary.new_rollouts} rollouts; snapshot {summary.snapshot_id}"
         )
+        if summary.new_verdicts:
+            console.print(f"{summary.new_verdicts} verifier verdicts")
+        if summary.consensus_kept is not None:
+            console.print(f"consensus kept {summary.consensus_kept} of {summary.consensus_decided} solutions")
         console.print(
             f"policy time {summary.policy_seconds:.1f}s of {summary.wall_seconds:.1f}s, "
             f"{summary.generated_tokens} tokens generated"

@@ -22,10 +22,12 @@ from schemas import expectations
 from schemas.config import GenerateConfig, WarehouseConfig
 from schemas.records import PolicyUsage, Problem, SamplingParams
 from schemas.tables import (
-    DATASETS, DQ_RESULTS, NODES, PREFERENCE_PAIRS, PROBLEMS, QUARANTINE, ROLLOUTS, RUNS, STEP_LABELS,
+    CONSENSUS, DATASETS, DQ_RESULTS, NODES, PREFERENCE_PAIRS, PROBLEMS, QUARANTINE, ROLLOUTS, RUNS,
+    STEP_LABELS, VERDICTS,
 )
 from tasks import frames
 from tasks.augment import hnc_variants
+from tasks.consensus import consensus_labeler, decisions_frame, run_consensus
 from tasks.dataset import stepwise_rows, with_check_columns
 from tasks.labelers.search import balance_solutions
 from tasks.preferences import export_pairs, preference_pairs
@@ -37,6 +39,7 @@ from tasks.labelers.registry import get_labeler
 from tasks.policies.registry import load_policy
 from tasks.synthetic import generate_problems
 from tasks.tree import build_tree, sample_solutions
+from tasks.verification import load_verifiers, solution_paths, verdicts_frame, verify_tree
 from warehouse.connection import LAKE, commit, connect, current_snapshot
 from warehouse.lock import writer_lock
 from warehouse.writes import insert_new, read_table
@@ -58,6 +61,9 @@ class GenerateSummary:
     dataset_path: str | None = None
     dataset_rows: int = 0
     skipped_solutions: int = 0
+    new_verdicts: int = 0
+    consensus_kept: int | None = None
+    consensus_decided: int = 0
     new_pairs: int = 0
     policy_seconds: float = 0.0
     generated_tokens: int = 0
@@ -117,6 +123,32 @@ def label_steps(config: GenerateConfig, request: LabelRequest) -> LabelResult:
         return labeler.label(policy, request, progress=advance)
 
 
+@task(name="verify-steps", cache_policy=NO_CACHE)
+def verify_steps(config: GenerateConfig, request: LabelRequest) -> dict:
+    """Every step of the tree through each configured verifier: node id -> verdicts."""
+    if not config.verifiers:
+        return {}
+    announce(f"verifying steps ({', '.join(config.verifiers)})")
+    questions = {problem_id: problem.question for problem_id, problem in request.problems.items()}
+    return verify_tree(request.nodes, questions, load_verifiers(config.verifiers), config.verify_budget_ms)
+
+
+@task(name="consensus", cache_policy=NO_CACHE)
+def decide_consensus(config: GenerateConfig, request: LabelRequest, labels: dict, verdicts: dict, run_id: str):
+    """Keep the solutions the sources agree on; every dropped one records who disagreed."""
+    announce(f"consensus ({config.consensus})")
+    paths = solution_paths(request.nodes)
+    outcome = run_consensus(paths, {config.labeler: labels}, verdicts, config.verifiers, config.consensus,
+                            anchor=config.labeler)
+    problem_of = {solution: path[0].problem_id for solution, path in paths.items()}
+    return decisions_frame(outcome.decisions, problem_of, run_id), frames.labels_frame(outcome.labels, run_id)
+
+
+def dataset_labeler(config: GenerateConfig) -> str:
+    """The labels a dataset version is built from: the consensus rule's, when one is set."""
+    return consensus_labeler(config.consensus) if config.consensus else config.labeler
+
+
 @task(name="quality-gates", cache_policy=NO_CACHE)
 def check_gates(new: dict[str, pl.DataFrame], known_nodes: set[str], known_problems: set[str]) -> list[GateResult]:
     announce("quality gates")
@@ -126,7 +158,21 @@ def check_gates(new: dict[str, pl.DataFrame], known_nodes: set[str], known_probl
     results += run_suite("nodes", new["nodes"], expectations.nodes_suite(node_ids, problem_ids))
     results += run_suite("step_labels", new["step_labels"], expectations.step_labels_suite(node_ids))
     results += run_suite("rollouts", new["rollouts"], expectations.rollouts_suite(node_ids))
+    results += run_suite("verdicts", new["verdicts"], expectations.verdicts_suite(node_ids))
+    results += run_suite("consensus", new["consensus"], expectations.consensus_suite())
     return results
+
+
+def _stored_labels(connection, labeler: str, nodes: dict) -> dict:
+    """Labels this labeller stored earlier for the tree's nodes, as StepLabel records by node id."""
+    from schemas.records import StepLabel
+
+    stored = read_table(connection, STEP_LABELS, f"labeler = '{labeler}'")
+    fields = [name for name in StepLabel.__dataclass_fields__]
+    return {
+        row["node_id"]: StepLabel(**{name: row[name] for name in fields})
+        for row in stored.filter(pl.col("node_id").is_in(list(nodes))).iter_rows(named=True)
+    }
 
 
 def _ids(connection, table, column: str) -> set[str]:
@@ -166,6 +212,8 @@ def publish(
         summary.new_nodes = insert_new(connection, NODES, new["nodes"])
         summary.new_labels = insert_new(connection, STEP_LABELS, new["step_labels"])
         summary.new_rollouts = insert_new(connection, ROLLOUTS, new["rollouts"])
+        summary.new_verdicts = insert_new(connection, VERDICTS, new["verdicts"])
+        insert_new(connection, CONSENSUS, new["consensus"])
         new_problems = insert_new(connection, PROBLEMS, new["problems"])
         insert_new(connection, QUARANTINE, new["quarantine"])
         if summary.new_nodes or summary.new_labels or new_problems:
@@ -206,7 +254,7 @@ def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) 
     problems = read_table(connection, PROBLEMS)
     nodes = read_table(connection, NODES)
     labels = read_table(connection, STEP_LABELS)
-    dataset, skipped = stepwise_rows(problems, nodes, labels, config.labeler, config.test_fraction)
+    dataset, skipped = stepwise_rows(problems, nodes, labels, dataset_labeler(config), config.test_fraction)
     excluded = dataset.clear().with_columns(reason=pl.lit(None, pl.String))
     if config.labeler == "search" and config.balance:
         selection = balance_solutions(dataset, config.seed)
@@ -233,8 +281,8 @@ def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) 
         export_pairs(pairs, staged / "pairs.parquet")
     summary.new_pairs = insert_new(connection, PREFERENCE_PAIRS, pairs)
     row = {
-        "dataset_id": content_id("dataset", snapshot_id, config.labeler, config.test_fraction),
-        "version": version, "snapshot_id": snapshot_id, "labeler": config.labeler, "path": str(final),
+        "dataset_id": content_id("dataset", snapshot_id, dataset_labeler(config), config.test_fraction),
+        "version": version, "snapshot_id": snapshot_id, "labeler": dataset_labeler(config), "path": str(final),
         "n_train": dataset.filter(pl.col("split") == "train").height,
         "n_test": dataset.filter(pl.col("split") == "test").height,
         "n_steps": int(dataset["completions"].list.len().sum()),
@@ -278,6 +326,14 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 params=sampling_params(config, "rollouts"),
             )
             labelled_now = label_steps(config, request)
+            verdicts = verify_steps(config, request)
+            consensus_rows, consensus_labels = CONSENSUS.empty_frame(), STEP_LABELS.empty_frame()
+            if config.consensus:
+                stored = _stored_labels(connection, config.labeler, request.nodes)
+                labels_now = {**stored, **{label.node_id: label for label in labelled_now.labels}}
+                consensus_rows, consensus_labels = decide_consensus(config, request, labels_now, verdicts, run_id)
+                summary.consensus_decided = consensus_rows.height
+                summary.consensus_kept = int(consensus_rows["kept"].sum()) if consensus_rows.height else 0
 
             usage = PolicyUsage()
             usage.add(sample_usage)
@@ -288,7 +344,9 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 "quarantine": frames.quarantine_frame(loaded.quarantined, run_id),
                 "nodes": frames.nodes_frame(tree, policy_name, sampling_params(config, "solutions"), run_id),
                 "rollouts": frames.rollouts_frame(labelled_now.rollouts, policy_name, sampling_params(config, "rollouts"), run_id),
-                "step_labels": frames.labels_frame(labelled_now.labels, run_id),
+                "step_labels": pl.concat([frames.labels_frame(labelled_now.labels, run_id), consensus_labels]),
+                "verdicts": verdicts_frame(verdicts, run_id) if verdicts else VERDICTS.empty_frame(),
+                "consensus": consensus_rows,
             }
             gate_results = check_gates(new, known_nodes, known_problems)
             try:

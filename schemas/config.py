@@ -63,7 +63,7 @@ class GenerateConfig(BaseModel):
     min_steps: int = Field(2, ge=1, le=12, description="Fewest steps in a synthetic problem.")
     max_steps: int = Field(6, ge=1, le=12, description="Most steps in a synthetic problem.")
     policy: str = Field("embedded", description="Policy spec: 'embedded' or 'transformers:PATH'.")
-    labeler: Literal["mc", "search", "progress"] = Field(
+    labeler: Literal["mc", "search", "progress", "judge"] = Field(
         "mc",
         description=(
             "Step labeller: 'mc' (k rollouts from every step), 'search' (OmegaPRM binary search for "
@@ -76,6 +76,13 @@ class GenerateConfig(BaseModel):
     step_boundary: str = Field(
         r"\n\s*\n|\n(?=Step \d+:)", description="Regex that separates steps in a solution."
     )
+    verifiers: tuple[Literal["arith", "z3", "lean", "code"], ...] = Field(
+        (), description="Step verifiers to run on every step (arith, z3, lean, code); verdicts go to `verdicts`."
+    )
+    consensus: Literal["default", "majority", "mc_and_verifiers"] | None = Field(
+        None, description="Consensus rule over the labeller and the verifiers; the dataset then uses its labels."
+    )
+    verify_budget_ms: float = Field(60_000, gt=0, description="Verification time budget per solution, in ms.")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
     hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")
     balance: bool = Field(

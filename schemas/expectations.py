@@ -77,3 +77,20 @@ def dataset_suite() -> list[Expectation]:
         Expectation("split_known", "ExpectColumnValuesToBeInSet",
                     {"column": "split", "value_set": ["train", "test"]}),
     ]
+
+
+def verdicts_suite(known_node_ids: Iterable[str]) -> list[Expectation]:
+    return [
+        Expectation("verdict_id_unique", "ExpectColumnValuesToBeUnique", {"column": "verdict_id"}),
+        Expectation("verdict_three_valued", "ExpectColumnValuesToBeInSet",
+                    {"column": "verdict", "value_set": ["valid", "invalid", "unknown"]}),
+        Expectation("verdict_node_known", "ExpectColumnValuesToBeInSet",
+                    {"column": "node_id", "value_set": sorted(set(known_node_ids))}),
+    ]
+
+
+def consensus_suite() -> list[Expectation]:
+    return [
+        Expectation("decision_id_unique", "ExpectColumnValuesToBeUnique", {"column": "decision_id"}),
+        Expectation("dropped_sample_has_reason", "ExpectColumnValuesToNotBeNull", {"column": "reason"}),
+    ]

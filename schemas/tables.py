@@ -276,3 +276,56 @@ ALL_TABLES: tuple[Table, ...] = (
 )
 
 TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in ALL_TABLES}
+
+# Trained reward models, their evaluations, and the loop's decisions (prmforge train / evaluate /
+# nightly). Appended after the data tables; ALL_TABLES is extended below so migrations add them.
+MODELS = Table(
+    "models",
+    (
+        _c("model_id", "VARCHAR", "hash of the training config, base and dataset", False),
+        _c("version", "BIGINT", "1, 2, 3, ... in registration order"),
+        _c("path", "VARCHAR", "HF-format directory (save_pretrained + tokenizer + README.md)"),
+        _c("base", "VARCHAR", "the model training started from"),
+        _c("dataset_version", "BIGINT"),
+        _c("dataset_snapshot", "BIGINT", "warehouse snapshot the dataset was read from"),
+        _c("label_kind", "VARCHAR", "hard (cross-entropy) or soft (BCE on q)"),
+        _c("kind", "VARCHAR", "prm (a label at every step) or orm (is_correct at the last step)"),
+        _c("metrics_json", "VARCHAR", "training metrics: loss, held-out step accuracy, examples skipped"),
+        _c("promoted", "BOOLEAN", "the model nightly compares candidates against; at most one"),
+        _c("created_at", "TIMESTAMP"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="model_id",
+)
+
+EVALUATIONS = Table(
+    "evaluations",
+    (
+        _c("evaluation_id", "VARCHAR", "hash of model, evaluation set, kind and metric", False),
+        _c("model_id", "VARCHAR", nullable=False),
+        _c("kind", "VARCHAR", "first_error, best_of_n, min_on_last or step"),
+        _c("metric", "VARCHAR", "e.g. f1, accuracy_erroneous, prm_min@4, majority@8, threshold"),
+        _c("value", "DOUBLE"),
+        _c("n", "BIGINT", "solutions or problems the value is measured on"),
+        _c("details_json", "VARCHAR", "evaluation set, threshold and other settings"),
+        _c("created_at", "TIMESTAMP"),
+        _c("run_id", "VARCHAR"),
+    ),
+    key="evaluation_id",
+)
+
+DECISIONS = Table(
+    "decisions",
+    (
+        _c("decision_id", "VARCHAR", "hash of run, stage and decision", False),
+        _c("run_id", "VARCHAR", "the nightly run that decided"),
+        _c("stage", "VARCHAR", "seeds, generate, train, evaluate or promote"),
+        _c("decision", "VARCHAR", "what was decided: continue, stop, promote, keep, ..."),
+        _c("reason", "VARCHAR", "why, with the numbers it was decided on"),
+        _c("created_at", "TIMESTAMP"),
+    ),
+    key="decision_id",
+)
+
+ALL_TABLES = ALL_TABLES + (MODELS, EVALUATIONS, DECISIONS)
+TABLES_BY_NAME = {table.name: table for table in ALL_TABLES}

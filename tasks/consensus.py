@@ -225,9 +225,13 @@ def consensus_labels(
     path: Sequence[Node],
     labels_by_source: Mapping[str, Mapping[str, StepLabel]],
 ) -> list[StepLabel]:
-    """Labels of a kept solution: hard from the agreed first wrong step (before it positive, it
-    and after negative), soft the mean q of the labellers that label the node (hard as 0/1 when
-    none does). A dropped solution gets none."""
+    """Labels of a kept solution, through the agreed first wrong step and no further.
+
+    Before that step the labels are positive and the step itself is negative: that is what the
+    sources agreed on. The steps after it get no consensus label, because no source vouches for
+    them (a later step can recover); the dataset truncates such a solution after its first error.
+    Soft labels are the mean q of the labellers that label the node (hard as 0/1 when none does).
+    A dropped solution gets none."""
     if not decision.kept or decision.first_error is None:
         return []
     name = consensus_labeler(decision.rule)
@@ -248,6 +252,8 @@ def consensus_labels(
                 reason=f"{name}: {describe(decision.first_error)} by {', '.join(decision.sources_agreeing)}",
             )
         )
+        if not hard:
+            break
     return labels
 
 

@@ -61,9 +61,9 @@ def stepwise_rows(
             path.append(current)
             current = parent_of.get(current)
         path.reverse()
-        missing = [node for node in path if node not in label_of]
+        path, missing = labelled_through_first_error(path, label_of)
         if missing:
-            skipped.append(SkippedSolution(leaf, f"{len(missing)} step(s) have no {labeler} label"))
+            skipped.append(SkippedSolution(leaf, f"{missing} step(s) have no {labeler} label"))
             continue
         rows.append(
             {
@@ -87,6 +87,29 @@ def stepwise_rows(
     }
     frame = pl.DataFrame(rows, schema=schema, orient="row").sort("solution_id")
     return frame, skipped
+
+
+def labelled_through_first_error(path: list[str], label_of: dict) -> tuple[list[str], int]:
+    """The path up to its first negative step, and how many steps before that lack a label.
+
+    Steps after the first negative one may be unlabelled (a labeller that only vouches for the
+    first error): the solution is then kept up to and including that step.
+
+    >>> labelled_through_first_error(["a", "b", "c"], {"a": (True, 1.0), "b": (False, 0.0)})
+    (['a', 'b'], 0)
+    >>> labelled_through_first_error(["a", "b"], {"b": (True, 1.0)})
+    (['a', 'b'], 1)
+    >>> labelled_through_first_error(["a", "b"], {"a": (False, 0.0), "b": (False, 0.0)})
+    (['a', 'b'], 0)
+    """
+    kept: list[str] = []
+    for node in path:
+        if node not in label_of:
+            if any(not label_of[step][0] for step in kept):
+                break
+            return path, sum(1 for step in path if step not in label_of)
+        kept.append(node)
+    return kept, 0
 
 
 def with_check_columns(dataset: pl.DataFrame) -> pl.DataFrame:

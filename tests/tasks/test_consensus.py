@@ -192,7 +192,8 @@ def test_consensus_labels_take_hard_from_the_agreed_error_and_soft_from_the_labe
     }
     decision = decide("c", [mc(1), verifier("arith", 1)])
     result = consensus_labels(decision, _path(), labels)
-    assert [(l.node_id, l.hard, l.q) for l in result] == [("a", True, 0.875), ("b", False, 0.0), ("c", False, 0.25)]
+    # Labels stop at the agreed first wrong step: no source vouches for the step after it.
+    assert [(l.node_id, l.hard, l.q) for l in result] == [("a", True, 0.875), ("b", False, 0.0)]
     assert {l.labeler for l in result} == {"consensus:default"}
     assert result[0].label_id == content_id("label", "a", "consensus:default")
     assert result[0].reason == "consensus:default: step 2 by mc, arith"
@@ -214,7 +215,7 @@ def test_run_consensus_over_a_tree_labels_each_kept_node_once():
     }
     outcome = run_consensus(paths, labels, verdicts_by_node, ["arith"])
     assert [(d.solution_id, d.kept, d.first_error) for d in outcome.decisions] == [("c", True, 1), ("d", True, -1)]
-    assert [(l.node_id, l.hard) for l in outcome.labels] == [("a", True), ("b", False), ("c", False), ("d", True)]
+    assert [(l.node_id, l.hard) for l in outcome.labels] == [("a", True), ("b", False), ("d", True)]
     assert [v.first_error for v in outcome.views["d"]] == [-1, -1]
 
     frame = decisions_frame(outcome.decisions, {"c": "p", "d": "p"}, "run")
