@@ -95,12 +95,21 @@ def _run_generate(settings, warehouse):
 
     from flows.generate import generate_flow
 
+    quiet_prefect_run_errors()
     try:
         return generate_flow(settings, warehouse)
     except (IngestError, PolicySpecError, WarehouseError, GateFailed) as error:
         fail(str(error))
     except KeyboardInterrupt:
         fail("interrupted: nothing of this run was published; rerun to resume", code=130)
+
+
+def quiet_prefect_run_errors() -> None:
+    """Prefect logs a failed run's traceback; the command line reports the error in one line instead."""
+    import logging
+
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _print_summary(summary, warehouse) -> None:
