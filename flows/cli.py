@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="The policy model that writes solutions.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+dataset_app = typer.Typer(help="Dataset versions.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
 
 DataDir = Annotated[
     Optional[Path], typer.Option("--data-dir", help="Warehouse directory (default ./data or PRMFORGE_DATA_DIR).")
@@ -61,6 +63,8 @@ def generate(
     labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc, search or progress.")] = None,
     verifiers: Annotated[Optional[str], typer.Option(help="Comma-separated step verifiers: arith,z3,lean,code.")] = None,
     consensus: Annotated[Optional[str], typer.Option(help="Consensus rule: default, majority or mc_and_verifiers.")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="'i/n': only shard i of n of the problems (multi-worker runs).")] = None,
+    dataset: Annotated[Optional[bool], typer.Option("--dataset/--no-dataset", help="Publish a dataset version with the run.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of these options.")] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -73,6 +77,7 @@ def generate(
     overrides = {
         "problems": problems, "samples": samples, "rollouts": rollouts, "seed": seed,
         "seeds_file": seeds, "policy": policy, "labeler": labeler, "consensus": consensus,
+        "shard": shard, "publish_dataset": dataset,
         "verifiers": None if verifiers is None else tuple(v.strip() for v in verifiers.split(",") if v.strip()),
     }
     options.update({key: value for key, value in overrides.items() if value is not None})
@@ -174,6 +179,41 @@ def sql(
         Console().print(table)
 
 
+@dataset_app.command("build")
+def dataset_build(
+    labeler: Annotated[str, typer.Option(help="Whose labels: mc, search, progress, judge or consensus:<rule>.")] = "mc",
+    test_fraction: Annotated[float, typer.Option(help="Share of problems in the test split.")] = 0.2,
+    hnc: Annotated[bool, typer.Option("--hnc/--no-hnc", help="Add merged-step (HNC) variants.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Build a dataset version from the warehouse as it is now (e.g. after shard workers)."""
+    from pydantic import ValidationError
+
+    from schemas.config import DatasetConfig
+
+    try:
+        settings = DatasetConfig(labeler=labeler, test_fraction=test_fraction, hnc=hnc)
+    except ValidationError as error:
+        first = error.errors()[0]
+        fail(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    warehouse = _warehouse(data_dir)
+    configure_prefect()
+    from tasks.gates import GateFailed
+    from warehouse.connection import WarehouseError
+
+    from flows.generate import build_dataset_flow
+
+    quiet_prefect_run_errors()
+    try:
+        summary = build_dataset_flow(settings, warehouse)
+    except (WarehouseError, GateFailed) as error:
+        fail(str(error))
+    if summary.dataset_version is None:
+        fail(f"no solution has {labeler} labels on every step: nothing to build")
+    typer.echo(f"dataset version {summary.dataset_version}: {summary.dataset_rows} solutions from snapshot "
+               f"{summary.snapshot_id} in {summary.dataset_path}")
+
+
 @policy_app.command("train")
 def policy_train(
     output: Annotated[Optional[Path], typer.Option(help="Where to save the model (default: the embedded policy).")] = None,
@@ -220,7 +260,7 @@ def _register_area_commands() -> None:
         importlib.import_module(module).register(app)
 
 
-AREA_COMMAND_MODULES: tuple[str, ...] = ("flows.cli_verify",)
+AREA_COMMAND_MODULES: tuple[str, ...] = ("flows.cli_verify", "flows.cli_models")
 
 
 def main() -> None:

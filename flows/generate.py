@@ -6,6 +6,7 @@ quality gate has passed. A failed gate publishes nothing but its own results.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
@@ -19,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.progress import announce, stage
 from schemas import expectations
-from schemas.config import GenerateConfig, WarehouseConfig
+from schemas.config import DatasetConfig, GenerateConfig, WarehouseConfig
 from schemas.records import PolicyUsage, Problem, SamplingParams
 from schemas.tables import (
     CONSENSUS, DATASETS, DQ_RESULTS, NODES, PREFERENCE_PAIRS, PROBLEMS, QUARANTINE, ROLLOUTS, RUNS,
@@ -27,7 +28,7 @@ from schemas.tables import (
 )
 from tasks import frames
 from tasks.augment import hnc_variants
-from tasks.consensus import consensus_labeler, decisions_frame, run_consensus
+from tasks.consensus import decisions_frame, run_consensus
 from tasks.dataset import stepwise_rows, with_check_columns
 from tasks.labelers.search import balance_solutions
 from tasks.preferences import export_pairs, preference_pairs
@@ -97,11 +98,19 @@ def sampling_params(config: GenerateConfig, purpose: str) -> SamplingParams:
 def load_problems(config: GenerateConfig) -> IngestResult:
     announce("ingest")
     if config.seeds_file is None:
-        return IngestResult(
-            generate_problems(config.problems, config.seed, config.min_steps, config.max_steps), []
-        )
-    result = read_seed_file(config.seeds_file)
-    return IngestResult(result.problems[: config.problems], result.quarantined)
+        loaded = IngestResult(generate_problems(config.problems, config.seed, config.min_steps, config.max_steps), [])
+    else:
+        result = read_seed_file(config.seeds_file)
+        loaded = IngestResult(result.problems[: config.problems], result.quarantined)
+    if config.shard is None:
+        return loaded
+    index, count = map(int, config.shard.split("/"))
+    return IngestResult([p for p in loaded.problems if in_shard(p.problem_id, index, count)], loaded.quarantined)
+
+
+def in_shard(problem_id: str, index: int, count: int) -> bool:
+    """Shards split problems by id, so every worker agrees without talking to the others."""
+    return int(problem_id[:8], 16) % count == index
 
 
 @task(name="sample-solutions", cache_policy=NO_CACHE)
@@ -144,11 +153,6 @@ def decide_consensus(config: GenerateConfig, request: LabelRequest, labels: dict
     return decisions_frame(outcome.decisions, problem_of, run_id), frames.labels_frame(outcome.labels, run_id)
 
 
-def dataset_labeler(config: GenerateConfig) -> str:
-    """The labels a dataset version is built from: the consensus rule's, when one is set."""
-    return consensus_labeler(config.consensus) if config.consensus else config.labeler
-
-
 @task(name="quality-gates", cache_policy=NO_CACHE)
 def check_gates(new: dict[str, pl.DataFrame], known_nodes: set[str], known_problems: set[str]) -> list[GateResult]:
     announce("quality gates")
@@ -161,6 +165,14 @@ def check_gates(new: dict[str, pl.DataFrame], known_nodes: set[str], known_probl
     results += run_suite("verdicts", new["verdicts"], expectations.verdicts_suite(node_ids))
     results += run_suite("consensus", new["consensus"], expectations.consensus_suite())
     return results
+
+
+def _forget_failed_attempt(connection, run_id: str) -> None:
+    """A rerun that succeeds replaces the failed attempt's run row. Deleting only when there is
+    one keeps a normal publish insert-only, so concurrent shard workers never conflict."""
+    failed = connection.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+    if failed:
+        connection.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
 
 
 def _stored_labels(connection, labeler: str, nodes: dict) -> dict:
@@ -184,7 +196,7 @@ def _record_failure(connection, run_id: str, config: GenerateConfig, results: li
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     connection.execute("BEGIN")
     insert_new(connection, DQ_RESULTS, DQ_RESULTS.frame(frames.gate_rows(results, run_id, now)))
-    connection.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+    _forget_failed_attempt(connection, run_id)
     insert_new(connection, RUNS, RUNS.frame([{
         "run_id": run_id, "flow": "generate", "config_json": config.model_dump_json(),
         "policy": config.policy, "finished_at": now, "status": "failed",
@@ -216,14 +228,14 @@ def publish(
         insert_new(connection, CONSENSUS, new["consensus"])
         new_problems = insert_new(connection, PROBLEMS, new["problems"])
         insert_new(connection, QUARANTINE, new["quarantine"])
-        if summary.new_nodes or summary.new_labels or new_problems:
-            dataset_results = _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary)
+        if config.publish_dataset and (summary.new_nodes or summary.new_labels or new_problems):
+            dataset_results = _build_dataset(connection, warehouse, config.dataset_config(), run_id, snapshot_id, summary)
             staged_dataset = dataset_results.staged
             gate_results = gate_results + dataset_results.gates
             enforce(dataset_results.gates)
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         insert_new(connection, DQ_RESULTS, DQ_RESULTS.frame(frames.gate_rows(gate_results, run_id, now)))
-        connection.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+        _forget_failed_attempt(connection, run_id)
         insert_new(connection, RUNS, RUNS.frame([{**run_row, "finished_at": now, "status": "completed",
                                                    "n_nodes": summary.new_nodes, "n_labels": summary.new_labels}]))
         if staged_dataset is not None:
@@ -238,8 +250,8 @@ def publish(
             shutil.rmtree(staged_dataset[0])
         raise
     summary.snapshot_id = current_snapshot(connection)
-    if summary.snapshot_id != snapshot_id:
-        raise RuntimeError(f"expected snapshot {snapshot_id}, committed {summary.snapshot_id}")
+    if summary.dataset_version is not None and summary.snapshot_id != snapshot_id:
+        raise RuntimeError(f"dataset pinned to snapshot {snapshot_id}, but the run committed {summary.snapshot_id}")
 
 
 @dataclass
@@ -248,24 +260,29 @@ class _BuiltDataset:
     gates: list[GateResult]
 
 
-def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) -> _BuiltDataset:
+def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig, run_id: str,
+                   snapshot_id: int, summary: GenerateSummary) -> _BuiltDataset:
     """Read the transaction's view of the warehouse, export it, gate it, and stage its row."""
     announce("dataset build")
     problems = read_table(connection, PROBLEMS)
     nodes = read_table(connection, NODES)
     labels = read_table(connection, STEP_LABELS)
-    dataset, skipped = stepwise_rows(problems, nodes, labels, dataset_labeler(config), config.test_fraction)
+    dataset, skipped = stepwise_rows(problems, nodes, labels, config.labeler, config.test_fraction)
+    # Gate the rows as built before anything is derived from them, then the final export again.
+    base_results = run_suite("dataset", with_check_columns(dataset), expectations.dataset_suite())
+    if not all(result.success for result in base_results):
+        return _BuiltDataset(None, base_results)
     excluded = dataset.clear().with_columns(reason=pl.lit(None, pl.String))
     if config.labeler == "search" and config.balance:
         selection = balance_solutions(dataset, config.seed)
         dataset, excluded = selection.kept, selection.rejected
     if config.hnc:
         dataset = pl.concat([dataset, hnc_variants(dataset, config.seed)])
-    pairs = preference_pairs(problems, nodes, labels, config.labeler, config.pair_margin).with_columns(
+    pairs = preference_pairs(problems, nodes, labels, config.pair_labeler, config.pair_margin).with_columns(
         run_id=pl.lit(run_id)
     )
-    results = run_suite("dataset", with_check_columns(dataset), expectations.dataset_suite())
-    if dataset.is_empty():
+    results = run_suite("dataset_export", with_check_columns(dataset), expectations.dataset_suite())
+    if dataset.is_empty() or not all(result.success for result in results):
         return _BuiltDataset(None, results)
     version = int(connection.execute("SELECT count(*) FROM datasets").fetchone()[0]) + 1
     final = warehouse.datasets_dir / f"v{version}"
@@ -281,8 +298,8 @@ def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) 
         export_pairs(pairs, staged / "pairs.parquet")
     summary.new_pairs = insert_new(connection, PREFERENCE_PAIRS, pairs)
     row = {
-        "dataset_id": content_id("dataset", snapshot_id, dataset_labeler(config), config.test_fraction),
-        "version": version, "snapshot_id": snapshot_id, "labeler": dataset_labeler(config), "path": str(final),
+        "dataset_id": content_id("dataset", snapshot_id, config.model_dump_json()),
+        "version": version, "snapshot_id": snapshot_id, "labeler": config.labeler, "path": str(final),
         "n_train": dataset.filter(pl.col("split") == "train").height,
         "n_test": dataset.filter(pl.col("split") == "test").height,
         "n_steps": int(dataset["completions"].list.len().sum()),
@@ -295,13 +312,52 @@ def _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary) 
     return _BuiltDataset((staged, final), results)
 
 
+def exclusive_writer(warehouse: WarehouseConfig):
+    """Local catalogs take one writer at a time (a second refuses at once). A PostgreSQL catalog
+    takes concurrent writers: DuckLake commits them optimistically, and shard workers only insert."""
+    if warehouse.catalog.startswith("postgres:"):
+        return contextlib.nullcontext()
+    return writer_lock(warehouse.data_dir)
+
+
+@flow(name="prmforge-dataset-build", log_prints=False)
+def build_dataset_flow(config: DatasetConfig, warehouse: WarehouseConfig) -> GenerateSummary:
+    """A dataset version from the warehouse as it is now (e.g. after shard workers finished)."""
+    run_id = content_id("run", "dataset", config.model_dump_json(), datetime.now(timezone.utc).isoformat())
+    summary = GenerateSummary(run_id, "completed")
+    with exclusive_writer(warehouse):
+        connection = connect(warehouse)
+        try:
+            snapshot_id = current_snapshot(connection)  # what the build reads from
+            connection.execute("BEGIN")
+            built = None
+            try:
+                built = _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary)
+                enforce(built.gates)
+                if built.staged is not None:
+                    staged, final = built.staged
+                    if final.exists():
+                        shutil.rmtree(final)
+                    staged.rename(final)
+                commit(connection, f"run {run_id}: dataset build from snapshot {snapshot_id}")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                if built is not None and built.staged is not None and built.staged[0].exists():
+                    shutil.rmtree(built.staged[0])
+                raise
+            summary.snapshot_id = snapshot_id
+        finally:
+            connection.close()
+    return summary
+
+
 @flow(name="prmforge-generate", log_prints=False)
 def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> GenerateSummary:
     began = time.perf_counter()
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     run_id = run_id_for(config)
     loaded = load_problems(config)  # a bad seed file fails here, before anything is written
-    with writer_lock(warehouse.data_dir):
+    with exclusive_writer(warehouse):
         connection = connect(warehouse)
         try:
             done = connection.execute(

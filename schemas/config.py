@@ -48,6 +48,24 @@ class WarehouseConfig(BaseModel):
         return self.data_dir / "datasets"
 
 
+class DatasetConfig(BaseModel):
+    """How a dataset version is built from the warehouse."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    labeler: str = Field("mc", description="Whose labels: mc, search, progress, judge or consensus:<rule>.")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
+    hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")
+    balance: bool = Field(
+        True, description="With the search labeller, balance solutions with and without an error (OmegaPRM)."
+    )
+    pair_margin: float = Field(
+        0.25, ge=0.0, le=1.0, description="Smallest q difference between sibling steps for a preference pair."
+    )
+    pair_labeler: str = Field("mc", description="Whose q orders the preference pairs.")
+    seed: int = Field(0, description="Seed for HNC merge positions and balancing.")
+
+
 class GenerateConfig(BaseModel):
     """Everything that determines what `prmforge generate` produces. Its hash is the run id."""
 
@@ -83,6 +101,13 @@ class GenerateConfig(BaseModel):
         None, description="Consensus rule over the labeller and the verifiers; the dataset then uses its labels."
     )
     verify_budget_ms: float = Field(60_000, gt=0, description="Verification time budget per solution, in ms.")
+    shard: str | None = Field(
+        None, pattern=r"^\d+/\d+$",
+        description="'i/n': only the problems of shard i of n (by problem id), for workers on several machines.",
+    )
+    publish_dataset: bool = Field(
+        True, description="Build a dataset version in the run's snapshot (off for shard workers; build it after)."
+    )
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
     hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")
     balance: bool = Field(
@@ -102,3 +127,19 @@ class GenerateConfig(BaseModel):
         except re.error as error:
             raise ValueError(f"step_boundary is not a valid regex: {error}") from None
         return value
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_in_range(cls, value: str | None) -> str | None:
+        if value is not None:
+            index, count = map(int, value.split("/"))
+            if not 0 <= index < count:
+                raise ValueError(f"shard {value}: need 0 <= i < n")
+        return value
+
+    def dataset_config(self) -> DatasetConfig:
+        labeler = f"consensus:{self.consensus}" if self.consensus else self.labeler
+        return DatasetConfig(
+            labeler=labeler, test_fraction=self.test_fraction, hnc=self.hnc, balance=self.balance,
+            pair_margin=self.pair_margin, pair_labeler=self.labeler, seed=self.seed,
+        )

@@ -42,7 +42,9 @@ def _gx_context():
 
         import great_expectations as gx
 
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        # Importing great_expectations sets its own log levels; quiet it afterwards.
+        for name in ("great_expectations", "great_expectations.data_context.types.base"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         _context = gx.get_context(mode="ephemeral")
         _context.variables.progress_bars = {"globally": False}
     return _context

@@ -1,0 +1,377 @@
+"""`prmforge train | score | evaluate | models | nightly | schedule | serve`: reward models and the loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.environment import configure_prefect
+
+DataDir = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Warehouse directory (default ./data or PRMFORGE_DATA_DIR).")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _fail(message: str) -> None:
+    from flows.cli import fail
+
+    fail(message)
+
+
+def _warehouse(data_dir: Path | None):
+    from flows.cli import _warehouse as warehouse
+
+    return warehouse(data_dir)
+
+
+def _settings(model, **options):
+    """A validated config, or one line naming the bad option."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**{key: value for key, value in options.items() if value is not None})
+    except ValidationError as error:
+        first = error.errors()[0]
+        _fail(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from tasks.gates import GateFailed
+    from tasks.policies.registry import PolicySpecError
+    from tasks.prm.data import DatasetFileError
+    from tasks.prm.model import BaseModelMissing, SolutionTooLong
+    from tasks.prm.registry import RegistryError
+    from tasks.processbench import ProcessBenchError
+    from warehouse.connection import WarehouseError
+
+    return (
+        WarehouseError, RegistryError, BaseModelMissing, DatasetFileError, SolutionTooLong, ProcessBenchError,
+        PolicySpecError, GateFailed,
+    )
+
+
+def train(
+    dataset: Annotated[int, typer.Option("--dataset", help="Dataset version to train on.")],
+    base: Annotated[Optional[str], typer.Option("--base", help="Local HF model to start from (default: the embedded policy).")] = None,
+    labels: Annotated[str, typer.Option("--labels", help="hard (cross-entropy) or soft (BCE on q).")] = "hard",
+    kind: Annotated[str, typer.Option("--kind", help="prm, or orm for the outcome baseline.")] = "prm",
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the train split.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Solutions per optimizer step.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the head and the batch order.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of the same settings.")] = False,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train a PRM (or the ORM baseline) on a dataset version and register it in the models table."""
+    from tasks.prm.config import PRMTrainConfig
+
+    config = _settings(
+        PRMTrainConfig, dataset_version=dataset, base=base, label_kind=labels, kind=kind, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+    )
+    warehouse = _warehouse(data_dir)
+    configure_prefect()
+    from flows.train import train_flow
+
+    try:
+        summary = train_flow(config, warehouse, resume)
+    except _user_errors() as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        _fail("interrupted: rerun with --resume to continue from the last checkpoint")
+    if as_json:
+        typer.echo(json.dumps(asdict(summary), indent=1, default=str))
+        return
+    metrics = summary.metrics
+    typer.echo(
+        f"model v{summary.version} ({summary.status}): {summary.path}\n"
+        f"  {metrics.get('steps')} steps on {metrics.get('examples')} solutions ({metrics.get('skipped', 0)} skipped), "
+        f"final loss {metrics.get('final_loss')}, held-out step accuracy {metrics.get('test_accuracy')}, "
+        f"{metrics.get('tokens_per_second')} tokens/s on {metrics.get('device')}"
+    )
+
+
+def score(
+    model: Annotated[str, typer.Option("--model", help="Model id, version (v3) or directory.")],
+    problem: Annotated[str, typer.Option("--problem", help="The problem text.")],
+    step: Annotated[list[str], typer.Option("--step", help="One step; repeat for each step in order.")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Score one solution: P(step is fine) for every step, and min, last, product and mean."""
+    from tasks.prm.registry import find_model
+    from warehouse.connection import WarehouseError, connect
+
+    try:
+        connection = connect(_warehouse(data_dir), read_only=True)
+    except WarehouseError:
+        connection = None  # no warehouse: only a directory can name the model
+    try:
+        from duckdb import CatalogException
+
+        try:
+            reference = find_model(connection, model)
+        except CatalogException:  # a warehouse from before the models table
+            reference = find_model(None, model)
+    except _user_errors() as error:
+        _fail(str(error))
+    finally:
+        if connection is not None:
+            connection.close()
+    from tasks.prm.score import PRMScorer
+
+    try:
+        scores = PRMScorer(reference.path).score(problem, step)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(asdict(scores) | {"model": reference.path}, indent=1))
+        return
+    for index, (text, value) in enumerate(zip(step, scores.per_step, strict=True), start=1):
+        typer.echo(f"{value:.4f}  step {index}: {text.splitlines()[0][:70] if text else ''}")
+    typer.echo(f"min {scores.min:.4f}  last {scores.last:.4f}  product {scores.product:.4f}  mean {scores.mean:.4f}")
+
+
+def evaluate(
+    model: Annotated[str, typer.Option("--model", help="Model id, version (v3) or directory.")],
+    processbench: Annotated[Optional[Path], typer.Option("--processbench", help="ProcessBench-format JSONL for first-error identification (default: the dataset's test split).")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="First-error threshold (default: chosen on a held-out half).")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Folder for the HTML report.")] = None,
+    dataset: Annotated[Optional[int], typer.Option("--dataset", help="Dataset version whose test split is held out (default: the model's).")] = None,
+    orm: Annotated[Optional[str], typer.Option("--orm", help="ORM baseline (default: the latest ORM on the same dataset and base).")] = None,
+    bon_policy: Annotated[Optional[str], typer.Option("--bon-policy", help="Sample fresh Best-of-N solutions with this policy (default: reuse the test split's).")] = None,
+    bon_samples: Annotated[Optional[int], typer.Option("--bon-samples", help="Fresh solutions per held-out problem.")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """First-error F1, Best-of-N against majority vote, the ORM, random and oracle; stored and reported."""
+    from tasks.prm.config import EvaluateConfig
+
+    config = _settings(EvaluateConfig, threshold=threshold, bon_policy=bon_policy, bon_samples=bon_samples)
+    warehouse = _warehouse(data_dir)
+    configure_prefect()
+    from flows.evaluate import evaluate_flow
+
+    try:
+        summary = evaluate_flow(model, warehouse, config, processbench, dataset, orm, report or warehouse.data_dir / "reports")
+    except _user_errors() as error:
+        _fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(asdict(summary), indent=1, default=str))
+        return
+    _print_evaluation(summary)
+
+
+def _print_evaluation(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    result = summary.first_error
+    if result is not None:
+        console.print(
+            f"first error on {summary.evaluation_set}: F1 {_share(result.f1)} "
+            f"(erroneous {_share(result.accuracy_erroneous)}, correct {_share(result.accuracy_correct)}, "
+            f"threshold {result.threshold:.4f}, {result.rows} rows)"
+        )
+        console.print(f"  {summary.threshold_source}")
+    sizes = sorted({point.n for points in summary.best_of_n.values() for point in points})
+    if sizes:
+        table = Table("Best-of-N", *[f"N={n}" for n in sizes])
+        for method, points in summary.best_of_n.items():
+            by_n = {point.n: point.accuracy for point in points}
+            table.add_row(method, *[_share(by_n.get(n)) for n in sizes])
+        console.print(table)
+    share, eligible = summary.min_on_last
+    console.print(f"minimum on the last step: {_share(share)} of {eligible} solutions; calibration error {_share(summary.calibration_error)}")
+    for note in summary.notes:
+        console.print(f"note: {note}")
+    if summary.report_path:
+        console.print(f"report: {summary.report_path}")
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def models(data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Registered models with their metrics; the promoted one is marked."""
+    from tasks.prm.registry import list_models
+    from warehouse.connection import WarehouseError, connect
+
+    try:
+        connection = connect(_warehouse(data_dir), read_only=True)
+    except WarehouseError as error:
+        _fail(str(error))
+    try:
+        from duckdb import CatalogException
+
+        try:
+            registered = list_models(connection)
+            f1 = dict(connection.execute(
+                "SELECT model_id, arg_max(value, created_at) FROM evaluations "
+                "WHERE kind = 'first_error' AND metric = 'f1' GROUP BY model_id"
+            ).fetchall())
+        except CatalogException:
+            registered, f1 = [], {}
+    finally:
+        connection.close()
+    if as_json:
+        typer.echo(json.dumps([asdict(model) | {"f1": f1.get(model.model_id)} for model in registered], indent=1, default=str))
+        return
+    if not registered:
+        typer.echo("no models yet: run `prmforge train --dataset VERSION`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("version", "promoted", "kind", "labels", "dataset", "final loss", "held-out acc.", "F1", "model id")
+    for model in registered:
+        metrics = model.metrics or {}
+        table.add_row(
+            f"v{model.version}", "*" if model.promoted else "", model.kind, model.label_kind or "",
+            f"v{model.dataset_version} (snapshot {model.dataset_snapshot})", str(metrics.get("final_loss", "")),
+            str(metrics.get("test_accuracy", "")), _share(f1.get(model.model_id)), model.model_id,
+        )
+    Console().print(table)
+
+
+def _nightly_config(config_file: Path | None, overrides: dict):
+    from flows.cli import _load_config_file
+    from tasks.prm.config import NightlyConfig
+
+    options = _load_config_file(config_file) if config_file else {}
+    options.update({key: value for key, value in overrides.items() if value is not None})
+    return _settings(NightlyConfig, **options)
+
+
+def nightly(
+    problems: Annotated[Optional[int], typer.Option(help="Fresh synthetic problems.")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Solutions per problem.")] = None,
+    rollouts: Annotated[Optional[int], typer.Option(help="Monte Carlo completions per step.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="Policy spec.")] = None,
+    min_new_labels: Annotated[Optional[int], typer.Option(help="Fewest new labelled steps worth retraining on.")] = None,
+    base: Annotated[Optional[str], typer.Option(help="Base model for retraining.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Training passes.")] = None,
+    orm_baseline: Annotated[Optional[bool], typer.Option("--orm-baseline/--no-orm-baseline", help="Also train the ORM baseline.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Folder for the candidate's HTML report.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of nightly options.")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """One turn of the loop: new seeds, gated data, a new dataset, retrain, compare, promote only if better."""
+    settings = _nightly_config(config, {
+        "problems": problems, "samples": samples, "rollouts": rollouts, "policy": policy,
+        "min_new_labels": min_new_labels, "base": base, "epochs": epochs, "orm_baseline": orm_baseline,
+        "report_dir": str(report) if report else None,
+    })
+    warehouse = _warehouse(data_dir)
+    configure_prefect()
+    from flows.nightly import nightly_flow
+
+    try:
+        summary = nightly_flow(settings, warehouse)
+    except _user_errors() as error:
+        _fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(asdict(summary), indent=1, default=str))
+        return
+    for stage, decision, reason in summary.decisions:
+        typer.echo(f"{stage:9} {decision:12} {reason}")
+    typer.echo(f"nightly {summary.run_id}: {summary.status}")
+
+
+def schedule(
+    cron: Annotated[str, typer.Option("--cron", help="Cron schedule, e.g. '0 2 * * *' for 02:00 every day.")],
+    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of nightly options.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create (or update) a Prefect deployment of `prmforge nightly` on a cron schedule."""
+    settings = _nightly_config(config, {})
+    warehouse = _warehouse(data_dir)
+    configure_prefect()
+    from flows.nightly import nightly_deployment
+
+    try:
+        deployment = nightly_deployment(cron, settings, warehouse, name)
+    except ValueError as error:
+        _fail(f"invalid schedule: {str(error).splitlines()[0]}")
+    deployment_id = deployment.apply()
+    typer.echo(f"deployment prmforge-nightly/{name} ({deployment_id}) runs on '{cron}'; start it with `prmforge serve`")
+
+
+def serve(
+    cron: Annotated[str, typer.Option("--cron", help="Cron schedule of the served deployment.")] = "0 2 * * *",
+    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of nightly options.")] = None,
+    port: Annotated[int, typer.Option("--port", help="Port of the local Prefect server started when PREFECT_API_URL is unset.")] = 4200,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the nightly deployment: poll for its scheduled runs and execute them (Ctrl-C stops)."""
+    settings = _nightly_config(config, {})
+    warehouse = _warehouse(data_dir)
+    configure_prefect()
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        # Prefect's in-process API does not run the scheduler service, so schedules need a server.
+        server = _start_local_server(port)
+    try:
+        from prefect import serve as prefect_serve
+
+        from flows.nightly import nightly_deployment
+
+        prefect_serve(nightly_deployment(cron, settings, warehouse, name))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _start_local_server(port: int) -> subprocess.Popen:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/api"
+    typer.echo(f"starting a local Prefect server at {url} (set PREFECT_API_URL to use another)")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    os.environ["PREFECT_API_URL"] = url
+                    return server
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(1)
+    server.terminate()
+    _fail(f"the local Prefect server did not start on port {port}: is the port taken? try --port")
+    raise AssertionError("unreachable")
+
+
+COMMANDS = {
+    "train": train, "score": score, "evaluate": evaluate, "models": models, "nightly": nightly,
+    "schedule": schedule, "serve": serve,
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the model commands to the main app, once."""
+    present = {command.name for command in app.registered_commands}
+    for name, function in COMMANDS.items():
+        if name not in present:
+            app.command(name)(function)

@@ -1,0 +1,187 @@
+"""The nightly flow: fresh seed problems -> gated data and a new dataset -> retrain -> compare -> promote.
+
+Every decision lands in the decisions table as it is made (one snapshot per stage), so a night
+that stops early still says why. The comparison measures the candidate and the promoted model on
+the same rows: the held-out problems of the dataset version this night built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.evaluate import evaluate_flow
+from flows.generate import generate_flow
+from flows.progress import announce
+from flows.train import reading, train_flow
+from schemas.config import GenerateConfig, WarehouseConfig
+from schemas.tables import RUNS
+from tasks.gates import GateFailed
+from tasks.ids import content_id
+from tasks.prm.config import EvaluateConfig, NightlyConfig, PRMTrainConfig
+from tasks.prm.loop import next_seed, promotion, seeds_of_generate_runs
+from tasks.prm.registry import decision_row, now, promote, promoted_model, store_decisions
+from tasks.synthetic import generate_problems
+from warehouse.connection import commit, connect
+from warehouse.lock import writer_lock
+from warehouse.writes import insert_new
+
+DEPLOYMENT_NAME = "nightly"
+
+
+@dataclass
+class NightlySummary:
+    run_id: str
+    seed: int
+    status: str  # promoted, kept, or stopped at <stage>
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, decision, reason)
+    dataset_version: int | None = None
+    candidate_model_id: str | None = None
+    promoted_model_id: str | None = None
+
+
+@task(name="choose-seed", cache_policy=NO_CACHE)
+def choose_seed(warehouse: WarehouseConfig, config: NightlyConfig) -> tuple[int, str]:
+    """The next seed whose synthetic problems the warehouse has never seen."""
+    with reading(warehouse) as connection:
+        configs = [row[0] for row in connection.execute("SELECT config_json FROM runs WHERE flow = 'generate'").fetchall()]
+        known = {row[0] for row in connection.execute("SELECT problem_id FROM problems").fetchall()}
+
+    def problem_ids(seed: int) -> list[str]:
+        return [problem.problem_id for problem in generate_problems(config.problems, seed)]
+
+    return next_seed(seeds_of_generate_runs(configs), config.first_seed, known, problem_ids)
+
+
+@task(name="record-decisions", cache_policy=NO_CACHE)
+def record(
+    warehouse: WarehouseConfig, run_id: str, decisions: list[tuple[str, str, str]], promote_model: str | None = None,
+    run_row: dict | None = None,
+) -> None:
+    """Store decisions (and the promotion they make) as one snapshot."""
+    with writer_lock(warehouse.data_dir, wait_seconds=60):
+        connection = connect(warehouse)
+        try:
+            connection.execute("BEGIN")
+            store_decisions(connection, [decision_row(run_id, *decision) for decision in decisions])
+            if promote_model is not None:
+                promote(connection, promote_model)
+            if run_row is not None:
+                connection.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+                insert_new(connection, RUNS, RUNS.frame([run_row]))
+            stages = ", ".join(dict.fromkeys(stage for stage, _, _ in decisions))
+            commit(connection, f"run {run_id}: nightly {stages}")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        finally:
+            connection.close()
+
+
+def generate_config(config: NightlyConfig, seed: int) -> GenerateConfig:
+    return GenerateConfig(
+        problems=config.problems, samples=config.samples, rollouts=config.rollouts, seed=seed, policy=config.policy,
+        labeler=config.labeler, max_new_tokens=config.max_new_tokens, test_fraction=config.test_fraction,
+    )
+
+
+def train_config(config: NightlyConfig, dataset_version: int, kind: str = "prm") -> PRMTrainConfig:
+    return PRMTrainConfig(
+        dataset_version=dataset_version, base=config.base, kind=kind, label_kind=config.label_kind,
+        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+    )
+
+
+@flow(name="prmforge-nightly", log_prints=False)
+def nightly_flow(config: NightlyConfig, warehouse: WarehouseConfig) -> NightlySummary:
+    seed, seed_reason = choose_seed(warehouse, config)
+    run_id = content_id("run", "nightly", config.model_dump_json(), seed)
+    summary = NightlySummary(run_id, seed, "stopped at seeds")
+
+    def decide(stage: str, decision: str, reason: str, promote_model: str | None = None, final: bool = False) -> None:
+        announce(f"nightly {stage}: {decision} ({reason})")
+        summary.decisions.append((stage, decision, reason))
+        run_row = None
+        if final:
+            run_row = {
+                "run_id": run_id, "flow": "nightly", "config_json": json.dumps({**config.model_dump(), "seed": seed}),
+                "policy": config.policy, "finished_at": now(), "status": "completed",
+            }
+        record(warehouse, run_id, [(stage, decision, reason)], promote_model, run_row)
+
+    decide("seeds", f"seed {seed}", seed_reason)
+    try:
+        generated = generate_flow(generate_config(config, seed), warehouse)
+    except GateFailed as failure:
+        summary.status = "stopped at generate"
+        decide("generate", "stop", f"quality gates failed, nothing published: {failure}", final=True)
+        return summary
+    summary.dataset_version = generated.dataset_version
+    if generated.status != "completed" or generated.dataset_version is None:
+        summary.status = "stopped at generate"
+        decide("generate", "stop", f"generate run {generated.run_id} {generated.status}: no new dataset", final=True)
+        return summary
+    if generated.new_labels < config.min_new_labels:
+        summary.status = "stopped at generate"
+        decide("generate", "stop", f"only {generated.new_labels} new labelled steps (< {config.min_new_labels})", final=True)
+        return summary
+    decide(
+        "generate", "continue",
+        f"{generated.new_labels} new labelled steps from {generated.problems} problems passed the gates; "
+        f"dataset v{generated.dataset_version} has {generated.dataset_rows} solutions",
+    )
+
+    trained = train_flow(train_config(config, generated.dataset_version), warehouse)
+    summary.candidate_model_id = trained.model_id
+    decide(
+        "train", f"model v{trained.version}",
+        f"{trained.status} on dataset v{generated.dataset_version}: final loss {trained.metrics.get('final_loss')}, "
+        f"held-out step accuracy {trained.metrics.get('test_accuracy')}",
+    )
+    if config.orm_baseline:
+        orm = train_flow(train_config(config, generated.dataset_version, kind="orm"), warehouse)
+        decide("train", f"orm v{orm.version}", f"{orm.status}: the ORM baseline for the Best-of-N comparison")
+
+    with reading(warehouse) as connection:
+        incumbent = promoted_model(connection)
+    report_dir = Path(config.report_dir) if config.report_dir else None
+    candidate = evaluate_flow(
+        trained.model_id, warehouse, EvaluateConfig(), dataset_version=generated.dataset_version, report_dir=report_dir
+    )
+    measured = f"candidate v{trained.version} F1 {_shown(candidate.f1)}"
+    incumbent_f1 = None
+    if incumbent is not None and incumbent.model_id != trained.model_id:
+        held = evaluate_flow(incumbent.model_id, warehouse, EvaluateConfig(), dataset_version=generated.dataset_version)
+        incumbent_f1 = held.f1
+        measured += f", promoted v{incumbent.version} F1 {_shown(incumbent_f1)}"
+    decide("evaluate", "measured", f"{measured} on {candidate.evaluation_set} ({candidate.threshold_source})")
+
+    if incumbent is not None and incumbent.model_id == trained.model_id:
+        decision, reason = "keep", "the candidate is already the promoted model"
+    else:
+        decision, reason = promotion(candidate.f1, incumbent_f1, has_promoted=incumbent is not None)
+    chosen = trained.model_id if decision == "promote" else None
+    summary.promoted_model_id = chosen or (incumbent.model_id if incumbent else None)
+    summary.status = "promoted" if chosen else "kept"
+    decide("promote", decision, reason, promote_model=chosen, final=True)
+    return summary
+
+
+def _shown(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
+def nightly_deployment(cron: str, config: NightlyConfig, warehouse: WarehouseConfig, name: str = DEPLOYMENT_NAME):
+    """A Prefect deployment of the nightly flow on `cron`, with absolute paths so it runs from anywhere."""
+    absolute = warehouse.model_copy(update={"data_dir": warehouse.data_dir.resolve()})
+    return nightly_flow.to_deployment(
+        name=name,
+        cron=cron,
+        parameters={"config": config.model_dump(mode="json"), "warehouse": absolute.model_dump(mode="json")},
+        description="prmforge nightly: fresh problems, gated data, retrain, compare, promote only if better.",
+        tags=["prmforge"],
+    )

@@ -1,0 +1,178 @@
+"""The train flow: a dataset version's train split -> a PRM (or ORM baseline) -> the models table.
+
+The model trains in a work folder beside the registered ones, with a resumable checkpoint there.
+Registration moves it to data/models/v<N>/, writes its model card and commits one snapshot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.progress import announce, stage
+from schemas.config import WarehouseConfig
+from schemas.tables import RUNS
+from tasks.ids import content_id
+from tasks.prm.config import PRMTrainConfig
+from tasks.prm.data import StepwiseExample, originals, read_split
+from tasks.prm.registry import DatasetRef, ModelRef, find_dataset, list_models, next_version, now, register_model
+from warehouse.connection import commit, connect
+from warehouse.lock import writer_lock
+from warehouse.writes import insert_new
+
+
+@contextmanager
+def reading(warehouse: WarehouseConfig) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection for reads, after the schema is brought up to date (a warehouse made before the
+    models tables existed gains them here, under the writer lock)."""
+    with writer_lock(warehouse.data_dir, wait_seconds=60):
+        connect(warehouse).close()
+    connection = connect(warehouse, read_only=True)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@dataclass
+class TrainSummary:
+    model_id: str
+    status: str  # "completed" or "already done"
+    version: int | None = None
+    path: str | None = None
+    dataset_version: int | None = None
+    metrics: dict = field(default_factory=dict)
+    run_id: str = ""
+
+
+def model_id_for(config: PRMTrainConfig, dataset_id: str, base: Path) -> str:
+    """The same settings on the same dataset from the same base always give the same model id."""
+    return content_id("model", config.training_fingerprint(), dataset_id, str(base.resolve()))
+
+
+def work_dir(warehouse: WarehouseConfig, model_id: str) -> Path:
+    return warehouse.data_dir / "models" / f".train-{model_id[:16]}"
+
+
+def held_out_metrics(model_path: Path, examples: list[StepwiseExample], kind: str) -> dict:
+    """Step accuracy at 0.5 on the test split: every step for a PRM, the outcome for an ORM."""
+    from tasks.prm.score import PRMScorer
+
+    rows = originals(examples)
+    if not rows:
+        return {"test_solutions": 0}
+    scores = PRMScorer(model_path).score_many([(row.prompt, row.steps) for row in rows])
+    if kind == "orm":
+        hits = [(score.last >= 0.5) == row.is_correct for row, score in zip(rows, scores, strict=True)]
+    else:
+        hits = [
+            (value >= 0.5) == label
+            for row, score in zip(rows, scores, strict=True)
+            for value, label in zip(score.per_step, row.labels, strict=True)
+        ]
+    return {"test_solutions": len(rows), "test_accuracy": round(sum(hits) / len(hits), 4), "test_targets": len(hits)}
+
+
+@task(name="train-prm", cache_policy=NO_CACHE)
+def fit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path, resume: bool) -> tuple[Path, dict]:
+    """Train in `folder` and save the HF directory to `folder/model`; returns it with the metrics."""
+    from tasks.prm.model import device_for, load_for_training, max_positions, quiet_transformers, set_cpu_threads
+    from tasks.prm.train import total_steps, train_loop, training_examples
+
+    set_cpu_threads()
+
+    train = read_split(dataset.path, "train")
+    if not config.variants:
+        train = originals(train)
+    model, tokenizer = load_for_training(base, config.label_kind, config.kind, config.seed, config.dropout)
+    limit = config.max_length or max_positions(model.config)
+    examples, skipped = training_examples(tokenizer, train, config.kind, config.label_kind, limit)
+    steps = total_steps(len(examples), config.batch_size, config.epochs) if examples else 0
+    with stage(f"training the {config.kind.upper()} ({config.label_kind} labels, {len(examples)} solutions)", steps) as advance:
+        metrics = train_loop(
+            model, examples, config, tokenizer.pad_token_id, device_for(), folder, resume,
+            progress=lambda step, loss: advance(1),
+        )
+    metrics.skipped = len(skipped)
+    for item in skipped:
+        reason = item.reason.split(":")[0]
+        metrics.skip_reasons[reason] = metrics.skip_reasons.get(reason, 0) + 1
+    output = folder / "model"
+    with quiet_transformers():
+        model.to("cpu").save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    announce("held-out step accuracy")
+    result = metrics.as_dict() | held_out_metrics(output, read_split(dataset.path, "test"), config.kind)
+    return output, result
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register(
+    warehouse: WarehouseConfig, config: PRMTrainConfig, model_id: str, run_id: str, trained: Path,
+    base: Path, dataset: DatasetRef, metrics: dict, started: float,
+) -> TrainSummary:
+    """Move the model to models/v<N>, write its card, and commit the model and run rows as one snapshot."""
+    from tasks.prm.train import model_card
+
+    announce("register model")
+    with writer_lock(warehouse.data_dir, wait_seconds=60):
+        connection = connect(warehouse)
+        final: Path | None = None
+        try:
+            connection.execute("BEGIN")
+            version = next_version(connection)
+            final = warehouse.data_dir / "models" / f"v{version}"
+            if final.exists():
+                shutil.rmtree(final)  # left by a run that died before its commit
+            trained.rename(final)
+            (final / "README.md").write_text(
+                model_card(model_id, version, config, str(base), dataset.version, dataset.snapshot_id, metrics)
+            )
+            register_model(connection, ModelRef(
+                model_id=model_id, version=version, path=str(final), base=str(base), dataset_version=dataset.version,
+                dataset_snapshot=dataset.snapshot_id, label_kind=config.label_kind, kind=config.kind, metrics=metrics,
+            ), run_id)
+            insert_new(connection, RUNS, RUNS.frame([{
+                "run_id": run_id, "flow": "train", "config_json": config.model_dump_json(), "policy": None,
+                "finished_at": now(), "status": "completed", "wall_seconds": time.perf_counter() - started,
+            }]))
+            commit(connection, f"run {run_id}: train {config.kind} v{version}")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            if final is not None and final.exists() and not trained.exists():
+                final.rename(trained)  # keep the weights for a rerun with --resume
+            raise
+        finally:
+            connection.close()
+    return TrainSummary(model_id, "completed", version, str(final), dataset.version, metrics, run_id)
+
+
+@flow(name="prmforge-train", log_prints=False)
+def train_flow(config: PRMTrainConfig, warehouse: WarehouseConfig, resume: bool = False) -> TrainSummary:
+    from tasks.prm.model import resolve_base
+
+    started = time.perf_counter()
+    with reading(warehouse) as connection:
+        dataset = find_dataset(connection, config.dataset_version)
+        base = resolve_base(config.base)
+        model_id = model_id_for(config, dataset.dataset_id, base)
+        known = next((model for model in list_models(connection) if model.model_id == model_id), None)
+    run_id = content_id("run", "train", model_id)
+    if known is not None:
+        return TrainSummary(model_id, "already done", known.version, known.path, known.dataset_version, known.metrics or {}, run_id)
+    folder = work_dir(warehouse, model_id)
+    if folder.exists() and not resume:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    trained, metrics = fit(config, base, dataset, folder, resume)
+    summary = register(warehouse, config, model_id, run_id, trained, base, dataset, metrics, started)
+    shutil.rmtree(folder, ignore_errors=True)  # the checkpoint is not needed once registered
+    return summary
