@@ -95,6 +95,7 @@ def generate(
 def _run_generate(settings, warehouse):
     from tasks.gates import GateFailed
     from tasks.ingest import IngestError
+    from tasks.policies.openai_policy import PolicyUnavailable
     from tasks.policies.registry import PolicySpecError
     from warehouse.connection import WarehouseError
 
@@ -103,7 +104,7 @@ def _run_generate(settings, warehouse):
     quiet_prefect_run_errors()
     try:
         return generate_flow(settings, warehouse)
-    except (IngestError, PolicySpecError, WarehouseError, GateFailed) as error:
+    except (IngestError, PolicySpecError, PolicyUnavailable, WarehouseError, GateFailed) as error:
         fail(str(error))
     except KeyboardInterrupt:
         fail("interrupted: nothing of this run was published; rerun to resume", code=130)

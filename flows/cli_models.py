@@ -33,6 +33,13 @@ def _warehouse(data_dir: Path | None):
     return warehouse(data_dir)
 
 
+def _quiet_stdout(as_json: bool):
+    """With --json, progress bars go to stderr so that stdout is only the JSON."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
 def _settings(model, **options):
     """A validated config, or one line naming the bad option."""
     from pydantic import ValidationError
@@ -60,7 +67,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def train(
-    dataset: Annotated[int, typer.Option("--dataset", help="Dataset version to train on.")],
+    dataset: Annotated[Optional[int], typer.Option("--dataset", help="Dataset version to train on (default: the latest).")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Local HF model to start from (default: the embedded policy).")] = None,
     labels: Annotated[str, typer.Option("--labels", help="hard (cross-entropy) or soft (BCE on q).")] = "hard",
     kind: Annotated[str, typer.Option("--kind", help="prm, or orm for the outcome baseline.")] = "prm",
@@ -75,16 +82,19 @@ def train(
     """Train a PRM (or the ORM baseline) on a dataset version and register it in the models table."""
     from tasks.prm.config import PRMTrainConfig
 
+    warehouse = _warehouse(data_dir)
+    if dataset is None:
+        dataset = _latest_dataset(warehouse)
     config = _settings(
         PRMTrainConfig, dataset_version=dataset, base=base, label_kind=labels, kind=kind, epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, seed=seed,
     )
-    warehouse = _warehouse(data_dir)
     configure_prefect()
     from flows.train import train_flow
 
     try:
-        summary = train_flow(config, warehouse, resume)
+        with _quiet_stdout(as_json):
+            summary = train_flow(config, warehouse, resume)
     except _user_errors() as error:
         _fail(str(error))
     except KeyboardInterrupt:
@@ -101,8 +111,24 @@ def train(
     )
 
 
+def _latest_dataset(warehouse) -> int:
+    from tasks.prm.registry import RegistryError, find_dataset
+    from warehouse.connection import WarehouseError, connect
+
+    try:
+        connection = connect(warehouse, read_only=True)
+    except WarehouseError as error:
+        _fail(str(error))
+    try:
+        return find_dataset(connection).version
+    except RegistryError as error:
+        _fail(str(error))
+    finally:
+        connection.close()
+
+
 def score(
-    model: Annotated[str, typer.Option("--model", help="Model id, version (v3) or directory.")],
+    model: Annotated[str, typer.Option("--model", help="Model id, version (v3), latest, promoted, or a directory.")],
     problem: Annotated[str, typer.Option("--problem", help="The problem text.")],
     step: Annotated[list[str], typer.Option("--step", help="One step; repeat for each step in order.")],
     data_dir: DataDir = None,
@@ -131,7 +157,8 @@ def score(
     from tasks.prm.score import PRMScorer
 
     try:
-        scores = PRMScorer(reference.path).score(problem, step)
+        with _quiet_stdout(as_json):
+            scores = PRMScorer(reference.path).score(problem, step)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     if as_json:
@@ -143,7 +170,7 @@ def score(
 
 
 def evaluate(
-    model: Annotated[str, typer.Option("--model", help="Model id, version (v3) or directory.")],
+    model: Annotated[str, typer.Option("--model", help="Model id, version (v3), latest, promoted, or a directory.")],
     processbench: Annotated[Optional[Path], typer.Option("--processbench", help="ProcessBench-format JSONL for first-error identification (default: the dataset's test split).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="First-error threshold (default: chosen on a held-out half).")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Folder for the HTML report.")] = None,
@@ -163,7 +190,8 @@ def evaluate(
     from flows.evaluate import evaluate_flow
 
     try:
-        summary = evaluate_flow(model, warehouse, config, processbench, dataset, orm, report or warehouse.data_dir / "reports")
+        with _quiet_stdout(as_json):
+            summary = evaluate_flow(model, warehouse, config, processbench, dataset, orm, report or warehouse.data_dir / "reports")
     except _user_errors() as error:
         _fail(str(error))
     if as_json:
@@ -218,9 +246,10 @@ def models(data_dir: DataDir = None, as_json: AsJson = False) -> None:
 
         try:
             registered = list_models(connection)
+            # F1 on held-out dataset problems (not on a ProcessBench file), from the latest evaluation.
             f1 = dict(connection.execute(
-                "SELECT model_id, arg_max(value, created_at) FROM evaluations "
-                "WHERE kind = 'first_error' AND metric = 'f1' GROUP BY model_id"
+                "SELECT model_id, arg_max(value, created_at) FROM evaluations WHERE kind = 'first_error' "
+                "AND metric = 'f1' AND details_json LIKE '%\"evaluation_set\": \"dataset:%' GROUP BY model_id"
             ).fetchall())
         except CatalogException:
             registered, f1 = [], {}
@@ -235,13 +264,13 @@ def models(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("version", "promoted", "kind", "labels", "dataset", "final loss", "held-out acc.", "F1", "model id")
+    table = Table("version", "promoted", "kind", "labels", "dataset", "final loss", "held-out acc.", "held-out F1", "model id")
     for model in registered:
         metrics = model.metrics or {}
         table.add_row(
             f"v{model.version}", "*" if model.promoted else "", model.kind, model.label_kind or "",
             f"v{model.dataset_version} (snapshot {model.dataset_snapshot})", str(metrics.get("final_loss", "")),
-            str(metrics.get("test_accuracy", "")), _share(f1.get(model.model_id)), model.model_id,
+            str(metrics.get("test_accuracy", "")), _share(f1.get(model.model_id)), model.model_id[:12],
         )
     Console().print(table)
 
@@ -280,7 +309,8 @@ def nightly(
     from flows.nightly import nightly_flow
 
     try:
-        summary = nightly_flow(settings, warehouse)
+        with _quiet_stdout(as_json):
+            summary = nightly_flow(settings, warehouse)
     except _user_errors() as error:
         _fail(str(error))
     if as_json:

@@ -63,7 +63,8 @@ class EvaluationSummary:
 
 @task(name="score-solutions", cache_policy=NO_CACHE)
 def score_solutions(model_path: str, solutions: Sequence[Solution], batch_size: int) -> dict[Solution, StepScores]:
-    """Each distinct solution scored once."""
+    """Each distinct solution scored once; one that does not fit the model's context is left out."""
+    from tasks.prm.model import SolutionTooLong
     from tasks.prm.score import PRMScorer
 
     distinct = list(dict.fromkeys(solutions))
@@ -72,7 +73,14 @@ def score_solutions(model_path: str, solutions: Sequence[Solution], batch_size: 
     with stage(f"scoring {len(distinct)} solutions", len(distinct)) as advance:
         for start in range(0, len(distinct), 64):
             chunk = distinct[start : start + 64]
-            scored.update(zip(chunk, scorer.score_many(chunk), strict=True))
+            try:
+                scored.update(zip(chunk, scorer.score_many(chunk), strict=True))
+            except SolutionTooLong:
+                for solution in chunk:
+                    try:
+                        scored[solution] = scorer.score(*solution)
+                    except SolutionTooLong:
+                        pass
             advance(len(chunk))
     return scored
 
@@ -227,6 +235,14 @@ def evaluate_flow(
             f"run `prmforge train --dataset {model_ref.dataset_version} --kind orm`"
         )
 
+    unscored = set(solutions) - set(scored)
+    if orm_ref is not None:
+        unscored |= {item[0] for group in groups for item in group} - set(orm_scored)
+    if unscored:
+        notes.append(f"{len(unscored)} solution(s) left out: longer than the model reads")
+        rows = [row for row in rows if (row.problem, tuple(row.steps)) not in unscored]
+        groups = [[item for item in group if item[0] not in unscored] for group in groups]
+        test = [example for example in test if (example.prompt, example.steps) not in unscored]
     first_error, threshold_source = first_error_measure(
         rows, [scored[(row.problem, tuple(row.steps))].per_step for row in rows], config
     )

@@ -37,6 +37,7 @@ from tasks.ids import content_id
 from tasks.ingest import IngestResult, read_seed_file
 from tasks.labelers.base import LabelRequest, LabelResult
 from tasks.labelers.registry import get_labeler
+from tasks.policies.cache import CachedPolicy
 from tasks.policies.registry import load_policy
 from tasks.synthetic import generate_problems
 from tasks.tree import build_tree, sample_solutions
@@ -113,9 +114,21 @@ def in_shard(problem_id: str, index: int, count: int) -> bool:
     return int(problem_id[:8], 16) % count == index
 
 
+_cached_policies: dict[tuple[str, Path], CachedPolicy] = {}
+
+
+def policy_for(config: GenerateConfig, cache_dir: Path) -> CachedPolicy:
+    """The run's policy behind a durable request cache: a killed or failed run keeps every batch
+    it finished, and a rerun resumes from there instead of sampling again."""
+    key = (config.policy, cache_dir)
+    if key not in _cached_policies:
+        _cached_policies[key] = CachedPolicy(load_policy(config.policy), cache_dir / "generations.sqlite")
+    return _cached_policies[key]
+
+
 @task(name="sample-solutions", cache_policy=NO_CACHE)
-def sample_tree(config: GenerateConfig, problems: list[Problem]):
-    policy = load_policy(config.policy)
+def sample_tree(config: GenerateConfig, problems: list[Problem], cache_dir: Path):
+    policy = policy_for(config, cache_dir)
     with stage("sampling solutions", len(problems)) as advance:
         solutions, usage = sample_solutions(
             policy, problems, config.samples, sampling_params(config, "solutions"),
@@ -125,8 +138,8 @@ def sample_tree(config: GenerateConfig, problems: list[Problem]):
 
 
 @task(name="label-steps", cache_policy=NO_CACHE)
-def label_steps(config: GenerateConfig, request: LabelRequest) -> LabelResult:
-    policy = load_policy(config.policy)
+def label_steps(config: GenerateConfig, request: LabelRequest, cache_dir: Path) -> LabelResult:
+    policy = policy_for(config, cache_dir)
     labeler = get_labeler(config.labeler)
     with stage(f"labelling steps ({config.labeler}, k={config.rollouts})", len(request.to_label)) as advance:
         return labeler.label(policy, request, progress=advance)
@@ -371,7 +384,8 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             known_problems = _ids(connection, "problems", "problem_id")
             labelled = _ids(connection, f"step_labels WHERE labeler = '{config.labeler}'", "node_id")
 
-            solutions, tree, sample_usage = sample_tree(config, loaded.problems)
+            cache_dir = warehouse.data_dir / "cache"
+            solutions, tree, sample_usage = sample_tree(config, loaded.problems, cache_dir)
             summary.solutions = len(solutions)
             summary.solved = sum(solution.is_correct for solution in solutions)
             request = LabelRequest(
@@ -381,7 +395,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 rollouts_per_step=config.rollouts,
                 params=sampling_params(config, "rollouts"),
             )
-            labelled_now = label_steps(config, request)
+            labelled_now = label_steps(config, request, cache_dir)
             verdicts = verify_steps(config, request)
             consensus_rows, consensus_labels = CONSENSUS.empty_frame(), STEP_LABELS.empty_frame()
             if config.consensus:
