@@ -321,3 +321,44 @@ def test_a_server_without_vllms_token_ids_is_asked_again_without_them(scripted):
     assert "return_token_ids" in server.requests[0] and "return_token_ids" not in server.requests[1]
     policy.generate([LONG], 1, SamplingParams())
     assert "return_token_ids" not in server.requests[2]
+
+
+def test_the_generate_flow_labels_a_tree_through_the_server_and_resumes_from_its_cache(
+    server, prefect_harness, tmp_path, monkeypatch
+):
+    """`generate --policy openai:...` end to end; a rerun finds every request it made stored."""
+    import shutil
+
+    from flows.generate import generate_flow, policy_for
+    from schemas.config import GenerateConfig, WarehouseConfig
+    from warehouse.connection import connect
+
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    config = GenerateConfig(problems=2, samples=2, rollouts=2, seed=6, policy=f"openai:{server}/{SERVED_NAME}")
+    first = WarehouseConfig(data_dir=tmp_path / "first")
+    summary = generate_flow(config, first)
+    connection = connect(first, read_only=True)
+    nodes, labelled = connection.execute("SELECT count(*), count(mc_q) FROM labeled_steps").fetchone()
+    connection.close()
+    assert summary.status == "completed" and nodes == labelled == summary.new_nodes > 0
+
+    # Another warehouse that holds the same stored requests: nothing goes to the server again.
+    second = WarehouseConfig(data_dir=tmp_path / "second")
+    shutil.copytree(first.data_dir / "cache", second.data_dir / "cache")
+    attempts_before = policy_for(config, first.data_dir / "cache").inner.attempts
+    again = generate_flow(config, second)
+    cached = policy_for(config, second.data_dir / "cache")
+    assert again.new_nodes == summary.new_nodes and again.new_labels == summary.new_labels
+    assert cached.misses == 0 and cached.hits > 0
+    assert cached.inner.attempts == attempts_before
+
+
+def test_the_generate_flow_stops_with_one_line_when_the_server_is_down(prefect_harness, tmp_path):
+    from flows.generate import generate_flow
+    from schemas.config import GenerateConfig, WarehouseConfig
+
+    endpoint = f"http://127.0.0.1:{free_port()}/v1"
+    config = GenerateConfig(problems=1, samples=1, rollouts=1, policy=f"openai:{endpoint}/{SERVED_NAME}")
+    with pytest.raises(PolicyUnavailable) as caught:
+        generate_flow(config, WarehouseConfig(data_dir=tmp_path / "warehouse"))
+    assert endpoint in str(caught.value) and "\n" not in str(caught.value)

@@ -143,3 +143,27 @@ def test_what_the_cpu_kernels_refuse_is_caught_before_the_engine_starts(tmp_path
         check_cpu_support(str(tmp_path), 32)
     with pytest.raises(ValueError, match="multiple of 32"):
         check_cpu_support(str(tmp_path), 16)
+
+
+def test_the_generate_flow_labels_a_tree_on_vllm(policy, prefect_harness, warehouse_config, monkeypatch):
+    """`generate --policy vllm:...` end to end, with this module's engine (one engine per process)."""
+    import flows.generate as generate_module
+    from flows.generate import generate_flow
+    from schemas.config import GenerateConfig
+    from warehouse.connection import connect
+
+    spec = f"vllm:{MODEL_DIR}"
+    monkeypatch.setattr(generate_module, "load_policy", lambda requested: policy if requested == spec else None)
+    summary = generate_flow(GenerateConfig(problems=3, samples=2, rollouts=2, seed=4, policy=spec), warehouse_config)
+    connection = connect(warehouse_config, read_only=True)
+    try:
+        nodes, labelled, policies = connection.execute(
+            "SELECT count(*), count(mc_q), list(DISTINCT policy) FROM labeled_steps"
+        ).fetchone()
+        rollouts = connection.execute("SELECT count(*) FROM rollouts").fetchone()[0]
+    finally:
+        connection.close()
+    assert summary.status == "completed" and summary.dataset_version == 1
+    assert nodes == labelled == summary.new_nodes > 0
+    assert policies == [spec]
+    assert rollouts == summary.new_rollouts > 0
