@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import random
+import tempfile
+import time
 from pathlib import Path
 
 import duckdb
@@ -41,6 +45,20 @@ _CATALOG_EXTENSIONS = {
     "sqlite": ("duckdb_extension_sqlite_scanner", "sqlite_scanner"),
     "postgres": ("duckdb_extension_postgres_scanner", "postgres_scanner"),
 }
+# A DATA_PATH on an object store goes through httpfs; its credentials are a DuckDB secret the
+# machine holds (CREATE PERSISTENT SECRET), never a prmforge setting.
+_OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "r2://", "http://", "https://")
+
+
+def _data_path_extension(config: WarehouseConfig) -> str | None:
+    if not config.lake_path.startswith(_OBJECT_STORE_SCHEMES):
+        return None
+    if importlib.util.find_spec("duckdb_extension_httpfs") is None:
+        raise WarehouseError(
+            f"DATA_PATH {config.lake_path} is on an object store: install its DuckDB extension with "
+            "`pip install duckdb-extension-httpfs==1.5.5`"
+        )
+    return _extension_file("duckdb_extension_httpfs", "httpfs")
 
 
 def _check_data_dir(config: WarehouseConfig, read_only: bool) -> None:
@@ -55,25 +73,61 @@ def _check_data_dir(config: WarehouseConfig, read_only: bool) -> None:
         return
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
+        # A probe of its own: processes sharing the folder must not remove each other's.
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=data_dir)
+        try:
+            os.write(handle, b"ok")
+        finally:
+            os.close(handle)
+            os.unlink(probe)
     except OSError as error:
         raise WarehouseError(
             f"cannot write to the data directory {data_dir}: {error.strerror or error}"
         ) from None
 
 
+# A PostgreSQL catalog takes writers from many machines. DuckLake commits them optimistically and
+# retries a commit that lost the race for the next snapshot id; its default of 10 retries ran out
+# with six busy writers on one catalog, so writers there wait longer (up to ~2 minutes in all).
+POSTGRES_RETRY_SETTINGS = {"ducklake_max_retry_count": 50, "ducklake_retry_wait_ms": 100, "ducklake_retry_backoff": 1.1}
+# Workers that open a fresh catalog at once race to create DuckLake's metadata tables, then our
+# tables: the loser sees one of these errors and simply opens again (nothing of it was committed).
+_OPEN_RACE_MARKERS = ("Transaction conflict", "duplicate key value", "already exists")
+_OPEN_ATTEMPTS = 8
+
+
+class _OpenRace(Exception):
+    """Another process created the same catalog tables first; opening again will succeed."""
+
+
 def connect(config: WarehouseConfig, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """A connection with the warehouse attached as `lake` and selected; migrated unless read-only."""
     _check_data_dir(config, read_only)
+    shared = config.catalog.startswith("postgres:")
+    for attempt in range(_OPEN_ATTEMPTS if shared else 1):
+        try:
+            return _open(config, read_only, shared)
+        except _OpenRace as race:
+            last_race = race
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+    raise WarehouseError(f"cannot open the warehouse catalog ({config.catalog}): {last_race}") from None
+
+
+def _open(config: WarehouseConfig, read_only: bool, shared: bool) -> duckdb.DuckDBPyConnection:
     target, catalog_extension = _attach_target(config)
+    extensions = [_extension_file("duckdb_extension_ducklake", "ducklake")]
+    if catalog_extension:
+        extensions.append(_extension_file(*_CATALOG_EXTENSIONS[catalog_extension]))
+    data_path_extension = _data_path_extension(config)
+    if data_path_extension:
+        extensions.append(data_path_extension)
     connection = duckdb.connect()
     try:
-        connection.execute(f"LOAD '{_extension_file('duckdb_extension_ducklake', 'ducklake')}'")
-        if catalog_extension:
-            package, name = _CATALOG_EXTENSIONS[catalog_extension]
-            connection.execute(f"LOAD '{_extension_file(package, name)}'")
+        for extension in extensions:
+            connection.execute(f"LOAD '{extension}'")
+        if shared:
+            for setting, value in POSTGRES_RETRY_SETTINGS.items():
+                connection.execute(f"SET {setting} = {value}")
         options = [f"DATA_PATH '{config.lake_path}'"]
         if read_only:
             options.append("READ_ONLY")
@@ -81,13 +135,26 @@ def connect(config: WarehouseConfig, read_only: bool = False) -> duckdb.DuckDBPy
         connection.execute(f"USE {LAKE}")
     except duckdb.Error as error:
         connection.close()
+        _raise_open_race(error, shared)
         first_line = str(error).strip().splitlines()[0]
+        if "does not match existing data path" in first_line:
+            first_line += " (set PRMFORGE_DATA_PATH to the catalog's data path)"
         raise WarehouseError(f"cannot open the warehouse catalog ({config.catalog}): {first_line}") from None
     if not read_only:
         from warehouse.migrations import migrate
 
-        migrate(connection)
+        try:
+            migrate(connection)
+        except duckdb.Error as error:
+            connection.close()
+            _raise_open_race(error, shared)
+            raise
     return connection
+
+
+def _raise_open_race(error: duckdb.Error, shared: bool) -> None:
+    if shared and any(marker in str(error) for marker in _OPEN_RACE_MARKERS):
+        raise _OpenRace(str(error).strip().splitlines()[0]) from None
 
 
 def commit(connection: duckdb.DuckDBPyConnection, message: str) -> None:

@@ -1,0 +1,205 @@
+"""The DuckLake catalog on a real PostgreSQL server: the warehouse basics, and many writers at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from schemas.config import WarehouseConfig
+from schemas.tables import NODES, PROBLEMS
+from warehouse.connection import WarehouseError, commit, connect, current_snapshot
+from warehouse.fingerprint import duplicate_keys, table_fingerprints
+from warehouse.migrations import pending_statements
+from warehouse.sql import QueryRefused, run_query
+from warehouse.writes import insert_new
+
+PRMFORGE = str(Path(sys.executable).parent / "prmforge")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def warehouse(fresh_postgres_dsn, tmp_path) -> WarehouseConfig:
+    return WarehouseConfig(data_dir=tmp_path / "local", catalog=f"postgres:{fresh_postgres_dsn}",
+                           data_path=f"{tmp_path / 'shared'}/")
+
+
+def add_problems(connection, names: list[str], message: str) -> None:
+    connection.execute("BEGIN")
+    insert_new(connection, PROBLEMS, PROBLEMS.frame([
+        {"problem_id": name, "question": f"{name}?", "answer": "1", "reference_steps": []} for name in names
+    ]))
+    commit(connection, message)
+
+
+def test_migration_runs_once_and_snapshots_carry_the_message(warehouse):
+    connection = connect(warehouse)
+    migrated = current_snapshot(connection)
+    assert pending_statements(connection) == []
+    connection.close()
+    connection = connect(warehouse)
+    assert current_snapshot(connection) == migrated
+    add_problems(connection, ["p1", "p2"], "run test: two problems")
+    assert current_snapshot(connection) == migrated + 1
+    message = connection.execute(
+        "SELECT commit_message FROM lake.snapshots() ORDER BY snapshot_id DESC LIMIT 1").fetchone()[0]
+    assert message == "run test: two problems"
+    connection.close()
+
+
+def test_inserts_land_once_and_time_travel_reads_old_snapshots(warehouse):
+    connection = connect(warehouse)
+    before = current_snapshot(connection)
+    add_problems(connection, ["p1", "p2"], "first")
+    frame = PROBLEMS.frame([{"problem_id": name, "question": "q", "answer": "1", "reference_steps": []}
+                            for name in ("p2", "p3")])
+    connection.execute("BEGIN")
+    assert insert_new(connection, PROBLEMS, frame) == 1
+    # Enough rows that DuckLake writes a Parquet file instead of inlining them into the catalog.
+    insert_new(connection, NODES, NODES.frame([
+        {"node_id": f"n{i}", "problem_id": "p3", "parent_id": None, "depth": 1, "step_text": f"Step {i}",
+         "is_terminal": False} for i in range(50)
+    ]))
+    commit(connection, "second")
+    assert connection.execute("SELECT count(*) FROM problems").fetchone()[0] == 3
+    assert connection.execute(f"SELECT count(*) FROM problems AT (VERSION => {before})").fetchone()[0] == 0
+    assert connection.execute(f"SELECT count(*) FROM problems AT (VERSION => {before + 1})").fetchone()[0] == 2
+    connection.close()
+    assert list((Path(warehouse.lake_path)).rglob("*.parquet")), "Parquet files belong on the shared DATA_PATH"
+    assert not list(warehouse.data_dir.rglob("*.parquet"))
+
+
+def test_readers_get_the_last_commit_and_cannot_write(warehouse):
+    writer = connect(warehouse)
+    add_problems(writer, ["p1"], "committed")
+    writer.execute("BEGIN")
+    insert_new(writer, PROBLEMS, PROBLEMS.frame([{"problem_id": "p2", "question": "q", "answer": "1",
+                                                   "reference_steps": []}]))
+    # The writer's transaction is open: a reader sees the last commit, and never waits on a lock.
+    assert run_query(warehouse, "SELECT problem_id FROM problems") == (["problem_id"], [("p1",)])
+    with pytest.raises(QueryRefused, match="only read-only queries"):
+        run_query(warehouse, "DELETE FROM problems")
+    reader = connect(warehouse, read_only=True)
+    with pytest.raises(duckdb.Error, match="(?i)read.only"):
+        reader.execute("INSERT INTO problems (problem_id, question, answer) VALUES ('x', 'q', 'a')")
+    reader.close()
+    commit(writer, "second")
+    writer.close()
+    assert run_query(warehouse, "SELECT count(*) FROM problems") == (["count_star()"], [(2,)])
+
+
+def test_a_different_data_path_is_refused_with_the_fix(warehouse):
+    connect(warehouse).close()
+    elsewhere = warehouse.model_copy(update={"data_path": f"{warehouse.data_dir / 'elsewhere'}/"})
+    with pytest.raises(WarehouseError, match="does not match existing data path.*PRMFORGE_DATA_PATH"):
+        connect(elsewhere)
+
+
+def run_at_once(count: int, work) -> list[BaseException]:
+    """Run work(i) in `count` threads released together; the errors they raised."""
+    barrier, errors = threading.Barrier(count), []
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        try:
+            work(index)
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
+
+
+def test_writers_opening_a_fresh_catalog_at_once_all_succeed(warehouse):
+    assert run_at_once(3, lambda _: connect(warehouse).close()) == []
+    connection = connect(warehouse, read_only=True)
+    changes = [row[0] for row in connection.execute("SELECT changes FROM lake.snapshots()").fetchall()]
+    assert pending_statements(connection) == []
+    connection.close()
+    # One opener created the tables. (One that read the empty catalog just before may still
+    # replace the views with the same definitions: its CREATE TABLE IF NOT EXISTS are no-ops.)
+    assert sum("tables_created" in change for change in changes) == 1
+
+
+def test_concurrent_commits_are_retried_not_lost(warehouse):
+    connect(warehouse).close()
+    commits = 8
+
+    def writer(index: int) -> None:
+        connection = connect(warehouse)
+        for number in range(commits):
+            names = [f"w{index}-{number}-{row}" for row in range(3)]
+            add_problems(connection, names, f"writer {index} commit {number}")
+        connection.close()
+
+    assert run_at_once(3, writer) == []
+    connection = connect(warehouse, read_only=True)
+    assert connection.execute("SELECT count(*), count(DISTINCT problem_id) FROM problems").fetchone() == (72, 72)
+    writer_commits = "SELECT count(*) FROM lake.snapshots() WHERE commit_message LIKE 'writer %'"
+    assert connection.execute(writer_commits).fetchone()[0] == 24
+    connection.close()
+
+
+def generate_shard(shard: str, worker_dir: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PRMFORGE, "generate", "--shard", shard, "--no-dataset", "--policy", "simulated:error_rate=0.2",
+         "--problems", "12", "--samples", "3", "--rollouts", "4", "--seed", "5", "--data-dir", str(worker_dir)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finished(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, f"{process.args[2:5]} exited {process.returncode}:\n{out}\n{err[-3000:]}"
+    return out
+
+
+def warehouse_env(base: dict, dsn: str, shared: Path) -> dict:
+    return {**base, "PRMFORGE_CATALOG": f"postgres:{dsn}", "PRMFORGE_DATA_PATH": f"{shared}/"}
+
+
+def fingerprints(dsn: str, shared: Path, local: Path) -> tuple[dict, dict]:
+    connection = connect(WarehouseConfig(data_dir=local, catalog=f"postgres:{dsn}", data_path=f"{shared}/"),
+                         read_only=True)
+    try:
+        return table_fingerprints(connection), duplicate_keys(connection)
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_two_shard_workers_at_once_equal_a_sequential_run(prefect_server_env, postgres_server, postgres_dsn, tmp_path):
+    # Each worker has its own --data-dir (local scratch); both share the catalog and DATA_PATH.
+    concurrent_shared, sequential_shared = tmp_path / "shared-concurrent", tmp_path / "shared-sequential"
+    env = warehouse_env(prefect_server_env, postgres_dsn, concurrent_shared)
+    workers = [generate_shard(f"{i}/2", tmp_path / f"worker{i}", env) for i in range(2)]
+    outputs = [finished(worker) for worker in workers]
+    assert all("snapshot" in output for output in outputs)
+
+    sequential_dsn = postgres_server.create_database("prmforge_sequential")
+    sequential_env = warehouse_env(prefect_server_env, sequential_dsn, sequential_shared)
+    for i in range(2):
+        finished(generate_shard(f"{i}/2", tmp_path / f"sequential{i}", sequential_env))
+
+    concurrent, concurrent_duplicates = fingerprints(postgres_dsn, concurrent_shared, tmp_path / "reader")
+    sequential, _ = fingerprints(sequential_dsn, sequential_shared, tmp_path / "reader")
+    assert concurrent["nodes"][0] > 0 and concurrent["step_labels"][0] > 0
+    assert concurrent == sequential
+    assert not any(concurrent_duplicates.values()), concurrent_duplicates
+    # The workers' own folders are scratch: every Parquet file went to the shared DATA_PATH.
+    assert list(concurrent_shared.rglob("*.parquet"))
+    assert not [path for i in range(2) for path in (tmp_path / f"worker{i}").rglob("*.parquet")]
+
+    build = subprocess.run([PRMFORGE, "dataset", "build", "--data-dir", str(tmp_path / "builder")],
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert build.stdout.startswith("dataset version 1:")
+    assert (tmp_path / "builder" / "datasets" / "v1" / "train.parquet").exists()
