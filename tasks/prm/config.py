@@ -1,0 +1,111 @@
+"""Typed, validated settings for training, evaluating and the nightly loop. Every field has help text.
+
+They live beside the code that reads them; they follow schemas/config.py's conventions (frozen,
+extra keys forbidden) so that a run id can hash them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PRMTrainConfig(BaseModel):
+    """Everything that determines the weights `prmforge train` produces. Its hash is the model id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset_version: int = Field(..., ge=1, description="Dataset version to train on (its train split).")
+    base: str | None = Field(
+        None, description="Local HF model directory to start from; the embedded policy if unset."
+    )
+    kind: Literal["prm", "orm"] = Field(
+        "prm",
+        description=(
+            "'prm': a label at every step; 'orm': the outcome baseline, trained only on is_correct "
+            "read at the last step."
+        ),
+    )
+    label_kind: Literal["hard", "soft"] = Field(
+        "hard", description="'hard': cross-entropy on the bool labels; 'soft': BCE on the MC estimate q."
+    )
+    epochs: float = Field(3.0, gt=0, description="Passes over the training examples (fractions allowed).")
+    batch_size: int = Field(8, ge=1, description="Solutions per optimizer step.")
+    learning_rate: float = Field(5e-4, gt=0, description="Peak AdamW learning rate.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    variants: bool = Field(True, description="Also train on augmented rows (HNC merged steps), not only originals.")
+    dropout: bool = Field(False, description="Keep the base model's dropout (off by default, as TRL does).")
+    max_length: int | None = Field(
+        None, ge=8, description="Longest input in tokens; the base model's n_positions if unset."
+    )
+    seed: int = Field(0, description="Seed for the classifier head's initialisation and the batch order.")
+    checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between resumable checkpoints.")
+
+    def training_fingerprint(self) -> str:
+        """The fields that change the weights (checkpoint cadence does not)."""
+        return self.model_dump_json(exclude={"checkpoint_every"})
+
+
+class EvaluateConfig(BaseModel):
+    """How `prmforge evaluate` measures a model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float | None = Field(
+        None, ge=0, le=1,
+        description="Score below which a step counts as the first error; chosen on a held-out half if unset.",
+    )
+    calibration_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Share of first-error rows used to choose the threshold when it is not given."
+    )
+    bon_policy: str | None = Field(
+        None,
+        description=(
+            "Policy spec that samples fresh Best-of-N solutions for the held-out problems; if unset the "
+            "dataset's own test solutions are reused, grouped by problem."
+        ),
+    )
+    bon_samples: int = Field(16, ge=1, description="Solutions sampled per held-out problem with bon_policy.")
+    bon_seed: int = Field(1, description="Sampling seed for the fresh Best-of-N solutions.")
+    max_new_tokens: int = Field(160, ge=1, description="Longest fresh Best-of-N solution, in tokens.")
+    step_boundary: str = Field(
+        r"\n\s*\n|\n(?=Step \d+:)", description="Regex that splits fresh solutions into steps."
+    )
+    subset_draws: int = Field(
+        256, ge=1,
+        description="Majority-vote subsets per problem and N, all of them when there are fewer (other methods are exact).",
+    )
+    seed: int = Field(0, description="Seed for the Best-of-N subsets and the random-choice baseline.")
+    batch_size: int = Field(16, ge=1, description="Solutions scored per forward pass.")
+
+
+class NightlyConfig(BaseModel):
+    """One turn of the loop: fresh problems -> gated data -> new dataset -> retrain -> compare -> promote."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    problems: int = Field(8, ge=1, description="Fresh synthetic seed problems per night.")
+    samples: int = Field(4, ge=1, description="Solutions sampled per problem.")
+    rollouts: int = Field(4, ge=1, description="Monte Carlo completions per step (k).")
+    policy: str = Field("embedded", description="Policy spec that writes and labels the solutions.")
+    labeler: Literal["mc", "search", "progress"] = Field("mc", description="Step labeller.")
+    max_new_tokens: int = Field(160, ge=1, description="Longest continuation, in tokens.")
+    test_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0,
+        description="Share of problems held out; keep it fixed across nights so the held-out set only grows.",
+    )
+    first_seed: int = Field(1, description="Seed of the first night when no generate run is recorded yet.")
+    min_new_labels: int = Field(
+        8, ge=0, description="Fewest new labelled steps worth retraining on; fewer stops the night."
+    )
+    base: str | None = Field(None, description="Base model for retraining; the embedded policy if unset.")
+    label_kind: Literal["hard", "soft"] = Field("hard", description="Labels the PRM trains on.")
+    epochs: float = Field(3.0, gt=0, description="Training passes over the new dataset version.")
+    batch_size: int = Field(8, ge=1, description="Solutions per optimizer step.")
+    learning_rate: float = Field(5e-4, gt=0, description="Peak AdamW learning rate.")
+    orm_baseline: bool = Field(
+        False, description="Also train the ORM baseline on the new dataset for the Best-of-N comparison."
+    )
+    report_dir: str | None = Field(None, description="Write the candidate's HTML report here, if set.")

@@ -1,0 +1,240 @@
+"""The PRM's input format and model: a token classifier read at a step-separator token.
+
+A solution is laid out as the prompt, a newline, then every step followed by the separator token
+`<|step|>`. The model is `AutoModelForTokenClassification` on a causal LM base; each step's score
+is read at its separator, which has seen the prompt and every step up to and including this one.
+Hard labels train two classes (softmax, class 1 = step is fine); soft labels train one logit with
+BCE (sigmoid). The label kind, the model kind and the separator are stored in config.json, so the
+directory loads with plain `AutoModelForTokenClassification.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+STEP_TOKEN = "<|step|>"
+IGNORE_INDEX = -100
+# Keys this project adds to config.json; other tools ignore them.
+CONFIG_STEP_TOKEN = "prm_step_token"
+CONFIG_LABEL_KIND = "prm_label_kind"
+CONFIG_KIND = "prm_kind"
+
+
+class SolutionTooLong(ValueError):
+    """The steps alone do not fit the model's context; the message says by how much."""
+
+
+class BaseModelMissing(FileNotFoundError):
+    """No HF model where training should start; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EncodedSolution:
+    input_ids: list[int]
+    separator_positions: list[int]  # one per step, where its score is read
+    truncated_prompt_tokens: int = 0  # prompt tokens dropped from the left to fit max_length
+
+
+def assemble(
+    prompt_ids: Sequence[int],
+    steps_ids: Sequence[Sequence[int]],
+    separator_id: int,
+    max_length: int | None = None,
+) -> EncodedSolution:
+    """Prompt tokens, then each step's tokens followed by the separator.
+
+    When it is too long the prompt loses tokens from its start (the question's end, next to the
+    steps, matters most); the steps are never cut, since each carries a label.
+
+    >>> assemble([1, 2], [[3], [4, 5]], separator_id=9)
+    EncodedSolution(input_ids=[1, 2, 3, 9, 4, 5, 9], separator_positions=[3, 6], truncated_prompt_tokens=0)
+    >>> assemble([1, 2], [[3], [4, 5]], separator_id=9, max_length=6)
+    EncodedSolution(input_ids=[2, 3, 9, 4, 5, 9], separator_positions=[2, 5], truncated_prompt_tokens=1)
+    >>> assemble([1], [[3, 4, 5]], separator_id=9, max_length=3)
+    Traceback (most recent call last):
+    ...
+    tasks.prm.model.SolutionTooLong: the steps take 4 tokens but the model reads at most 3
+    """
+    if not steps_ids:
+        raise ValueError("a solution needs at least one step")
+    body: list[int] = []
+    positions: list[int] = []
+    for step in steps_ids:
+        body.extend(step)
+        body.append(separator_id)
+        positions.append(len(body) - 1)
+    prompt = list(prompt_ids)
+    dropped = 0
+    if max_length is not None and len(prompt) + len(body) > max_length:
+        if len(body) > max_length:
+            raise SolutionTooLong(f"the steps take {len(body)} tokens but the model reads at most {max_length}")
+        dropped = len(prompt) + len(body) - max_length
+        prompt = prompt[dropped:]
+    return EncodedSolution(prompt + body, [len(prompt) + position for position in positions], dropped)
+
+
+def encode_solution(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, steps: Sequence[str], max_length: int | None = None
+) -> EncodedSolution:
+    """`assemble` on the tokenizer's ids of `prompt + "\\n"` and of each step."""
+    separator_id = tokenizer.convert_tokens_to_ids(STEP_TOKEN)
+    if separator_id is None or separator_id == tokenizer.unk_token_id:
+        raise ValueError(f"the tokenizer has no {STEP_TOKEN} token: load it with load_tokenizer()")
+    prompt_ids = tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"]
+    steps_ids = tokenizer(list(steps), add_special_tokens=False)["input_ids"] if steps else []
+    return assemble(prompt_ids, steps_ids, separator_id, max_length)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence load reports and progress bars: a missing classifier head is expected here."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def resolve_base(base: str | Path | None) -> Path:
+    """The base model directory: the given path, or the embedded policy."""
+    from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
+
+    path = Path(base).expanduser() if base else EMBEDDED_POLICY_DIR
+    if not (path / "config.json").exists():
+        hint = "run `prmforge policy train`, or pass --base PATH" if base is None else "pass a local HF model directory"
+        raise BaseModelMissing(f"no Hugging Face model at {path} (config.json missing): {hint}")
+    return path
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The base's tokenizer with the step separator added (once) and a padding token."""
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    if STEP_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [STEP_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def num_labels_for(label_kind: str) -> int:
+    return {"hard": 2, "soft": 1}[label_kind]
+
+
+def load_for_training(
+    base: Path, label_kind: str, kind: str, seed: int, dropout: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A fresh classifier head on `base`, embeddings resized for the separator; seeded, so repeatable."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    tokenizer = load_tokenizer(base)
+    torch.manual_seed(seed)
+    labels = num_labels_for(label_kind)
+    label_names = {0: "error", 1: "ok"} if labels == 2 else {0: "ok"}
+    with quiet_transformers():
+        model = AutoModelForTokenClassification.from_pretrained(
+            base, num_labels=labels, id2label=label_names,
+            label2id={name: index for index, name in label_names.items()}, ignore_mismatched_sizes=True,
+        )
+        if model.get_input_embeddings().num_embeddings != len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    setattr(model.config, CONFIG_STEP_TOKEN, STEP_TOKEN)
+    setattr(model.config, CONFIG_LABEL_KIND, label_kind)
+    setattr(model.config, CONFIG_KIND, kind)
+    if not dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    return model, tokenizer
+
+
+def max_positions(config: object) -> int | None:
+    """The longest input the model reads, from whichever name its config uses."""
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def label_kind_of(config: object) -> str:
+    """'hard' or 'soft': from our config key, else from the number of labels (TRL-trained models)."""
+    stored = getattr(config, CONFIG_LABEL_KIND, None)
+    if stored in ("hard", "soft"):
+        return stored
+    return "hard" if getattr(config, "num_labels", 2) == 2 else "soft"
+
+
+def step_probabilities(separator_logits: torch.Tensor, label_kind: str) -> torch.Tensor:
+    """P(step is fine) from the logits read at the separators, shape (steps, num_labels) -> (steps,)."""
+    if label_kind == "hard":
+        return separator_logits.float().softmax(dim=-1)[:, 1]
+    return separator_logits.float()[:, 0].sigmoid()
+
+
+def device_for(preference: str = "auto") -> str:
+    """'cuda' when there is a GPU and nothing else was asked for, else 'cpu'."""
+    import torch
+
+    if preference != "auto":
+        return preference
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_cpu_threads(threads: int | None = None) -> int:
+    """torch's CPU threads: `threads`, else $PRMFORGE_TORCH_THREADS, else 1.
+
+    One thread is the default because these models are small: on a busy 2-core machine two
+    OpenMP threads spinning against other processes made a training step 25x slower than one.
+    """
+    import os
+
+    import torch
+
+    chosen = threads or int(os.environ.get("PRMFORGE_TORCH_THREADS", "1"))
+    if torch.get_num_threads() != chosen:
+        torch.set_num_threads(chosen)
+    return chosen
+
+
+def build_tiny_base(output_dir: Path, seed: int = 0, n_embd: int = 32, n_layer: int = 1) -> Path:
+    """A tiny random GPT-2 with the embedded policy's tokenizer recipe, for tests and benchmarks.
+
+    It is no substitute for the embedded policy: its weights are random.
+    """
+    import torch
+
+    from tasks.policies.embedded_model import PolicyTrainConfig, build_model, build_tokenizer
+    from tasks.synthetic import generate_problems
+    from tasks.text_format import training_text
+
+    texts = [training_text(problem) for problem in generate_problems(64, seed=1000)]
+    tokenizer = build_tokenizer(texts, vocab_size=300)
+    config = PolicyTrainConfig(
+        problems=64, vocab_size=300, n_layer=n_layer, n_head=2, n_embd=n_embd, n_positions=256,
+        steps=2, batch_size=2, warmup_steps=1, seed=seed,
+    )
+    torch.manual_seed(seed)
+    model = build_model(config, tokenizer)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with quiet_transformers():
+        model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
