@@ -17,9 +17,13 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/prmforge generate --problems 24 --samples 4 --rollouts 4 --seed 0
+	$(BIN)/prmforge generate --problems 16 --samples 4 --rollouts 4 --seed 0
+	$(BIN)/prmforge train
+	$(BIN)/prmforge train --kind orm
+	$(BIN)/prmforge evaluate --model latest --bon-policy embedded --bon-samples 8 --report reports
 	@echo
 	$(BIN)/prmforge sql "select count(*) as labelled_steps from labeled_steps"
+	@echo "warehouse: ./data   evaluation report: ./reports"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -28,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/generate_throughput.py
 
 clean-data:
-	rm -rf data .prefect
+	rm -rf data .prefect reports

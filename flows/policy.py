@@ -16,7 +16,7 @@ def train_embedded(output: Path, steps: int | None) -> dict:
 
     config = PolicyTrainConfig() if steps is None else PolicyTrainConfig(steps=steps)
     with stage("training the embedded policy", config.steps) as advance:
-        return train_embedded_policy(output, config, progress=advance)
+        return dict(train_embedded_policy(output, config, progress=lambda step, loss: advance(1)))
 
 
 @flow(name="prmforge-policy-train")

@@ -34,7 +34,7 @@ class PolicyTrainConfig:
     """How the embedded policy is trained. The defaults train in a few minutes on 2 CPU cores."""
 
     problems: int = field(
-        default=20_000,
+        default=8_000,
         metadata={"help": "Distinct synthetic problems in the training corpus."},
     )
     problem_seed: int = field(
@@ -46,17 +46,17 @@ class PolicyTrainConfig:
         metadata={"help": "BPE vocabulary size, the 256 byte symbols and the end-of-text token included."},
     )
     n_layer: int = field(default=4, metadata={"help": "Transformer blocks."})
-    n_head: int = field(default=6, metadata={"help": "Attention heads per block; must divide n_embd."})
-    n_embd: int = field(default=192, metadata={"help": "Hidden size."})
+    n_head: int = field(default=4, metadata={"help": "Attention heads per block; must divide n_embd."})
+    n_embd: int = field(default=128, metadata={"help": "Hidden size."})
     n_positions: int = field(
         default=256,
         metadata={"help": "Longest sequence in tokens; the longest training text is about 200."},
     )
-    steps: int = field(default=1500, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=32, metadata={"help": "Texts per optimizer step."})
+    steps: int = field(default=600, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=16, metadata={"help": "Texts per optimizer step."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
     warmup_steps: int = field(
-        default=100,
+        default=50,
         metadata={"help": "Linear warm-up steps before the cosine decay to zero."},
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
@@ -65,7 +65,7 @@ class PolicyTrainConfig:
         metadata={"help": "Dropout everywhere; fresh synthetic data never repeats enough to need it."},
     )
     loss_on_question: bool = field(
-        default=True,
+        default=False,
         metadata={"help": "Train on the question tokens too, not only on the solution."},
     )
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and batch order."})
