@@ -23,8 +23,8 @@ from schemas import expectations
 from schemas.config import DatasetConfig, GenerateConfig, WarehouseConfig
 from schemas.records import PolicyUsage, Problem, SamplingParams
 from schemas.tables import (
-    CONSENSUS, DATASETS, DQ_RESULTS, NODES, PREFERENCE_PAIRS, PROBLEMS, QUARANTINE, ROLLOUTS, RUNS,
-    STEP_LABELS, VERDICTS,
+    CONSENSUS, DATASETS, DQ_RESULTS, NODES, POLICY_USAGE, PREFERENCE_PAIRS, PROBLEMS, QUARANTINE, ROLLOUTS,
+    RUNS, STEP_LABELS, VERDICTS,
 )
 from tasks import frames
 from tasks.augment import hnc_variants
@@ -180,6 +180,14 @@ def check_gates(new: dict[str, pl.DataFrame], known_nodes: set[str], known_probl
     return results
 
 
+def _usage_row(run_id: str, stage: str, labeler: str | None, policy: str, usage: PolicyUsage) -> dict:
+    return {
+        "usage_id": content_id("usage", run_id, stage), "run_id": run_id, "stage": stage, "labeler": labeler,
+        "policy": policy, "prompts": usage.prompts, "generated_tokens": usage.generated_tokens,
+        "seconds": usage.seconds, "calls": usage.calls,
+    }
+
+
 def _forget_failed_attempt(connection, run_id: str) -> None:
     """A rerun that succeeds replaces the failed attempt's run row. Deleting only when there is
     one keeps a normal publish insert-only, so concurrent shard workers never conflict."""
@@ -239,6 +247,7 @@ def publish(
         summary.new_rollouts = insert_new(connection, ROLLOUTS, new["rollouts"])
         summary.new_verdicts = insert_new(connection, VERDICTS, new["verdicts"])
         insert_new(connection, CONSENSUS, new["consensus"])
+        insert_new(connection, POLICY_USAGE, new["policy_usage"])
         new_problems = insert_new(connection, PROBLEMS, new["problems"])
         insert_new(connection, QUARANTINE, new["quarantine"])
         if config.publish_dataset and (summary.new_nodes or summary.new_labels or new_problems):
@@ -417,6 +426,10 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 "step_labels": pl.concat([frames.labels_frame(labelled_now.labels, run_id), consensus_labels]),
                 "verdicts": verdicts_frame(verdicts, run_id) if verdicts else VERDICTS.empty_frame(),
                 "consensus": consensus_rows,
+                "policy_usage": POLICY_USAGE.frame([
+                    _usage_row(run_id, "solutions", None, policy_name, sample_usage),
+                    _usage_row(run_id, "labels", config.labeler, policy_name, labelled_now.usage),
+                ]),
             }
             gate_results = check_gates(new, known_nodes, known_problems)
             try:

@@ -329,3 +329,23 @@ DECISIONS = Table(
 
 ALL_TABLES = ALL_TABLES + (MODELS, EVALUATIONS, DECISIONS)
 TABLES_BY_NAME = {table.name: table for table in ALL_TABLES}
+
+# What each stage of a run spent inside the policy: the cost behind its labels.
+POLICY_USAGE = Table(
+    "policy_usage",
+    (
+        _c("usage_id", "VARCHAR", "hash of run and stage", False),
+        _c("run_id", "VARCHAR"),
+        _c("stage", "VARCHAR", "solutions (sampling) or labels"),
+        _c("labeler", "VARCHAR", "the labeller the rollouts were for; null for solutions"),
+        _c("policy", "VARCHAR"),
+        _c("prompts", "BIGINT", "prompts sent to the policy (each asks for n samples)"),
+        _c("generated_tokens", "BIGINT"),
+        _c("seconds", "DOUBLE", "wall time inside the policy (near 0 when served from the generation cache)"),
+        _c("calls", "BIGINT", "generate calls"),
+    ),
+    key="usage_id",
+)
+
+ALL_TABLES = ALL_TABLES + (POLICY_USAGE,)
+TABLES_BY_NAME = {table.name: table for table in ALL_TABLES}

@@ -39,12 +39,17 @@ LEFT JOIN labels USING (node_id)
 LEFT JOIN checks USING (node_id)
 """
 
-# What each run spent, per labeller: the cost behind every label.
+# What each run spent, per labeller: labels, rollouts, and the prompts, tokens and wall time the
+# policy spent on them (policy_usage), so a user can see what each label cost.
 LABEL_COSTS = """
-SELECT step_labels.run_id, step_labels.labeler,
-       count(*) AS labels, sum(step_labels.n) AS rollouts,
-       sum(step_labels.generated_tokens) AS generated_tokens
-FROM step_labels GROUP BY ALL
+WITH labels AS (
+    SELECT run_id, labeler, count(*) AS labels, sum(n) AS rollouts FROM step_labels GROUP BY ALL
+)
+SELECT coalesce(labels.run_id, usage.run_id) AS run_id, coalesce(labels.labeler, usage.labeler) AS labeler,
+       labels.labels, labels.rollouts, usage.prompts, usage.generated_tokens, usage.seconds AS policy_seconds,
+       usage.seconds / nullif(labels.labels, 0) AS policy_seconds_per_label
+FROM labels FULL JOIN (SELECT * FROM policy_usage WHERE stage = 'labels') AS usage
+    ON labels.run_id = usage.run_id AND labels.labeler = usage.labeler
 """
 
 VIEWS: dict[str, str] = {

@@ -44,3 +44,27 @@ def test_verifiers_and_consensus_publish_verdicts_decisions_and_a_consensus_data
         truth = first_error_index(questions[row["problem_id"]], row["completions"])
         predicted = row["labels"].index(False) if False in row["labels"] else -1
         assert predicted == truth
+
+
+def test_search_labeller_end_to_end_spends_fewer_rollouts_and_records_its_cost(prefect_harness, tmp_path):
+    from schemas.config import WarehouseConfig
+
+    base = GenerateConfig(problems=6, samples=4, rollouts=4, seed=3, policy="simulated:error_rate=0.3,seed=3")
+    costs = {}
+    for labeler in ("mc", "search"):
+        warehouse = WarehouseConfig(data_dir=tmp_path / labeler)
+        summary = generate_flow(base.model_copy(update={"labeler": labeler}), warehouse)
+        connection = connect(warehouse, read_only=True)
+        try:
+            labelled = connection.execute("SELECT count(*) FROM step_labels WHERE labeler = ?", [labeler]).fetchone()[0]
+            usage = connection.execute(
+                "SELECT labels, rollouts, prompts, generated_tokens FROM label_costs WHERE labeler = ?", [labeler]
+            ).fetchone()
+            rollouts = connection.execute("SELECT count(*) FROM rollouts WHERE labeler = ?", [labeler]).fetchone()[0]
+        finally:
+            connection.close()
+        assert summary.dataset_version == 1
+        assert labelled == summary.new_nodes  # every step of the tree gets a label
+        assert usage[0] == labelled and usage[1] == rollouts and usage[2] > 0 and usage[3] > 0
+        costs[labeler] = rollouts
+    assert 0 < costs["search"] < costs["mc"]
