@@ -93,10 +93,15 @@ def generate(
 
 
 def _run_generate(settings, warehouse):
+    import sqlite3
+
+    import duckdb
+
     from tasks.gates import GateFailed
     from tasks.ingest import IngestError
     from tasks.policies.openai_policy import PolicyUnavailable
     from tasks.policies.registry import PolicySpecError
+    from tasks.policies.timeout import PolicyTimeout
     from warehouse.connection import WarehouseError
 
     from flows.generate import generate_flow
@@ -104,8 +109,12 @@ def _run_generate(settings, warehouse):
     quiet_prefect_run_errors()
     try:
         return generate_flow(settings, warehouse)
-    except (IngestError, PolicySpecError, PolicyUnavailable, WarehouseError, GateFailed) as error:
+    except (IngestError, PolicySpecError, PolicyUnavailable, PolicyTimeout, WarehouseError, GateFailed) as error:
         fail(str(error))
+    except (OSError, duckdb.Error, sqlite3.Error) as error:
+        # A full or vanished disk surfaces from DuckDB, SQLite or the OS; the transaction rolled back.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fail(f"storage error under {warehouse.data_dir}: {first}")
     except KeyboardInterrupt:
         fail("interrupted: nothing of this run was published; rerun to resume", code=130)
 

@@ -38,6 +38,7 @@ from tasks.ingest import IngestResult, read_seed_file
 from tasks.labelers.base import LabelRequest, LabelResult
 from tasks.labelers.registry import get_labeler
 from tasks.policies.cache import CachedPolicy
+from tasks.policies.timeout import TimeoutPolicy
 from tasks.policies.registry import load_policy
 from tasks.synthetic import generate_problems
 from tasks.tree import build_tree, sample_solutions
@@ -122,7 +123,8 @@ def policy_for(config: GenerateConfig, cache_dir: Path) -> CachedPolicy:
     it finished, and a rerun resumes from there instead of sampling again."""
     key = (config.policy, cache_dir)
     if key not in _cached_policies:
-        _cached_policies[key] = CachedPolicy(load_policy(config.policy), cache_dir / "generations.sqlite")
+        bounded = TimeoutPolicy(load_policy(config.policy), config.policy_timeout_s)
+        _cached_policies[key] = CachedPolicy(bounded, cache_dir / "generations.sqlite")
     return _cached_policies[key]
 
 

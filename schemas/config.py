@@ -101,6 +101,9 @@ class GenerateConfig(BaseModel):
         None, description="Consensus rule over the labeller and the verifiers; the dataset then uses its labels."
     )
     verify_budget_ms: float = Field(60_000, gt=0, description="Verification time budget per solution, in ms.")
+    policy_timeout_s: float = Field(
+        1800, gt=0, description="Longest one policy call may take before the run stops with an error."
+    )
     shard: str | None = Field(
         None, pattern=r"^\d+/\d+$",
         description="'i/n': only the problems of shard i of n (by problem id), for workers on several machines.",

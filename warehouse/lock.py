@@ -15,9 +15,12 @@ from warehouse.connection import WarehouseError
 @contextmanager
 def writer_lock(data_dir: Path, wait_seconds: float = 0.0) -> Iterator[None]:
     """Hold the warehouse's writer lock. The OS releases it if the process dies, even by SIGKILL."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / ".writer.lock"
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise WarehouseError(f"cannot write to the data directory {data_dir}: {error.strerror or error}") from None
     deadline = time.monotonic() + wait_seconds
     try:
         while True:
