@@ -30,6 +30,9 @@ class Column:
     type: str
     nullable: bool = True
     doc: str = ""
+    # When or where something ran (clock times, durations, absolute paths): equal runs differ
+    # here by nature, so content fingerprints leave these columns out.
+    volatile: bool = False
 
     @property
     def polars_type(self) -> pl.DataType:
@@ -66,8 +69,8 @@ class Table:
         return pl.DataFrame(rows, schema=self.polars_schema(), orient="row")
 
 
-def _c(name: str, type_: str, doc: str = "", nullable: bool = True) -> Column:
-    return Column(name=name, type=type_, nullable=nullable, doc=doc)
+def _c(name: str, type_: str, doc: str = "", nullable: bool = True, volatile: bool = False) -> Column:
+    return Column(name=name, type=type_, nullable=nullable, doc=doc, volatile=volatile)
 
 
 RUNS = Table(
@@ -77,14 +80,14 @@ RUNS = Table(
         _c("flow", "VARCHAR", "the flow that ran (generate, ...)", False),
         _c("config_json", "VARCHAR", "the full validated config"),
         _c("policy", "VARCHAR", "policy spec used for sampling"),
-        _c("started_at", "TIMESTAMP"),
-        _c("finished_at", "TIMESTAMP"),
+        _c("started_at", "TIMESTAMP", volatile=True),
+        _c("finished_at", "TIMESTAMP", volatile=True),
         _c("status", "VARCHAR", "completed or failed"),
         _c("n_problems", "BIGINT"),
         _c("n_nodes", "BIGINT"),
         _c("n_labels", "BIGINT"),
-        _c("policy_seconds", "DOUBLE", "wall time spent inside the policy model"),
-        _c("wall_seconds", "DOUBLE", "wall time of the whole run"),
+        _c("policy_seconds", "DOUBLE", "wall time spent inside the policy model", volatile=True),
+        _c("wall_seconds", "DOUBLE", "wall time of the whole run", volatile=True),
         _c("generated_tokens", "BIGINT"),
     ),
     key="run_id",
@@ -95,7 +98,7 @@ PROBLEMS = Table(
     (
         _c("problem_id", "VARCHAR", "hash of question and reference answer", False),
         _c("source", "VARCHAR", "synthetic, gsm8k, math or prmforge"),
-        _c("source_file", "VARCHAR"),
+        _c("source_file", "VARCHAR", volatile=True),
         _c("source_row", "BIGINT"),
         _c("question", "VARCHAR", nullable=False),
         _c("answer", "VARCHAR", "reference final answer", False),
@@ -167,7 +170,7 @@ QUARANTINE = Table(
     "quarantine",
     (
         _c("quarantine_id", "VARCHAR", "hash of file, row and reason", False),
-        _c("source_file", "VARCHAR"),
+        _c("source_file", "VARCHAR", volatile=True),
         _c("source_row", "BIGINT", "1-based line or row number"),
         _c("raw", "VARCHAR", "the rejected row, truncated"),
         _c("reason", "VARCHAR", "why it was rejected", False),
@@ -186,7 +189,7 @@ DQ_RESULTS = Table(
         _c("success", "BOOLEAN"),
         _c("unexpected_count", "BIGINT"),
         _c("details", "VARCHAR"),
-        _c("checked_at", "TIMESTAMP"),
+        _c("checked_at", "TIMESTAMP", volatile=True),
     ),
     key="result_id",
 )
@@ -198,12 +201,12 @@ DATASETS = Table(
         _c("version", "BIGINT", "1, 2, 3, ... in build order"),
         _c("snapshot_id", "BIGINT", "warehouse snapshot the dataset was read from"),
         _c("labeler", "VARCHAR"),
-        _c("path", "VARCHAR", "folder with the exported Parquet files"),
+        _c("path", "VARCHAR", "folder with the exported Parquet files", volatile=True),
         _c("n_train", "BIGINT"),
         _c("n_test", "BIGINT"),
         _c("n_steps", "BIGINT"),
         _c("test_fraction", "DOUBLE"),
-        _c("created_at", "TIMESTAMP"),
+        _c("created_at", "TIMESTAMP", volatile=True),
         _c("run_id", "VARCHAR"),
     ),
     key="dataset_id",
@@ -218,7 +221,7 @@ VERDICTS = Table(
         _c("verdict", "VARCHAR", "valid, invalid or unknown", False),
         _c("evidence", "VARCHAR", "counterexample, failing expression or the tool's message"),
         _c("reason", "VARCHAR", "why the verdict is unknown, when it is"),
-        _c("ms", "DOUBLE", "time the verifier spent"),
+        _c("ms", "DOUBLE", "time the verifier spent", volatile=True),
         _c("run_id", "VARCHAR"),
     ),
     key="verdict_id",
@@ -261,30 +264,15 @@ CONSENSUS = Table(
     key="decision_id",
 )
 
-ALL_TABLES: tuple[Table, ...] = (
-    RUNS,
-    PROBLEMS,
-    NODES,
-    ROLLOUTS,
-    STEP_LABELS,
-    QUARANTINE,
-    DQ_RESULTS,
-    DATASETS,
-    VERDICTS,
-    CONSENSUS,
-    PREFERENCE_PAIRS,
-)
-
-TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in ALL_TABLES}
-
 # Trained reward models, their evaluations, and the loop's decisions (prmforge train / evaluate /
-# nightly). Appended after the data tables; ALL_TABLES is extended below so migrations add them.
+# nightly).
 MODELS = Table(
     "models",
     (
         _c("model_id", "VARCHAR", "hash of the training config, base and dataset", False),
         _c("version", "BIGINT", "1, 2, 3, ... in registration order"),
-        _c("path", "VARCHAR", "HF-format directory (save_pretrained + tokenizer + README.md)"),
+        _c("path", "VARCHAR", "HF-format directory (save_pretrained + tokenizer + README.md)",
+           volatile=True),
         _c("base", "VARCHAR", "the model training started from"),
         _c("dataset_version", "BIGINT"),
         _c("dataset_snapshot", "BIGINT", "warehouse snapshot the dataset was read from"),
@@ -292,7 +280,7 @@ MODELS = Table(
         _c("kind", "VARCHAR", "prm (a label at every step) or orm (is_correct at the last step)"),
         _c("metrics_json", "VARCHAR", "training metrics: loss, held-out step accuracy, examples skipped"),
         _c("promoted", "BOOLEAN", "the model nightly compares candidates against; at most one"),
-        _c("created_at", "TIMESTAMP"),
+        _c("created_at", "TIMESTAMP", volatile=True),
         _c("run_id", "VARCHAR"),
     ),
     key="model_id",
@@ -308,7 +296,7 @@ EVALUATIONS = Table(
         _c("value", "DOUBLE"),
         _c("n", "BIGINT", "solutions or problems the value is measured on"),
         _c("details_json", "VARCHAR", "evaluation set, threshold and other settings"),
-        _c("created_at", "TIMESTAMP"),
+        _c("created_at", "TIMESTAMP", volatile=True),
         _c("run_id", "VARCHAR"),
     ),
     key="evaluation_id",
@@ -322,13 +310,10 @@ DECISIONS = Table(
         _c("stage", "VARCHAR", "seeds, generate, train, evaluate or promote"),
         _c("decision", "VARCHAR", "what was decided: continue, stop, promote, keep, ..."),
         _c("reason", "VARCHAR", "why, with the numbers it was decided on"),
-        _c("created_at", "TIMESTAMP"),
+        _c("created_at", "TIMESTAMP", volatile=True),
     ),
     key="decision_id",
 )
-
-ALL_TABLES = ALL_TABLES + (MODELS, EVALUATIONS, DECISIONS)
-TABLES_BY_NAME = {table.name: table for table in ALL_TABLES}
 
 # What each stage of a run spent inside the policy: the cost behind its labels.
 POLICY_USAGE = Table(
@@ -341,11 +326,30 @@ POLICY_USAGE = Table(
         _c("policy", "VARCHAR"),
         _c("prompts", "BIGINT", "prompts sent to the policy (each asks for n samples)"),
         _c("generated_tokens", "BIGINT"),
-        _c("seconds", "DOUBLE", "wall time inside the policy (near 0 when served from the generation cache)"),
+        _c("seconds", "DOUBLE", "wall time inside the policy (near 0 when served from the generation cache)",
+           volatile=True),
         _c("calls", "BIGINT", "generate calls"),
     ),
     key="usage_id",
 )
 
-ALL_TABLES = ALL_TABLES + (POLICY_USAGE,)
-TABLES_BY_NAME = {table.name: table for table in ALL_TABLES}
+# In migration order: a table added later goes at the end, so an existing warehouse gains it.
+ALL_TABLES: tuple[Table, ...] = (
+    RUNS,
+    PROBLEMS,
+    NODES,
+    ROLLOUTS,
+    STEP_LABELS,
+    QUARANTINE,
+    DQ_RESULTS,
+    DATASETS,
+    VERDICTS,
+    CONSENSUS,
+    PREFERENCE_PAIRS,
+    MODELS,
+    EVALUATIONS,
+    DECISIONS,
+    POLICY_USAGE,
+)
+
+TABLES_BY_NAME: dict[str, Table] = {table.name: table for table in ALL_TABLES}

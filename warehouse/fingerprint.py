@@ -1,7 +1,7 @@
 """Content fingerprints of the warehouse: row counts and a hash of every table's rows.
 
 Two warehouses built from the same inputs have equal fingerprints, whatever crashed or ran in
-parallel on the way. Columns that record when or where something ran are left out.
+parallel on the way. Columns the schema marks volatile (when or where something ran) are left out.
 """
 
 from __future__ import annotations
@@ -9,12 +9,6 @@ from __future__ import annotations
 import duckdb
 
 from schemas.tables import ALL_TABLES
-
-# Wall-clock times, durations and absolute paths differ between equal runs by nature.
-VOLATILE_COLUMNS = {
-    "started_at", "finished_at", "created_at", "checked_at", "wall_seconds", "policy_seconds", "path",
-    "ms", "source_file",
-}
 
 
 def table_fingerprints(connection: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
@@ -25,7 +19,7 @@ def table_fingerprints(connection: duckdb.DuckDBPyConnection) -> dict[str, tuple
         if table.name not in existing:
             fingerprints[table.name] = (0, "")
             continue
-        columns = [c.name for c in table.columns if c.name not in VOLATILE_COLUMNS]
+        columns = [column.name for column in table.columns if not column.volatile]
         row_text = " || '|' || ".join(f"coalesce(CAST({c} AS VARCHAR), 'NULL')" for c in columns)
         count, digest = connection.execute(
             f"SELECT count(*), coalesce(md5(string_agg(row_hash, ',' ORDER BY row_hash)), '') "

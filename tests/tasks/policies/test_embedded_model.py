@@ -36,6 +36,15 @@ PROBLEM = Problem(
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a busy 2-core machine: two spinning threads are many times slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return build_tokenizer(TEXTS, vocab_size=300)
@@ -120,9 +129,11 @@ def test_tiny_training_lowers_loss_changes_every_parameter_and_survives_save_and
 
 def test_train_embedded_policy_saves_weights_tokenizer_and_record(tmp_path):
     steps: list[int] = []
+    torch.set_num_threads(3)  # TINY trains with 1 thread; the caller's setting must come back
     metrics = train_embedded_policy(tmp_path, TINY, progress=lambda step, loss: steps.append(step))
 
     assert steps == list(range(20))
+    assert torch.get_num_threads() == 3
     assert {path.name for path in tmp_path.iterdir()} >= {
         "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "training.json",
     }
