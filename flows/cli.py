@@ -97,24 +97,14 @@ def _run_generate(settings, warehouse):
 
     import duckdb
 
-    from tasks.gates import GateFailed
-    from tasks.ingest import IngestError
-    from tasks.policies.openai_policy import PolicyUnavailable
-    from tasks.policies.registry import PolicySpecError
-    from tasks.policies.timeout import PolicyTimeout
-    from warehouse.connection import WarehouseError
-
     from flows.generate import generate_flow
 
     quiet_prefect_run_errors()
     try:
         return generate_flow(settings, warehouse)
-    except (IngestError, PolicySpecError, PolicyUnavailable, PolicyTimeout, WarehouseError, GateFailed) as error:
-        fail(str(error))
     except (OSError, duckdb.Error, sqlite3.Error) as error:
         # A full or vanished disk surfaces from DuckDB, SQLite or the OS; the transaction rolled back.
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        fail(f"storage error under {warehouse.data_dir}: {first}")
+        fail(f"storage error under {warehouse.data_dir}: {_first_line(error)}")
     except KeyboardInterrupt:
         fail("interrupted: nothing of this run was published; rerun to resume", code=130)
 
@@ -274,8 +264,40 @@ AREA_COMMAND_MODULES: tuple[str, ...] = ("flows.cli_verify", "flows.cli_models")
 
 
 def main() -> None:
+    """Every command's errors end here as one line: a UserError says what to do, a storage error
+    where it happened, and anything else is reported as a bug (PRMFORGE_DEBUG=1 shows the traceback)."""
+    import os
+    import sqlite3
+
+    import duckdb
+
+    from schemas.errors import UserError
+
     _register_area_commands()
-    app()
+    try:
+        app()
+    except UserError as error:
+        _exit_with(str(error), 1)
+    except KeyboardInterrupt:
+        _exit_with("interrupted", 130)
+    except (OSError, duckdb.Error, sqlite3.Error) as error:
+        # A full or vanished disk surfaces from DuckDB, SQLite or the OS; open transactions rolled back.
+        _exit_with(f"storage error: {_first_line(error)}", 1)
+    except Exception as error:
+        if os.environ.get("PRMFORGE_DEBUG"):
+            raise
+        _exit_with(f"internal error ({type(error).__name__}: {_first_line(error)}); "
+                   "rerun with PRMFORGE_DEBUG=1 for the traceback and report it", 1)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _exit_with(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

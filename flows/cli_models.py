@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from flows.environment import configure_prefect
+from schemas.errors import UserError
 
 DataDir = Annotated[
     Optional[Path], typer.Option("--data-dir", help="Warehouse directory (default ./data or PRMFORGE_DATA_DIR).")
@@ -51,21 +52,6 @@ def _settings(model, **options):
         _fail(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from tasks.gates import GateFailed
-    from tasks.policies.registry import PolicySpecError
-    from tasks.prm.data import DatasetFileError
-    from tasks.prm.model import BaseModelMissing, SolutionTooLong
-    from tasks.prm.registry import RegistryError
-    from tasks.processbench import ProcessBenchError
-    from warehouse.connection import WarehouseError
-
-    return (
-        WarehouseError, RegistryError, BaseModelMissing, DatasetFileError, SolutionTooLong, ProcessBenchError,
-        PolicySpecError, GateFailed,
-    )
-
-
 def train(
     dataset: Annotated[Optional[int], typer.Option("--dataset", help="Dataset version to train on (default: the latest).")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Local HF model to start from (default: the embedded policy).")] = None,
@@ -95,7 +81,7 @@ def train(
     try:
         with _quiet_stdout(as_json):
             summary = train_flow(config, warehouse, resume)
-    except _user_errors() as error:
+    except UserError as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted: rerun with --resume to continue from the last checkpoint")
@@ -149,7 +135,7 @@ def score(
             reference = find_model(connection, model)
         except CatalogException:  # a warehouse from before the models table
             reference = find_model(None, model)
-    except _user_errors() as error:
+    except UserError as error:
         _fail(str(error))
     finally:
         if connection is not None:
@@ -192,7 +178,7 @@ def evaluate(
     try:
         with _quiet_stdout(as_json):
             summary = evaluate_flow(model, warehouse, config, processbench, dataset, orm, report or warehouse.data_dir / "reports")
-    except _user_errors() as error:
+    except UserError as error:
         _fail(str(error))
     if as_json:
         typer.echo(json.dumps(asdict(summary), indent=1, default=str))
@@ -311,7 +297,7 @@ def nightly(
     try:
         with _quiet_stdout(as_json):
             summary = nightly_flow(settings, warehouse)
-    except _user_errors() as error:
+    except UserError as error:
         _fail(str(error))
     if as_json:
         typer.echo(json.dumps(asdict(summary), indent=1, default=str))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from schemas.errors import UserError
 from schemas.expectations import Expectation
 
 
@@ -21,7 +22,7 @@ class GateResult:
     details: str
 
 
-class GateFailed(RuntimeError):
+class GateFailed(UserError, RuntimeError):
     """At least one expectation failed; nothing may be committed."""
 
     def __init__(self, failures: Sequence[GateResult]):

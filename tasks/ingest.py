@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.errors import UserError
 from schemas.records import Problem, QuarantinedRow
 from tasks.answers import extract_answer
 from tasks.ids import problem_id
@@ -20,7 +21,7 @@ MAX_FIELD_CHARS = 20_000  # longer questions or answers are almost surely corrup
 RAW_KEEP_CHARS = 2_000  # how much of a rejected row the quarantine keeps
 
 
-class IngestError(RuntimeError):
+class IngestError(UserError, RuntimeError):
     """The seed file as a whole cannot be used; the message is one line."""
 
 

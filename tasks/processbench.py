@@ -22,13 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.errors import UserError
 from schemas.records import Verdict
 from tasks.verification import verify_solution
 from tasks.verifiers import Verifier
 from tasks.verifiers.base import INVALID, UNKNOWN
 
 
-class ProcessBenchError(Exception):
+class ProcessBenchError(UserError):
     """The file cannot be read at all; the message says which and why, in one line."""
 
 

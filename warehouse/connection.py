@@ -12,11 +12,12 @@ from pathlib import Path
 import duckdb
 
 from schemas.config import WarehouseConfig
+from schemas.errors import UserError
 
 LAKE = "lake"  # the attached catalog's name inside every connection
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(UserError, RuntimeError):
     """A warehouse problem the user can fix; its message is one line that says what to do."""
 
 

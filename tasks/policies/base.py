@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from schemas.errors import UserError
 from schemas.records import Generation, SamplingParams
+
+
+class PolicyUnavailable(UserError, RuntimeError):
+    """The policy cannot serve the run: a server down, failing or refusing, or an engine that did
+    not start. The message is one line that names it."""
 
 
 @runtime_checkable

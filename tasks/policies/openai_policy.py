@@ -39,16 +39,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from schemas.records import Generation, SamplingParams
+from tasks.policies.base import PolicyUnavailable
 from tasks.policies.transformers_policy import check_params
 from tasks.policies.vllm_policy import request_seed
 
 API_KEY_ENV = "PRMFORGE_OPENAI_API_KEY"
 FALLBACK_API_KEY_ENV = "OPENAI_API_KEY"
 TOKEN_IDS_FIELD = "return_token_ids"  # a vLLM extension of the completions API
-
-
-class PolicyUnavailable(RuntimeError):
-    """The policy server cannot serve the run: down, failing, or refusing. The message is one line."""
 
 
 def parse_target(target: str) -> tuple[str, str]:

@@ -6,6 +6,7 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
+from schemas.errors import UserError
 from tasks.policies.base import Policy
 
 SPEC_HELP = (
@@ -17,7 +18,7 @@ SPEC_HELP = (
 )
 
 
-class PolicySpecError(ValueError):
+class PolicySpecError(UserError, ValueError):
     """The spec names no known backend or a model that is not there; one line says which."""
 
 

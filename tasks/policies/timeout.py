@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from schemas.errors import UserError
 from schemas.records import Generation, SamplingParams
 from tasks.policies.base import Policy
 
 
-class PolicyTimeout(RuntimeError):
+class PolicyTimeout(UserError, RuntimeError):
     """The policy gave no answer in time; the message is one line naming it."""
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.records import Generation, SamplingParams
+from tasks.policies.base import PolicyUnavailable
+from tasks.policies.registry import PolicySpecError
 from tasks.policies.transformers_policy import check_params, sample_seed
 
 if TYPE_CHECKING:
@@ -182,13 +184,17 @@ class VLLMPolicy:
             **({"block_size": block_size} if block_size else {}),
             **self._engine_options,
         }
-        return LLM(model=self._model, **options)
+        try:
+            return LLM(model=self._model, **options)
+        except Exception as error:  # vLLM reports a failed start from its worker processes
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PolicyUnavailable(f"the vLLM engine for {self._model} did not start: {first}") from error
 
 
 def check_cpu_support(model: str, block_size: int) -> None:
     """Fail before the engine starts (and dies in a worker) on what vLLM's CPU kernels refuse."""
     if block_size % 32:
-        raise ValueError(f"vLLM on CPU needs a KV block size that is a multiple of 32, got {block_size}")
+        raise PolicySpecError(f"vLLM on CPU needs a KV block size that is a multiple of 32, got {block_size}")
     config_file = Path(model) / "config.json"
     if not config_file.is_file():
         return  # a hub name: nothing to read here, vLLM will say what is wrong
@@ -197,7 +203,7 @@ def check_cpu_support(model: str, block_size: int) -> None:
 
     supported = CPUAttentionBackend.get_supported_head_sizes()
     if head_size is not None and head_size not in supported:
-        raise ValueError(
+        raise PolicySpecError(
             f"{model} has attention heads of size {head_size}; vLLM's CPU kernels support {supported}. "
             "Train or configure the model with hidden_size / heads in that list, or use the transformers backend"
         )

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
+from schemas.errors import UserError
 from tasks.processbench import ProcessBenchRow
 
 ORIGINAL = "original"
 REQUIRED_COLUMNS = ("prompt", "completions", "labels", "soft_labels", "is_correct", "problem_id", "solution_id")
 
 
-class DatasetFileError(FileNotFoundError):
+class DatasetFileError(UserError, FileNotFoundError):
     """A dataset version's files are missing or lack columns; the message says which."""
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from schemas.errors import UserError
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,11 +30,11 @@ CONFIG_LABEL_KIND = "prm_label_kind"
 CONFIG_KIND = "prm_kind"
 
 
-class SolutionTooLong(ValueError):
+class SolutionTooLong(UserError, ValueError):
     """The steps alone do not fit the model's context; the message says by how much."""
 
 
-class BaseModelMissing(FileNotFoundError):
+class BaseModelMissing(UserError, FileNotFoundError):
     """No HF model where training should start; the message says what to do."""
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import duckdb
 
+from schemas.errors import UserError
 from schemas.tables import DATASETS, DECISIONS, EVALUATIONS, MODELS
 from tasks.ids import content_id
 from warehouse.writes import insert_new, read_table
 
 
-class RegistryError(LookupError):
+class RegistryError(UserError, LookupError):
     """A dataset version or model that is not there; the message says what exists."""
 
 
