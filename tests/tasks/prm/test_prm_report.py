@@ -1,8 +1,13 @@
+import os
 import re
+import subprocess
 import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
 
 from tasks.prm.evaluate import BestOfNPoint, FirstErrorResult, StepLabelShare, calibration
-from tasks.prm.report import ReportData, render_report
+from tasks.prm.report import HEIGHT, MARGIN_BOTTOM, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, WIDTH, ReportData, render_report
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -48,3 +53,82 @@ def test_the_report_escapes_text_and_shows_the_numbers():
     assert "0.500 (3/6)" in page and "0.500 (2/4)" in page
     assert "<td>N=4</td>" not in page and "<th>N=4</th>" in page
     assert "no ORM baseline" in page
+
+
+# --- the report as a browser draws it ------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+WINDOW = (1200, 2400)
+
+
+def screenshot(page: Path, png: Path, profile: Path) -> None:
+    """Headless Chromium draws `page` into `png`, with a fresh profile and no network."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} not installed (run .ci/run or apt-get install chromium)"
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(message)
+    drawn = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--screenshot={png}",
+         page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert drawn.returncode == 0 and png.exists(), drawn.stderr[-2000:]
+
+
+def chart_frames(pixels) -> list[tuple[int, int, int, int]]:
+    """(left, top, right, bottom) of each chart's plot frame, top to bottom.
+
+    A frame's left and right edges are the only dark vertical lines as tall as a plot: find every
+    column run of dark pixels that long, and pair runs that start on the same row.
+    """
+    import numpy as np
+
+    plot_height = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
+    dark = pixels.max(axis=2) < 180  # the #333 frame, antialiased across two pixels
+    runs: dict[int, list[int]] = {}  # top row -> columns
+    for x in range(dark.shape[1]):
+        column = np.concatenate([[False], dark[:, x], [False]]).astype(np.int8)
+        starts, ends = np.flatnonzero(np.diff(column) == 1), np.flatnonzero(np.diff(column) == -1)
+        for start, end in zip(starts, ends, strict=True):
+            if abs((end - start) - plot_height) <= 3:
+                runs.setdefault(int(start), []).append(x)
+    frames = []
+    for top in sorted(runs):
+        if frames and abs(top - frames[-1][1]) <= 2:  # the same edge, antialiased onto the next row
+            continue
+        columns = sorted(x for row, xs in runs.items() if abs(row - top) <= 2 for x in xs)
+        frames.append((columns[0], top, columns[-1], top + plot_height))
+    return frames
+
+
+def coloured(region) -> tuple[int, int]:
+    """(pixels with a clear hue, distinct hues among them): axes, grid and text are grey."""
+    import numpy as np
+
+    saturation = region.max(axis=2).astype(int) - region.min(axis=2).astype(int)
+    hues = region[saturation > 60] // 32  # coarse bins: antialiasing does not make new colours
+    return len(hues), len({tuple(hue) for hue in hues.tolist()}) if len(hues) else 0
+
+
+def test_chromium_draws_every_chart_with_its_data(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    page, png = tmp_path / "report.html", tmp_path / "report.png"
+    page.write_text(report())
+    screenshot(page, png, tmp_path / "chromium-profile")
+    with Image.open(png) as image:
+        assert image.size == WINDOW
+        pixels = np.asarray(image.convert("RGB"))
+    frames = chart_frames(pixels)
+    assert len(frames) == 3, frames  # Best-of-N, calibration, labels by step
+    plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+    assert all(abs((right - left) - plot_width) <= 3 for left, _, right, _ in frames), frames
+    regions = [pixels[top + 2 : bottom - 1, left + 2 : right - 1] for left, top, right, bottom in frames]
+    (curve_pixels, curve_hues), (calibration_pixels, _), (bar_pixels, bar_hues) = map(coloured, regions)
+    assert curve_pixels > 300 and curve_hues >= 3  # three methods, three colours
+    assert calibration_pixels > 500  # the model's curve, not only its bin circles (~275 pixels here)
+    area = regions[2].shape[0] * regions[2].shape[1]
+    # Bars of 0.9 and 0.5 of the plot height over 70% of their slots fill about half the plot.
+    assert 0.35 < bar_pixels / area < 0.6 and bar_hues >= 2  # green bars, orange mean-q dots
