@@ -44,7 +44,7 @@ from tasks.synthetic import generate_problems
 from tasks.tree import build_tree, sample_solutions
 from tasks.verification import load_verifiers, solution_paths, verdicts_frame, verify_tree
 from warehouse.connection import LAKE, commit, connect, current_snapshot
-from warehouse.lock import writer_lock
+from warehouse.lock import catalog_lock, writer_lock
 from warehouse.writes import insert_new, read_table
 
 
@@ -336,12 +336,30 @@ def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig
     return _BuiltDataset((staged, final), results)
 
 
-def exclusive_writer(warehouse: WarehouseConfig):
+def exclusive_writer(warehouse: WarehouseConfig, run_id: str):
     """Local catalogs take one writer at a time (a second refuses at once). A PostgreSQL catalog
-    takes concurrent writers: DuckLake commits them optimistically, and shard workers only insert."""
+    takes concurrent writers with different run ids: DuckLake commits them optimistically, and
+    shard workers only insert. Two writers of the same run would both find its rows missing and
+    both insert them, so there the second refuses at once, through an advisory lock on the
+    catalog's server that is held for the run."""
     if warehouse.catalog.startswith("postgres:"):
-        return contextlib.nullcontext()
+        return catalog_lock(warehouse.catalog, f"run {run_id}", activity=f"writing run {run_id}")
     return writer_lock(warehouse.data_dir)
+
+
+# Building and gating a dataset version takes seconds to minutes; a build waits this long for another.
+DATASET_LOCK_WAIT_S = 900.0
+
+
+def dataset_version_lock(warehouse: WarehouseConfig, building: bool = True):
+    """A dataset version's number counts the versions before it. Writers on different machines
+    could count at once and take the same number, so on a PostgreSQL catalog the builds take
+    turns (a local catalog's writer lock already makes them). Taken before the transaction
+    begins, so that it reads the version committed by the build before it."""
+    if not (building and warehouse.catalog.startswith("postgres:")):
+        return contextlib.nullcontext()
+    return catalog_lock(warehouse.catalog, "dataset version", activity="building a dataset version",
+                        wait_seconds=DATASET_LOCK_WAIT_S)
 
 
 @flow(name="prmforge-dataset-build", log_prints=False)
@@ -349,7 +367,7 @@ def build_dataset_flow(config: DatasetConfig, warehouse: WarehouseConfig) -> Gen
     """A dataset version from the warehouse as it is now (e.g. after shard workers finished)."""
     run_id = content_id("run", "dataset", config.model_dump_json(), datetime.now(timezone.utc).isoformat())
     summary = GenerateSummary(run_id, "completed")
-    with exclusive_writer(warehouse):
+    with exclusive_writer(warehouse, run_id), dataset_version_lock(warehouse):
         connection = connect(warehouse)
         try:
             snapshot_id = current_snapshot(connection)  # what the build reads from
@@ -381,7 +399,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     run_id = run_id_for(config)
     loaded = load_problems(config)  # a bad seed file fails here, before anything is written
-    with exclusive_writer(warehouse):
+    with exclusive_writer(warehouse, run_id):
         connection = connect(warehouse)
         try:
             done = connection.execute(
@@ -448,7 +466,8 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 "wall_seconds": time.perf_counter() - began, "generated_tokens": usage.generated_tokens,
             }
             try:
-                publish(connection, warehouse, config, run_id, new, gate_results, run_row, summary)
+                with dataset_version_lock(warehouse, building=config.publish_dataset):
+                    publish(connection, warehouse, config, run_id, new, gate_results, run_row, summary)
             except GateFailed as failure:
                 _record_failure(connection, run_id, config, failure.failures)
                 raise

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -14,6 +16,7 @@ from schemas.config import WarehouseConfig
 from schemas.tables import NODES, PROBLEMS
 from warehouse.connection import WarehouseError, commit, connect, current_snapshot
 from warehouse.fingerprint import duplicate_keys, table_fingerprints
+from warehouse.lock import catalog_lock
 from warehouse.migrations import pending_statements
 from warehouse.sql import QueryRefused, run_query
 from warehouse.writes import insert_new
@@ -203,3 +206,82 @@ def test_two_shard_workers_at_once_equal_a_sequential_run(prefect_server_env, po
     assert build.returncode == 0, build.stderr[-3000:]
     assert build.stdout.startswith("dataset version 1:")
     assert (tmp_path / "builder" / "datasets" / "v1" / "train.parquet").exists()
+
+
+# Holds a named catalog lock until killed, in a process of its own.
+HOLD_LOCK = """
+import sys, time
+from warehouse.lock import catalog_lock
+with catalog_lock(sys.argv[1], sys.argv[2], "testing"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_catalog_lock_refuses_a_second_holder_and_dies_with_its_process(fresh_postgres_dsn):
+    catalog = f"postgres:{fresh_postgres_dsn}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, catalog, "run r1"], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        began = time.monotonic()
+        with pytest.raises(WarehouseError) as refused, catalog_lock(catalog, "run r1", "writing run r1",
+                                                                    wait_seconds=1.0):
+            pass
+        assert time.monotonic() - began >= 1.0  # it waited, then refused
+        assert str(refused.value) == (
+            f"another prmforge run (prmforge {socket.gethostname()} pid {holder.pid}) is writing run r1 "
+            "on the PostgreSQL catalog; wait for it to finish"
+        )
+        with catalog_lock(catalog, "run r2", "writing run r2"):  # a different name is free
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # SIGKILL ends the holder's session, and the server drops its lock with it.
+    with catalog_lock(catalog, "run r1", "writing run r1", wait_seconds=30):
+        pass
+
+
+def test_an_unreachable_catalog_server_is_one_line_with_the_password_hidden(postgres_server):
+    with pytest.raises(WarehouseError) as refused, catalog_lock(
+            "postgres:host=127.0.0.1 port=1 dbname=prmforge user=postgres password=s3cret", "run r1", "x"):
+        pass
+    message = str(refused.value)
+    assert message.startswith("cannot reach the PostgreSQL catalog (host=127.0.0.1 port=1 dbname=prmforge "
+                              "user=postgres password=...): ")
+    assert "Connection refused" in message and "s3cret" not in message and "\n" not in message
+
+
+def generate_same_run(data_dir: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PRMFORGE, "generate", "--policy", "simulated:error_rate=0.2", "--problems", "8", "--samples", "3",
+         "--rollouts", "4", "--seed", "9", "--data-dir", str(data_dir)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.mark.slow
+def test_two_identical_runs_at_once_write_once_and_the_second_refuses(prefect_server_env, fresh_postgres_dsn,
+                                                                       tmp_path):
+    # Same run id, different machines (own --data-dir each): only the catalog can tell them apart.
+    shared = tmp_path / "shared"
+    env = warehouse_env(prefect_server_env, fresh_postgres_dsn, shared)
+    runs = [generate_same_run(tmp_path / f"machine{i}", env) for i in range(2)]
+    outcomes = [(run.returncode, out, err) for run in runs for out, err in [run.communicate(timeout=300)]]
+    succeeded = [out for code, out, _ in outcomes if code == 0]
+    refused = [err for code, _, err in outcomes if code != 0]
+    assert len(succeeded) == 1 and len(refused) == 1, outcomes
+    errors = [line for line in refused[0].splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in refused[0], refused[0][-3000:]
+    assert errors[0].startswith("error: another prmforge run (prmforge ") and " is writing run " in errors[0]
+
+    connection = connect(WarehouseConfig(data_dir=tmp_path / "reader", catalog=f"postgres:{fresh_postgres_dsn}",
+                                         data_path=f"{shared}/"), read_only=True)
+    try:
+        assert not any(duplicate_keys(connection).values()), duplicate_keys(connection)
+        assert connection.execute("SELECT count(*), count(DISTINCT run_id) FROM runs").fetchone() == (1, 1)
+        assert connection.execute("SELECT count(*) FROM nodes").fetchone()[0] > 0
+        assert connection.execute("SELECT count(*), max(version) FROM datasets").fetchone() == (1, 1)
+    finally:
+        connection.close()
