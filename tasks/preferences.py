@@ -4,6 +4,14 @@ Siblings continue the same prefix: the same parent node, or both first steps of 
 Two siblings whose q (from one labeller) differs by at least `min_margin` make a pair: the prompt
 is the question plus the shared prefix steps, the chosen step the one with the higher q, the
 rejected step the other. Siblings with equal q make no pair, whatever the margin.
+
+Only a measured q orders a pair. For the labellers whose q estimates the chance of reaching the
+answer (mc, search, progress) a q is measured when rollouts were spent on the step (n > 0) or the
+step states the final answer (q is then exactly 0 or 1). A label with n = 0 on any other step is
+inferred, not measured: search copies an unprobed step's q from the nearest probe, and gives q = 1
+to a step on a correct solution; ordering siblings by such a q would make pairs out of the
+search's bookkeeping. Those steps take part in no pair. Judge and consensus labels are verdicts,
+not estimates, and order pairs as they are.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from tasks.ids import content_id
 from tasks.text_format import prefix_for
 
 PUBLIC_COLUMNS = ("prompt", "chosen", "rejected")
+ESTIMATING_LABELERS = ("mc", "search", "progress")  # q is a Monte Carlo estimate; n counts its rollouts
 
 
 def pair_id(labeler: str, chosen_node_id: str, rejected_node_id: str) -> str:
@@ -33,12 +42,15 @@ def preference_pairs(
 ) -> pl.DataFrame:
     """Every sibling pair whose q differs by at least `min_margin`, as PREFERENCE_PAIRS rows.
 
-    Nodes without a `labeler` label take part in no pair. `run_id` is left null for the caller.
+    Nodes without a `labeler` label, or with an inferred one (see the module docstring), take
+    part in no pair. `run_id` is left null for the caller.
     """
     if not min_margin >= 0:
         raise ValueError(f"min_margin must be a number >= 0, got {min_margin}")
     questions = dict(zip(problems_frame["problem_id"], problems_frame["question"], strict=True))
     chosen_labels = labels_frame.filter(pl.col("labeler") == labeler)
+    if labeler in ESTIMATING_LABELERS:
+        chosen_labels = measured_labels(chosen_labels, nodes_frame)
     q_of = dict(zip(chosen_labels["node_id"], chosen_labels["q"], strict=True))
     parent_of = dict(zip(nodes_frame["node_id"], nodes_frame["parent_id"], strict=True))
     text_of = dict(zip(nodes_frame["node_id"], nodes_frame["step_text"], strict=True))
@@ -70,6 +82,13 @@ def preference_pairs(
                 }
             )
     return PREFERENCE_PAIRS.frame(rows).sort("pair_id")
+
+
+def measured_labels(labels_frame: pl.DataFrame, nodes_frame: pl.DataFrame) -> pl.DataFrame:
+    """The labels whose q was measured: rollouts spent on the step (n > 0), or a step that states
+    the final answer (its q is the answer's correctness). Drops search's inferred labels."""
+    answered = nodes_frame.filter(pl.col("final_answer").is_not_null())["node_id"]
+    return labels_frame.filter((pl.col("n") > 0) | pl.col("node_id").is_in(answered.implode()))
 
 
 def _steps_through(node: str | None, parent_of: dict, text_of: dict) -> list[str]:

@@ -14,6 +14,7 @@ NODES = pl.DataFrame(
         "problem_id": ["p1", "p1", "p1", "p1", "p1", "p1", "p2"],
         "parent_id": [None, None, "r1", "r1", "r1", "r1", None],
         "step_text": ["Step 1: R1", "Step 1: R2", "Step 2: A", "Step 2: B", "Step 2: C", "Step 2: D", "Step 1: S"],
+        "final_answer": [None] * 7,
     }
 )
 LABELS = pl.DataFrame(
@@ -21,6 +22,7 @@ LABELS = pl.DataFrame(
         "node_id": ["r1", "r2", "a", "b", "c", "s", "d"],
         "labeler": ["mc", "mc", "mc", "mc", "mc", "mc", "search"],
         "q": [0.5, 0.5, 0.75, 0.25, 0.5, 1.0, 0.0],
+        "n": [4, 4, 4, 4, 4, 4, 4],
     }
 )
 
@@ -68,6 +70,27 @@ def test_first_steps_of_a_problem_are_siblings():
 def test_only_the_named_labelers_q_counts():
     frame = preference_pairs(PROBLEMS, NODES, LABELS, "search", 0.0)
     assert frame.is_empty()  # d has a search label but no sibling does
+
+
+def test_inferred_search_labels_order_no_pair():
+    # Under r1, search probed a (q .75, n 4) and b (q 0, n 4); c's q .5 is copied from a probe
+    # elsewhere (n 0), and d (n 0) states the final answer, so its q 0 is exact.
+    nodes = NODES.with_columns(final_answer=pl.when(pl.col("node_id") == "d").then(pl.lit("7")))
+    labels = pl.DataFrame(
+        {
+            "node_id": ["a", "b", "c", "d"],
+            "labeler": ["search"] * 4,
+            "q": [0.75, 0.0, 0.5, 0.0],
+            "n": [4, 4, 0, 0],
+        }
+    )
+    frame = preference_pairs(PROBLEMS, nodes, labels, "search", 0.25)
+    assert sorted(zip(frame["chosen_node_id"], frame["rejected_node_id"])) == [("a", "b"), ("a", "d")]
+    # The same numbers from a judge are verdicts, not estimates: every sibling with a different q pairs.
+    judged = preference_pairs(PROBLEMS, nodes, labels.with_columns(labeler=pl.lit("judge")), "judge", 0.25)
+    assert sorted(zip(judged["chosen_node_id"], judged["rejected_node_id"])) == [
+        ("a", "b"), ("a", "c"), ("a", "d"), ("c", "b"), ("c", "d"),
+    ]
 
 
 def test_negative_margin_is_refused():
