@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/prmforge generate --problems 16 --samples 4 --rollouts 4 --seed 0
 	$(BIN)/prmforge train
 	$(BIN)/prmforge train --kind orm
-	$(BIN)/prmforge evaluate --model latest --bon-policy embedded --bon-samples 8 --report reports
+	$(BIN)/prmforge evaluate --model latest --bon-policy embedded --bon-samples 16 --report reports
 	@echo
 	$(BIN)/prmforge sql "select count(*) as labelled_steps from labeled_steps"
 	@echo "warehouse: ./data   evaluation report: ./reports"

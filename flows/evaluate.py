@@ -3,11 +3,16 @@
 The held-out set is a dataset version's test split (problems never trained on: the split is fixed
 per problem), or any ProcessBench-format file for first-error identification. Best-of-N reuses the
 test split's solutions grouped by problem, or samples fresh ones with a policy (EvaluateConfig.bon_policy).
+
+Every sampled solution stays a Best-of-N candidate, so N reaches the number sampled: one the PRM
+cannot read (no steps, or longer than its context) ranks last for the PRM and the ORM, and still
+counts for majority vote, random choice and the oracle.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,7 +92,7 @@ def score_solutions(model_path: str, solutions: Sequence[Solution], batch_size: 
 
 @task(name="sample-best-of-n", cache_policy=NO_CACHE)
 def sample_fresh(config: EvaluateConfig, problems: list[Problem]) -> list[list[tuple[Solution, str | None, bool]]]:
-    """`bon_samples` fresh solutions per held-out problem from `bon_policy`."""
+    """`bon_samples` fresh solutions per held-out problem from `bon_policy`, empty ones included."""
     from schemas.records import SamplingParams
     from tasks.policies.registry import load_policy
     from tasks.tree import sample_solutions
@@ -99,10 +104,9 @@ def sample_fresh(config: EvaluateConfig, problems: list[Problem]) -> list[list[t
     question = {problem.problem_id: problem.question for problem in problems}
     groups: dict[str, list] = {problem.problem_id: [] for problem in problems}
     for solution in solutions:
-        if solution.steps:
-            groups[solution.problem_id].append(
-                ((question[solution.problem_id], tuple(solution.steps)), solution.final_answer, solution.is_correct)
-            )
+        groups[solution.problem_id].append(
+            ((question[solution.problem_id], tuple(solution.steps)), solution.final_answer, solution.is_correct)
+        )
     return [group for group in groups.values() if group]
 
 
@@ -222,36 +226,47 @@ def evaluate_flow(
         groups = dataset_groups(test)
         bon_source = f"dataset v{dataset.version}'s test solutions, grouped by problem (none sampled afresh)"
 
+    candidates_read = [item[0] for group in groups for item in group if item[0][1]]  # a PRM reads steps
     solutions: list[Solution] = [(row.problem, tuple(row.steps)) for row in rows]
-    solutions += [item[0] for group in groups for item in group]
+    solutions += candidates_read
     solutions += [(example.prompt, example.steps) for example in originals(test)]
     scored = score_solutions(model_ref.path, solutions, config.batch_size)
     orm_scored = {}
     if orm_ref is not None:
-        orm_scored = score_solutions(orm_ref.path, [item[0] for group in groups for item in group], config.batch_size)
+        orm_scored = score_solutions(orm_ref.path, candidates_read, config.batch_size)
     else:
         notes.append(
             f"no ORM baseline for dataset v{model_ref.dataset_version}: "
             f"run `prmforge train --dataset {model_ref.dataset_version} --kind orm`"
         )
 
-    unscored = set(solutions) - set(scored)
-    if orm_ref is not None:
-        unscored |= {item[0] for group in groups for item in group} - set(orm_scored)
+    measured = {(row.problem, tuple(row.steps)) for row in rows} | {(e.prompt, e.steps) for e in originals(test)}
+    unscored = measured - set(scored)
     if unscored:
         notes.append(f"{len(unscored)} solution(s) left out: longer than the model reads")
         rows = [row for row in rows if (row.problem, tuple(row.steps)) not in unscored]
-        groups = [[item for item in group if item[0] not in unscored] for group in groups]
         test = [example for example in test if (example.prompt, example.steps) not in unscored]
+    unread = {
+        item[0] for group in groups for item in group
+        if item[0] not in scored or (orm_ref is not None and item[0] not in orm_scored)
+    }
+    if unread:
+        notes.append(
+            f"{len(unread)} Best-of-N solution(s) the models cannot read (no steps, or too long) rank last "
+            "for the PRM and the ORM; majority vote, random choice and the oracle still count them"
+        )
     first_error, threshold_source = first_error_measure(
         rows, [scored[(row.problem, tuple(row.steps))].per_step for row in rows], config
     )
     selectors = [f"prm_{how}" for how in AGGREGATIONS] + (["orm"] if orm_ref is not None else [])
+    def ranked(scores: StepScores | None, how: str) -> float:
+        return -math.inf if scores is None else scores.aggregated(how)
+
     candidates = [
         [
             Candidate(answer, correct, {
-                **{f"prm_{how}": scored[solution].aggregated(how) for how in AGGREGATIONS},
-                **({"orm": orm_scored[solution].last} if orm_ref is not None else {}),
+                **{f"prm_{how}": ranked(scored.get(solution), how) for how in AGGREGATIONS},
+                **({"orm": ranked(orm_scored.get(solution), "last")} if orm_ref is not None else {}),
             })
             for solution, answer, correct in group
         ]
@@ -259,7 +274,7 @@ def evaluate_flow(
     ]
     largest = max((len(group) for group in groups), default=0)
     curves = best_of_n(candidates, selectors, best_of_n_sizes(largest), config.subset_draws, config.seed)
-    min_last = min_on_last_share([scored[item[0]].per_step for group in groups for item in group])
+    min_last = min_on_last_share([scored[item[0]].per_step for group in groups for item in group if item[0] in scored])
     step_predictions, step_outcomes = [], []
     for example in originals(test):
         step_predictions += scored[(example.prompt, example.steps)].per_step

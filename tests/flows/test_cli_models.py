@@ -162,3 +162,13 @@ def test_unknown_model_and_dataset_are_one_line_errors(runner, world, trained):
     assert result.exit_code == 1 and "no model 'v9': registered models are v1, v2" in result.output
     result = runner.invoke(app, ["train", "--dataset", "7", "--data-dir", str(warehouse.data_dir)])
     assert result.exit_code == 1 and "no dataset version 7: versions are 1" in result.output
+
+
+def test_best_of_n_reaches_n_16_when_16_solutions_are_sampled(runner, world, trained):
+    summary = invoke(runner, world, "evaluate", "--model", "v1", "--bon-policy", "simulated", "--bon-samples", "16")
+    assert summary["best_of_n_source"].startswith("16 fresh solutions per held-out problem from simulated")
+    for method, points in summary["best_of_n"].items():
+        assert [point["n"] for point in points] == [1, 2, 4, 8, 16], method
+        assert len({point["problems"] for point in points}) == 1, method  # every held-out problem at every N
+    oracle = [point["accuracy"] for point in summary["best_of_n"]["oracle"]]
+    assert oracle == sorted(oracle)  # pass@N never falls as N grows

@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -88,6 +89,18 @@ def test_problems_with_fewer_solutions_sit_out_larger_n():
     large = [Candidate("1", False, {"prm": 0.5}), Candidate("2", True, {"prm": 0.6})]
     curves = best_of_n([small, large], ["prm"], [1, 2])
     assert [(point.n, point.problems, point.accuracy) for point in curves["prm"]] == [(1, 2, 0.75), (2, 1, 1.0)]
+
+
+def test_a_solution_no_model_could_read_ranks_last_and_still_counts_towards_n():
+    # flows/evaluate.py scores an unreadable solution (no steps, or too long) -inf: it keeps its place.
+    right, wrong = Candidate("14", True, {"prm": 0.3}), Candidate("15", False, {"prm": 0.9})
+    unread = Candidate(None, False, {"prm": -math.inf})
+    curves = best_of_n([[right, wrong, unread, unread]], ["prm"], best_of_n_sizes(4))
+    assert [(point.n, point.problems) for point in curves["prm"]] == [(1, 1), (2, 1), (4, 1)]
+    # N=2: `right` is the pick only with an unread partner, 2 of the 6 pairs.
+    assert [point.accuracy for point in curves["prm"]] == [0.25, pytest.approx(1 / 3), 0.0]
+    assert [point.accuracy for point in curves["oracle"]] == [0.25, pytest.approx(1 / 2), 1.0]
+    assert curves["majority"][-1].accuracy == 1.0  # the unread ones cast no vote; the tie goes to the first
 
 
 def test_subsets_are_sampled_when_there_are_too_many():
