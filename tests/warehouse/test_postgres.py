@@ -285,3 +285,22 @@ def test_two_identical_runs_at_once_write_once_and_the_second_refuses(prefect_se
         assert connection.execute("SELECT count(*), max(version) FROM datasets").fetchone() == (1, 1)
     finally:
         connection.close()
+
+
+@pytest.mark.slow
+def test_two_dataset_builds_at_once_take_turns_for_the_version_number(prefect_server_env, fresh_postgres_dsn,
+                                                                      tmp_path):
+    shared = tmp_path / "shared"
+    env = warehouse_env(prefect_server_env, fresh_postgres_dsn, shared)
+    finished(generate_shard("0/1", tmp_path / "worker", env))
+    builds = [subprocess.Popen([PRMFORGE, "dataset", "build", "--data-dir", str(tmp_path / f"builder{i}")],
+                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for i in range(2)]
+    outputs = [finished(build) for build in builds]
+    assert sorted(output.split(":")[0] for output in outputs) == ["dataset version 1", "dataset version 2"]
+    connection = connect(WarehouseConfig(data_dir=tmp_path / "reader", catalog=f"postgres:{fresh_postgres_dsn}",
+                                         data_path=f"{shared}/"), read_only=True)
+    try:
+        assert connection.execute("SELECT version FROM datasets ORDER BY version").fetchall() == [(1,), (2,)]
+    finally:
+        connection.close()
