@@ -10,6 +10,12 @@ makes every step positive. An answer we cannot read is unknown: that path gets n
 
 A node shared by several paths gets one label: the first path in terminal-id order that labels it
 decides, and `JudgeResult.disagreements` counts the labels a later path's judgement contradicted.
+
+Failures. An answer we cannot read is never an error. A backend that cannot do the task at all
+(it rejects the prompt: the simulated policy reads only its own prompt format, a small model's
+context is shorter than the prompt) raises `JudgeUnavailable`, a UserError whose one line says
+what to use instead; nothing is labelled. A policy that is down or too slow (PolicyUnavailable,
+PolicyTimeout) stops the run with its own message.
 """
 
 from __future__ import annotations
@@ -18,12 +24,21 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-from schemas.records import Node, PolicyUsage, StepLabel
+from schemas.errors import UserError
+from schemas.records import Generation, Node, PolicyUsage, SamplingParams, StepLabel
 from tasks.ids import content_id
 from tasks.labelers.base import LabelRequest, LabelResult, Progress
 from tasks.policies.base import Policy
 
 LABELER = "judge"
+INSTEAD = (
+    "judge with a policy that follows instructions and has room for a whole solution "
+    "(transformers:PATH, vllm:PATH or openai:URL/MODEL), or label with --labeler mc, search or progress"
+)
+
+
+class JudgeUnavailable(UserError, RuntimeError):
+    """The judge backend cannot do the judge task at all; the message says what to use instead."""
 
 JUDGE_PROMPT = """\
 You are checking a step-by-step solution to a math problem.
@@ -101,12 +116,21 @@ class Judgement:
     first_error: int | None  # 0-based; -1 = no wrong step; None = unreadable (no labels)
     reason: str
     generated_tokens: int
+    finish_reason: str = "stop"
+
+    @property
+    def answer(self) -> str | None:
+        """What was read, as the judge numbers steps: "3" for the third step, "none", or None."""
+        if self.first_error is None:
+            return None
+        return "none" if self.first_error == -1 else str(self.first_error + 1)
 
 
 @dataclass
 class JudgeResult(LabelResult):
     judgements: list[Judgement] = field(default_factory=list)
     disagreements: int = 0
+    params: SamplingParams = field(default_factory=SamplingParams)  # what the judge was sampled with
 
     @property
     def unknown(self) -> list[Judgement]:
@@ -157,7 +181,7 @@ class JudgeLabeler:
         params = replace(
             request.params, max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, stop=()
         )
-        result = JudgeResult()
+        result = JudgeResult(params=params)
         decided: dict[str, StepLabel] = {}
         covered: set[str] = set()  # wanted nodes on a path judged so far, for progress
         for start in range(0, len(paths), self.config.batch_size):
@@ -167,20 +191,15 @@ class JudgeLabeler:
                 for path in batch
             ]
             began = time.perf_counter()
-            try:
-                outputs = policy.generate(prompts, 1, params)
-            except Exception as error:
-                raise RuntimeError(
-                    f"judge backend {policy.name!r} could not answer the judge prompt ({error}); "
-                    "use a policy that follows instructions, e.g. transformers:PATH"
-                ) from error
+            outputs = ask_judge(policy, prompts, params)
             usage = PolicyUsage(len(batch), 0, time.perf_counter() - began, 1)
             for path, prompt, (generation, *_) in zip(batch, prompts, outputs, strict=True):
                 usage.generated_tokens += generation.generated_tokens
                 first_error = parse_first_error(generation.text, len(path))
                 reason = "unreadable answer: no single step number or 'none'" if first_error is None else "read"
                 result.judgements.append(
-                    Judgement(path[-1].node_id, prompt, generation.text, first_error, reason, generation.generated_tokens)
+                    Judgement(path[-1].node_id, prompt, generation.text, first_error, reason,
+                              generation.generated_tokens, generation.finish_reason)
                 )
                 if first_error is None:
                     continue
@@ -196,6 +215,32 @@ class JudgeLabeler:
                 progress(len(newly))
         result.labels = list(decided.values())
         return result
+
+
+def ask_judge(policy: Policy, prompts: list[str], params: SamplingParams) -> list[list[Generation]]:
+    """One greedy answer per prompt; a backend that rejects the prompt is JudgeUnavailable.
+
+    Policy backends reject a request they cannot serve with ValueError (the simulated policy's
+    prompt format, a prompt longer than the model's context). Errors a user acts on elsewhere
+    (a server down, a timeout) pass through unchanged; anything else is a bug and is not hidden.
+    """
+    try:
+        return policy.generate(prompts, 1, params)
+    except UserError:
+        raise
+    except ValueError as error:
+        raise JudgeUnavailable(
+            f"policy {_shortened(policy.name, 60)!r} cannot act as the judge "
+            f"({_shortened(' '.join(str(error).split()), 140)}); {INSTEAD}"
+        ) from error
+
+
+def _shortened(text: str, limit: int) -> str:
+    """
+    >>> _shortened("abcdef", 4)
+    'a...'
+    """
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _paths(nodes: dict[str, Node]) -> list[list[Node]]:

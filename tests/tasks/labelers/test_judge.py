@@ -3,7 +3,9 @@ import pytest
 from schemas.records import Generation, Node, Problem, SamplingParams
 from tasks.ids import content_id
 from tasks.labelers.base import LabelRequest
-from tasks.labelers.judge import JudgeLabeler, judge_prompt, parse_first_error
+from tasks.labelers.judge import INSTEAD, JudgeLabeler, JudgeUnavailable, judge_prompt, parse_first_error
+from tasks.policies.base import PolicyUnavailable
+from tasks.policies.timeout import PolicyTimeout
 from tasks.labelers.registry import get_labeler
 
 
@@ -108,15 +110,61 @@ def test_only_requested_nodes_get_labels_and_a_shared_node_keeps_its_first_label
     assert [j.terminal_node_id for j in result.judgements] == ["c", "d"]  # e does not pass through a
 
 
-def test_a_backend_that_cannot_answer_fails_with_what_to_do():
-    class Broken:
-        name = "simulated"
+def test_the_simulated_policy_cannot_judge_and_says_what_to_use_instead():
+    from schemas.errors import UserError
+    from tasks.policies.registry import load_policy
+
+    with pytest.raises(JudgeUnavailable) as raised:
+        JudgeLabeler().label(load_policy("simulated"), _request())
+    assert isinstance(raised.value, UserError)  # the command line prints it as one line
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("policy 'simulated:error_rate=0.15,")
+    assert "' cannot act as the judge (the simulated policy reads prompts of the form 'Question: ..." in message
+    assert message.endswith(f"; {INSTEAD}")
+
+
+def test_a_prompt_longer_than_the_models_context_is_judge_unavailable():
+    from tasks.policies.registry import load_policy
+
+    request = _request()
+    long_question = "Mia has 21 apples and counts them again. " * 800  # thousands of tokens in any tokenizer
+    problems = {"p": Problem("p", long_question, "6", "synthetic")}
+    with pytest.raises(JudgeUnavailable, match=r"cannot act as the judge \(a prompt has \d+ tokens; the model's context is \d+\)"):
+        JudgeLabeler().label(load_policy("embedded"), LabelRequest(request.nodes, problems, request.to_label, 4, request.params))
+
+
+@pytest.mark.parametrize("error", [PolicyUnavailable("server at http://x is down"), PolicyTimeout("no answer in 5 s")])
+def test_policy_errors_pass_through_unchanged(error):
+    class Failing:
+        name = "openai:http://x/m"
 
         def generate(self, prompts, n, params):
-            raise ValueError("the simulated policy reads prompts of the form 'Question: ...'")
+            raise error
 
-    with pytest.raises(RuntimeError, match="judge backend 'simulated' could not answer the judge prompt .*transformers:PATH"):
-        JudgeLabeler().label(Broken(), _request())
+    with pytest.raises(type(error)) as raised:
+        JudgeLabeler().label(Failing(), _request())
+    assert raised.value is error
+
+
+def test_a_bug_in_the_backend_is_not_turned_into_a_user_error():
+    class Buggy:
+        name = "buggy"
+
+        def generate(self, prompts, n, params):
+            raise KeyError("oops")
+
+    with pytest.raises(KeyError):
+        JudgeLabeler().label(Buggy(), _request())
+
+
+def test_judgements_keep_the_raw_prompt_answer_and_finish_reason():
+    policy = ScriptedJudge({"C": "Step 2", "D": "none", "E": "?"})
+    result = JudgeLabeler().label(policy, _request())
+    assert [(j.answer, j.finish_reason, j.generated_tokens) for j in result.judgements] == [
+        ("2", "stop", 2), ("none", "stop", 2), (None, "stop", 2),
+    ]
+    assert (result.params.temperature, result.params.max_new_tokens, result.params.seed) == (0.0, 64, 3)
 
 
 def test_the_registry_selects_the_judge():
