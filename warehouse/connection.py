@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,24 @@ LAKE = "lake"  # the attached catalog's name inside every connection
 
 class WarehouseError(UserError, RuntimeError):
     """A warehouse problem the user can fix; its message is one line that says what to do."""
+
+
+def without_password(conninfo: str) -> str:
+    """A libpq connection string fit for a message.
+
+    >>> without_password("host=db password=s3cret user=prm")
+    'host=db password=... user=prm'
+    >>> without_password("postgresql://prm:s3cret@db/prmforge")
+    'postgresql://prm:...@db/prmforge'
+    """
+    conninfo = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1...", conninfo)
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1...@", conninfo)
+
+
+def catalog_unreachable(conninfo: str, reason: str) -> WarehouseError:
+    """The one line for a PostgreSQL catalog whose server does not answer."""
+    return WarehouseError(f"cannot reach the PostgreSQL catalog ({without_password(conninfo)}): {reason} "
+                          "(check PRMFORGE_CATALOG and that the server is up)")
 
 
 def _extension_file(package: str, extension: str) -> str:
@@ -111,7 +130,7 @@ def connect(config: WarehouseConfig, read_only: bool = False) -> duckdb.DuckDBPy
         except _OpenRace as race:
             last_race = race
             time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
-    raise WarehouseError(f"cannot open the warehouse catalog ({config.catalog}): {last_race}") from None
+    raise WarehouseError(f"cannot open the warehouse catalog ({without_password(config.catalog)}): {last_race}") from None
 
 
 def _open(config: WarehouseConfig, read_only: bool, shared: bool) -> duckdb.DuckDBPyConnection:
@@ -138,9 +157,12 @@ def _open(config: WarehouseConfig, read_only: bool, shared: bool) -> duckdb.Duck
         connection.close()
         _raise_open_race(error, shared)
         first_line = str(error).strip().splitlines()[0]
+        unreachable = re.search(r'Unable to connect to Postgres at ".*?": (.*)', first_line)
+        if shared and unreachable:
+            raise catalog_unreachable(config.catalog.removeprefix("postgres:"), unreachable.group(1)) from None
         if "does not match existing data path" in first_line:
             first_line += " (set PRMFORGE_DATA_PATH to the catalog's data path)"
-        raise WarehouseError(f"cannot open the warehouse catalog ({config.catalog}): {first_line}") from None
+        raise WarehouseError(f"cannot open the warehouse catalog ({without_password(config.catalog)}): {first_line}") from None
     if not read_only:
         from warehouse.migrations import migrate
 

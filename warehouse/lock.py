@@ -6,14 +6,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import re
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from warehouse.connection import WarehouseError
+from warehouse.connection import WarehouseError, catalog_unreachable
 
 
 @contextmanager
@@ -54,18 +53,6 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"prmforge:{name}".encode()).digest()[:8], "big", signed=True)
 
 
-def without_password(conninfo: str) -> str:
-    """A libpq connection string fit for a message.
-
-    >>> without_password("host=db password=s3cret user=prm")
-    'host=db password=... user=prm'
-    >>> without_password("postgresql://prm:s3cret@db/prmforge")
-    'postgresql://prm:...@db/prmforge'
-    """
-    conninfo = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1...", conninfo)
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1...@", conninfo)
-
-
 _HOLDER = """
 SELECT activity.application_name FROM pg_locks AS lock JOIN pg_stat_activity AS activity USING (pid)
 WHERE lock.locktype = 'advisory' AND lock.granted AND lock.objsubid = 1
@@ -90,11 +77,8 @@ def catalog_lock(catalog: str, name: str, activity: str, wait_seconds: float = 0
     try:
         session = psycopg.connect(conninfo, autocommit=True, connect_timeout=10, application_name=me[:63])
     except psycopg.Error as error:
-        reason = "; ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
-        raise WarehouseError(
-            f"cannot reach the PostgreSQL catalog ({without_password(conninfo)}): {reason} "
-            "(check PRMFORGE_CATALOG and that the server is up)"
-        ) from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].removeprefix("connection failed: ")
+        raise catalog_unreachable(conninfo, reason) from None
     key = advisory_key(name)
     deadline = time.monotonic() + wait_seconds
     try:

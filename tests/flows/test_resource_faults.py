@@ -63,24 +63,71 @@ def test_a_full_data_directory_is_one_clear_line(prefect_server_env, full_disk):
     assert shutil.disk_usage(full_disk).free < 64 * 1024 or "space" in errors[0].lower() or "full" in errors[0].lower()
 
 
-def test_a_read_only_data_directory_is_one_clear_line(prefect_server_env, tmp_path):
-    read_only = tmp_path / "read-only"
-    read_only.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(read_only)], check=False)
+def _writable(folder: Path) -> bool:
     try:
-        if os.access(read_only, os.W_OK) and not _is_read_only_mount(read_only):
-            pytest.skip("cannot make a read-only mount here")
-        result = subprocess.run(
-            [PRMFORGE, "generate", "--problems", "1", "--policy", "simulated", "--data-dir", str(read_only)],
-            env=prefect_server_env, cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )
+        (folder / ".probe").write_text("x")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    """A folder nobody can write to, root included: permissions do not stop root, so as root it
+    is a read-only tmpfs mount, or else an immutable folder (chattr +i, for when mounting is not
+    allowed); as another user a folder without write permission is enough."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    undo: list[list[str]] = []
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+    elif subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)],
+                        capture_output=True).returncode == 0:
+        undo.append(["umount", str(folder)])
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        undo.append(["chattr", "-i", str(folder)])
+    try:
+        if _writable(folder):
+            (pytest.fail if os.environ.get("CI") else pytest.skip)(
+                "cannot make a read-only folder here (no tmpfs mount, no chattr +i)")
+        yield folder
     finally:
-        subprocess.run(["umount", str(read_only)], check=False)
-    assert result.returncode == 1
+        for command in undo:
+            subprocess.run(command, check=False)
+        folder.chmod(0o755)
+
+
+def test_a_read_only_data_directory_is_one_clear_line(prefect_server_env, read_only_dir):
+    result = subprocess.run(
+        [PRMFORGE, "generate", "--problems", "1", "--policy", "simulated", "--data-dir", str(read_only_dir)],
+        env=prefect_server_env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write to the data directory")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]], result.stderr[-2000:]
+    assert errors[0].startswith(f"error: cannot write to the data directory {read_only_dir}: ")
 
 
-def _is_read_only_mount(path: Path) -> bool:
-    return any(line.split()[1] == str(path) and "ro" in line.split()[3].split(",")
-               for line in Path("/proc/mounts").read_text().splitlines() if len(line.split()) > 3)
+UNREACHABLE_CATALOG = "postgres:host=127.0.0.1 port=1 dbname=prmforge user=postgres connect_timeout=5"
+
+
+@pytest.mark.parametrize("command", [
+    ["generate", "--problems", "1", "--policy", "simulated"],
+    ["sql", "select count(*) from nodes"],
+    ["dataset", "build"],
+])
+def test_an_unreachable_postgres_catalog_is_one_clear_line(prefect_server_env, tmp_path, command):
+    env = {**prefect_server_env, "PRMFORGE_CATALOG": UNREACHABLE_CATALOG, "PRMFORGE_DATA_PATH": f"{tmp_path}/lake/"}
+    result = subprocess.run([PRMFORGE, *command, "--data-dir", str(tmp_path / "local")],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]], result.stderr[-2000:]
+    assert errors[0] == (
+        "error: cannot reach the PostgreSQL catalog (host=127.0.0.1 port=1 dbname=prmforge user=postgres "
+        'connect_timeout=5): connection to server at "127.0.0.1", port 1 failed: Connection refused '
+        "(check PRMFORGE_CATALOG and that the server is up)"
+    )

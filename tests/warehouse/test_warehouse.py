@@ -2,7 +2,7 @@ import pytest
 
 from schemas.config import WarehouseConfig
 from schemas.tables import NODES, PROBLEMS, STEP_LABELS
-from warehouse.connection import WarehouseError, commit, connect, current_snapshot
+from warehouse.connection import WarehouseError, commit, connect, current_snapshot, without_password
 from warehouse.migrations import pending_statements
 from warehouse.sql import QueryRefused, check_read_only, run_query
 from warehouse.writes import insert_new, read_table
@@ -106,3 +106,13 @@ def test_missing_or_unwritable_warehouse_is_one_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(WarehouseError, match="cannot write to the data directory"):
         connect(WarehouseConfig(data_dir=blocker / "sub"))
+
+
+@pytest.mark.parametrize(("conninfo", "shown"), [
+    ("host=db port=5432 password=s3cret user=prm", "host=db port=5432 password=... user=prm"),
+    ("host=db password = 'it\\'s secret' user=prm", "host=db password = ... user=prm"),
+    ("postgresql://prm:s3cret@db:5432/prmforge", "postgresql://prm:...@db:5432/prmforge"),
+    ("dbname=prmforge host=127.0.0.1", "dbname=prmforge host=127.0.0.1"),
+])
+def test_catalog_messages_never_show_the_password(conninfo, shown):
+    assert without_password(conninfo) == shown
