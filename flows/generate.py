@@ -28,7 +28,7 @@ from schemas.tables import (
 )
 from tasks import frames
 from tasks.augment import hnc_variants
-from tasks.consensus import decisions_frame, run_consensus
+from tasks.consensus import decisions_frame, labeler_sources, run_consensus
 from tasks.dataset import stepwise_rows, with_check_columns
 from tasks.labelers.search import balance_solutions
 from tasks.preferences import export_pairs, preference_pairs
@@ -36,7 +36,7 @@ from tasks.gates import GateFailed, GateResult, enforce, run_suite
 from tasks.ids import content_id
 from tasks.ingest import IngestResult, read_seed_file
 from tasks.labelers.base import LabelRequest, LabelResult
-from tasks.labelers.registry import get_labeler
+from tasks.labelers.registry import get_labeler, labeler_names
 from tasks.policies.cache import CachedPolicy
 from tasks.policies.timeout import TimeoutPolicy
 from tasks.policies.registry import load_policy
@@ -158,12 +158,14 @@ def verify_steps(config: GenerateConfig, request: LabelRequest) -> dict:
 
 
 @task(name="consensus", cache_policy=NO_CACHE)
-def decide_consensus(config: GenerateConfig, request: LabelRequest, labels: dict, verdicts: dict, run_id: str):
-    """Keep the solutions the sources agree on; every dropped one records who disagreed."""
-    announce(f"consensus ({config.consensus})")
+def decide_consensus(config: GenerateConfig, request: LabelRequest, labels_by_source: dict, verdicts: dict,
+                     run_id: str):
+    """Keep the solutions the sources (labellers by name, then verifiers) agree on; every dropped one
+    records who disagreed. mc anchors mc_and_verifiers when it votes, else this run's labeller."""
+    announce(f"consensus ({config.consensus}: {', '.join([*labels_by_source, *config.verifiers])})")
     paths = solution_paths(request.nodes)
-    outcome = run_consensus(paths, {config.labeler: labels}, verdicts, config.verifiers, config.consensus,
-                            anchor=config.labeler)
+    anchor = "mc" if "mc" in labels_by_source else config.labeler
+    outcome = run_consensus(paths, labels_by_source, verdicts, config.verifiers, config.consensus, anchor=anchor)
     problem_of = {solution: path[0].problem_id for solution, path in paths.items()}
     return decisions_frame(outcome.decisions, problem_of, run_id), frames.labels_frame(outcome.labels, run_id)
 
@@ -428,9 +430,15 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             verdicts = verify_steps(config, request)
             consensus_rows, consensus_labels = CONSENSUS.empty_frame(), STEP_LABELS.empty_frame()
             if config.consensus:
-                stored = _stored_labels(connection, config.labeler, request.nodes)
-                labels_now = {**stored, **{label.node_id: label for label in labelled_now.labels}}
-                consensus_rows, consensus_labels = decide_consensus(config, request, labels_now, verdicts, run_id)
+                # Labels other runs stored for these nodes vote too (e.g. mc earlier, the judge now).
+                wanted = config.consensus_sources or labeler_names()
+                stored = {name: _stored_labels(connection, name, request.nodes) for name in wanted}
+                labels_by_source = labeler_sources(
+                    config.labeler, {label.node_id: label for label in labelled_now.labels},
+                    {name: labels for name, labels in stored.items() if labels or name == config.labeler},
+                    config.consensus_sources,
+                )
+                consensus_rows, consensus_labels = decide_consensus(config, request, labels_by_source, verdicts, run_id)
                 summary.consensus_decided = consensus_rows.height
                 summary.consensus_kept = int(consensus_rows["kept"].sum()) if consensus_rows.height else 0
 
@@ -442,7 +450,10 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 "problems": frames.problems_frame(loaded.problems, run_id),
                 "quarantine": frames.quarantine_frame(loaded.quarantined, run_id),
                 "nodes": frames.nodes_frame(tree, policy_name, sampling_params(config, "solutions"), run_id),
-                "rollouts": frames.rollouts_frame(labelled_now.rollouts, policy_name, sampling_params(config, "rollouts"), run_id),
+                "rollouts": pl.concat([
+                    frames.rollouts_frame(labelled_now.rollouts, policy_name, sampling_params(config, "rollouts"), run_id),
+                    frames.judgements_frame(labelled_now, policy_name, run_id),  # the judge's raw prompts and answers
+                ]),
                 "step_labels": pl.concat([frames.labels_frame(labelled_now.labels, run_id), consensus_labels]),
                 "verdicts": verdicts_frame(verdicts, run_id) if verdicts else VERDICTS.empty_frame(),
                 "consensus": consensus_rows,

@@ -85,7 +85,8 @@ class GenerateConfig(BaseModel):
         "mc",
         description=(
             "Step labeller: 'mc' (k rollouts from every step), 'search' (OmegaPRM binary search for "
-            "the first wrong step, k rollouts per probe) or 'progress' (q_t - q_(t-1) beside mc's q)."
+            "the first wrong step, k rollouts per probe), 'progress' (q_t - q_(t-1) beside mc's q) or 'judge' "
+            "(the policy names each solution's first wrong step; it must follow instructions)."
         ),
     )
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature.")
@@ -98,7 +99,15 @@ class GenerateConfig(BaseModel):
         (), description="Step verifiers to run on every step (arith, z3, lean, code); verdicts go to `verdicts`."
     )
     consensus: Literal["default", "majority", "mc_and_verifiers"] | None = Field(
-        None, description="Consensus rule over the labeller and the verifiers; the dataset then uses its labels."
+        None, description="Consensus rule over the labellers and the verifiers; the dataset then uses its labels."
+    )
+    consensus_sources: tuple[Literal["mc", "search", "progress", "judge"], ...] = Field(
+        (),
+        description=(
+            "Labellers whose labels vote in consensus beside the verifiers: this run's labels and those "
+            "stored by earlier runs for the same steps (e.g. mc earlier, judge now). Empty (the default): "
+            "every labeller that has labels for the steps."
+        ),
     )
     verify_budget_ms: float = Field(60_000, gt=0, description="Verification time budget per solution, in ms.")
     policy_timeout_s: float = Field(

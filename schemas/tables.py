@@ -144,6 +144,10 @@ ROLLOUTS = Table(
         _c("temperature", "DOUBLE"),
         _c("seed", "BIGINT"),
         _c("run_id", "VARCHAR"),
+        _c("prompt", "VARCHAR",
+           "the raw prompt when it is not the prefix through node_id: a judge's (labeler 'judge'; "
+           "node_id is the solution's last step, completion the raw answer, final_answer what was "
+           "read: the step number, 'none', or null when unreadable); null for rollouts"),
     ),
     key="rollout_id",
 )
@@ -260,6 +264,9 @@ CONSENSUS = Table(
         _c("unavailable", "VARCHAR[]", "sources with no view of this solution (missing labels, all unknown)"),
         _c("reason", "VARCHAR", "why kept or dropped, with each source's first wrong step", False),
         _c("run_id", "VARCHAR"),
+        _c("source_views", "VARCHAR[]",
+           "every source's view as 'source=index': its 0-based first wrong step, -1 for none, "
+           "'unavailable' when it has none (the consensus_retention view reads it)"),
     ),
     key="decision_id",
 )

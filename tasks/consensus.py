@@ -68,6 +68,18 @@ class ConsensusDecision:
     sources_disagreeing: tuple[str, ...]
     reason: str
     sources_unavailable: tuple[str, ...] = ()
+    # Every source's view, as decided on (kept for the per-pair retention of consensus_retention).
+    views: tuple[SourceView, ...] = field(default=(), compare=False)
+
+    @property
+    def source_views(self) -> list[str]:
+        """The views as stored: 'source=index' (0-based first wrong step, -1 none) or 'source=unavailable'.
+
+        >>> ConsensusDecision("s", "default", False, None, (), (), "", (),
+        ...                   (SourceView("mc", LABELER, 2), SourceView("code", VERIFIER, None))).source_views
+        ['mc=2', 'code=unavailable']
+        """
+        return [f"{view.source}={'unavailable' if view.first_error is None else view.first_error}" for view in self.views]
 
     @property
     def decision_id(self) -> str:
@@ -174,7 +186,9 @@ def _decision(
     unavailable = tuple(view.source for view in views if not view.available)
     if unavailable:
         reason += "; unavailable: " + ", ".join(f"{view.source} ({view.reason})" for view in views if not view.available)
-    return ConsensusDecision(solution_id, rule, first_error is not None, first_error, agreeing, disagreeing, reason, unavailable)
+    return ConsensusDecision(
+        solution_id, rule, first_error is not None, first_error, agreeing, disagreeing, reason, unavailable, tuple(views)
+    )
 
 
 Rule = Callable[[str, Sequence[SourceView], str], ConsensusDecision]
@@ -213,6 +227,35 @@ def solution_views(
         ]
         views.append(verifier_view(name, per_step))
     return views
+
+
+def labeler_sources(
+    run_labeler: str,
+    run_labels: Mapping[str, StepLabel],
+    stored: Mapping[str, Mapping[str, StepLabel]],
+    configured: Sequence[str] = (),
+) -> dict[str, dict[str, StepLabel]]:
+    """The labellers that vote, each with its labels by node id.
+
+    `stored` holds labels earlier runs kept for the same nodes, by labeller: mc from an earlier run
+    and the judge now is the Lessons setup. This run's labels win over its own stored ones. With
+    `configured` empty every labeller that has labels votes; otherwise exactly the named ones (a
+    named labeller without labels is unavailable on every solution, and says so). Consensus labels
+    (`consensus:<rule>`) are conclusions, never sources. This run's labeller comes first, then
+    the rest by name, so ties and reasons read the same way on every run.
+
+    >>> sorted(labeler_sources("judge", {}, {"mc": {}, "consensus:default": {}}))
+    ['judge', 'mc']
+    >>> list(labeler_sources("judge", {}, {"mc": {}, "search": {}}, configured=("search", "judge")))
+    ['judge', 'search']
+    """
+    by_source: dict[str, dict[str, StepLabel]] = {
+        name: dict(labels) for name, labels in stored.items() if not name.startswith("consensus:")
+    }
+    by_source[run_labeler] = {**by_source.get(run_labeler, {}), **run_labels}
+    names = list(configured) if configured else list(by_source)
+    ordered = sorted(dict.fromkeys(names), key=lambda name: (name != run_labeler, name))
+    return {name: by_source.get(name, {}) for name in ordered}
 
 
 def consensus_labeler(rule: str) -> str:
@@ -304,6 +347,7 @@ def decisions_frame(
             "unavailable": list(decision.sources_unavailable),
             "reason": decision.reason,
             "run_id": run_id,
+            "source_views": decision.source_views,
         }
         for decision in decisions
     ]

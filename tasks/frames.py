@@ -11,6 +11,7 @@ from schemas.records import Node, Problem, QuarantinedRow, Rollout, SamplingPara
 from schemas.tables import NODES, PROBLEMS, QUARANTINE, ROLLOUTS, STEP_LABELS, Table
 from tasks.gates import GateResult
 from tasks.ids import content_id
+from tasks.labelers.base import LabelResult
 
 
 def _frame(table: Table, records: Iterable[object], **extra: object) -> pl.DataFrame:
@@ -43,6 +44,36 @@ def nodes_frame(nodes: Sequence[Node], policy: str, params: SamplingParams, run_
 
 def rollouts_frame(rollouts: Sequence[Rollout], policy: str, params: SamplingParams, run_id: str) -> pl.DataFrame:
     return _frame(ROLLOUTS, rollouts, policy=policy, temperature=params.temperature, seed=params.seed, run_id=run_id)
+
+
+def judgements_frame(result: LabelResult, policy: str, run_id: str) -> pl.DataFrame:
+    """A judge's raw prompts and answers as rollouts rows (labeler 'judge'), so every judge label
+    has its evidence in the warehouse; unreadable answers are kept too. Empty for other labellers.
+
+    node_id is the solution's last step (the judge read the path through it), completion the raw
+    answer, final_answer what was read ("3", "none", or null when unreadable), is_correct null.
+    """
+    from tasks.labelers.judge import LABELER, JudgeResult
+
+    if not isinstance(result, JudgeResult):
+        return ROLLOUTS.empty_frame()
+    rows = [
+        {
+            "rollout_id": content_id("rollout", judgement.terminal_node_id, LABELER, result.params.seed, 0, judgement.prompt),
+            "node_id": judgement.terminal_node_id,
+            "labeler": LABELER,
+            "sample_index": 0,
+            "completion": judgement.output,
+            "final_answer": judgement.answer,
+            "is_correct": None,
+            "generated_tokens": judgement.generated_tokens,
+            "finish_reason": judgement.finish_reason,
+            "prompt": judgement.prompt,
+        }
+        for judgement in result.judgements
+    ]
+    return _frame(ROLLOUTS, rows, policy=policy, temperature=result.params.temperature, seed=result.params.seed,
+                  run_id=run_id)
 
 
 def labels_frame(labels: Sequence[StepLabel], run_id: str) -> pl.DataFrame:

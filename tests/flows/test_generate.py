@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -59,6 +61,7 @@ def test_generate_labels_every_step_and_publishes_a_dataset(first_run):
     labelled = connection.execute("SELECT count(*) FROM labeled_steps").fetchone()[0]
     assert labelled == found["nodes"]
     version, snapshot, path = connection.execute("SELECT version, snapshot_id, path FROM datasets").fetchone()
+    pairs = connection.execute("SELECT pair_id, prompt, chosen, rejected FROM preference_pairs ORDER BY 1").fetchall()
     connection.close()
     assert (version, snapshot) == (1, summary.snapshot_id)
     assert snapshots(warehouse)[-1] == (summary.snapshot_id, f"run {summary.run_id}: generate")
@@ -67,6 +70,18 @@ def test_generate_labels_every_step_and_publishes_a_dataset(first_run):
     assert exported.height == summary.dataset_rows > 0
     assert (exported["completions"].list.len() == exported["labels"].list.len()).all()
     assert exported.group_by("problem_id").agg(pl.col("split").n_unique())["split"].max() == 1
+    # Whatever the model writes: one HNC variant per original of two or more steps, marked as such,
+    # and the preference pairs of the table are exactly those of pairs.parquet (no file when none).
+    originals = exported.filter(pl.col("variant") == "original")
+    assert set(exported["variant"]) <= {"original", "hnc"}
+    assert exported.filter(pl.col("variant") == "hnc").height == (originals["completions"].list.len() >= 2).sum()
+    assert summary.new_pairs == len(pairs)
+    if pairs:
+        exported_pairs = pl.read_parquet(f"{path}/pairs.parquet").sort("pair_id")
+        assert exported_pairs.columns[:3] == ["prompt", "chosen", "rejected"]
+        assert exported_pairs.select("pair_id", "prompt", "chosen", "rejected").rows() == pairs
+    else:
+        assert not (Path(path) / "pairs.parquet").exists()
 
 
 def test_rerun_with_the_same_inputs_adds_nothing(first_run):

@@ -28,6 +28,11 @@ def test_verifiers_and_consensus_publish_verdicts_decisions_and_a_consensus_data
         decisions = connection.execute("SELECT kept, disagreeing, reason FROM consensus").fetchall()
         dataset_labeler, path = connection.execute("SELECT labeler, path FROM datasets").fetchone()
         questions = dict(connection.execute("SELECT problem_id, question FROM problems").fetchall())
+        pairs_stored = connection.execute(
+            "SELECT p.pair_id, p.prompt, p.chosen, p.rejected, p.chosen_q - p.rejected_q, p.labeler, "
+            "c.parent_id IS NOT DISTINCT FROM r.parent_id FROM preference_pairs p "
+            "JOIN nodes c ON c.node_id = p.chosen_node_id JOIN nodes r ON r.node_id = p.rejected_node_id ORDER BY 1"
+        ).fetchall()
     finally:
         connection.close()
     assert verdicts == {"arith": nodes, "z3": nodes, "code": nodes}
@@ -45,6 +50,52 @@ def test_verifiers_and_consensus_publish_verdicts_decisions_and_a_consensus_data
         predicted = row["labels"].index(False) if False in row["labels"] else -1
         assert predicted == truth
 
+    # HNC variants are in the export, marked, one per kept solution of two or more steps; a merged
+    # step joins its parts, and it is correct only when both parts are.
+    by_id = {row["solution_id"]: row for row in originals.iter_rows(named=True)}
+    variants = exported.filter(pl.col("variant") == "hnc")
+    assert variants.height == sum(len(row["completions"]) >= 2 for row in by_id.values()) > 0
+    for row in variants.iter_rows(named=True):
+        source_id, _, position = row["solution_id"].rpartition(":hnc:")
+        source, at = by_id[source_id], int(position)
+        assert row["completions"][at] == source["completions"][at] + "\n" + source["completions"][at + 1]
+        assert row["labels"][at] == (source["labels"][at] and source["labels"][at + 1])
+        assert (row["split"], len(row["labels"])) == (source["split"], len(source["labels"]) - 1)
+
+    # Preference pairs (ordered by the run's labeller, mc) are in the warehouse and in pairs.parquet.
+    assert summary.new_pairs == len(pairs_stored) > 0
+    assert all(margin >= CONFIG.pair_margin and labeler == "mc" and siblings
+               for *_, margin, labeler, siblings in pairs_stored)
+    pairs_file = pl.read_parquet(f"{path}/pairs.parquet").sort("pair_id")
+    assert pairs_file.columns[:3] == ["prompt", "chosen", "rejected"]
+    assert pairs_file.select("pair_id", "prompt", "chosen", "rejected").rows() == [row[:4] for row in pairs_stored]
+
+
+def test_stored_labels_of_another_labeller_vote_in_a_later_runs_consensus(prefect_harness, warehouse_config):
+    """mc labels a tree; a later search run over the same tree takes mc's stored labels as a source."""
+    first = generate_flow(CONFIG.model_copy(update={"verifiers": (), "consensus": None}), warehouse_config)
+    later = generate_flow(CONFIG.model_copy(update={"verifiers": (), "labeler": "search"}), warehouse_config)
+    connection = connect(warehouse_config, read_only=True)
+    try:
+        considered = connection.execute(
+            "SELECT list_sort(agreeing || disagreeing || unavailable), source_views FROM consensus WHERE run_id = ?",
+            [later.run_id],
+        ).fetchall()
+        retention = connection.execute(
+            "SELECT source_a, source_b, decisions, kept, retention, both_available, agreeing "
+            "FROM consensus_retention WHERE rule = 'default' ORDER BY source_a NULLS FIRST"
+        ).fetchall()
+    finally:
+        connection.close()
+    assert first.consensus_kept is None and later.new_nodes == 0  # the same tree, labelled again
+    assert len(considered) == later.consensus_decided > 0
+    assert all(sources == ["mc", "search"] for sources, _ in considered)
+    assert all([view.split("=")[0] for view in views] == ["search", "mc"] for _, views in considered)
+    (_, _, decisions, kept, share, _, _), (a, b, pair_decisions, _, pair_share, both, agreeing) = retention
+    assert (a, b, pair_decisions) == ("mc", "search", decisions)
+    assert kept == later.consensus_kept and share == pair_share == kept / decisions
+    assert 0 < agreeing <= both <= decisions
+
 
 def test_search_labeller_end_to_end_spends_fewer_rollouts_and_records_its_cost(prefect_harness, tmp_path):
     from schemas.config import WarehouseConfig
@@ -61,10 +112,31 @@ def test_search_labeller_end_to_end_spends_fewer_rollouts_and_records_its_cost(p
                 "SELECT labels, rollouts, prompts, generated_tokens FROM label_costs WHERE labeler = ?", [labeler]
             ).fetchone()
             rollouts = connection.execute("SELECT count(*) FROM rollouts WHERE labeler = ?", [labeler]).fetchone()[0]
+            path = connection.execute("SELECT path FROM datasets").fetchone()[0]
+            # A search label with n = 0 on a step that states no answer is inferred: it orders no pair.
+            unmeasured_pairs = connection.execute(
+                "SELECT count(*) FROM preference_pairs p JOIN step_labels l "
+                "ON l.labeler = p.labeler AND l.node_id IN (p.chosen_node_id, p.rejected_node_id) "
+                "JOIN nodes USING (node_id) WHERE l.n = 0 AND nodes.final_answer IS NULL"
+            ).fetchone()[0]
         finally:
             connection.close()
         assert summary.dataset_version == 1
         assert labelled == summary.new_nodes  # every step of the tree gets a label
         assert usage[0] == labelled and usage[1] == rollouts and usage[2] > 0 and usage[3] > 0
         costs[labeler] = rollouts
+        if labeler == "search":
+            _assert_balanced_with_exclusions(path, unmeasured_pairs)
     assert 0 < costs["search"] < costs["mc"]
+
+
+def _assert_balanced_with_exclusions(path: str, unmeasured_pairs: int) -> None:
+    """OmegaPRM balancing: as many solutions with an error as without; the rest in excluded.parquet."""
+    kept = pl.concat([pl.read_parquet(f"{path}/train.parquet"), pl.read_parquet(f"{path}/test.parquet")])
+    kept = kept.filter(pl.col("variant") == "original")
+    excluded = pl.read_parquet(f"{path}/excluded.parquet")
+    negative = kept["labels"].list.eval(pl.element().not_()).list.any()
+    assert negative.sum() == (~negative).sum() > 0
+    assert excluded.height > 0 and not set(excluded["solution_id"]) & set(kept["solution_id"])
+    assert excluded["reason"].str.starts_with("balance: ").all()
+    assert unmeasured_pairs == 0

@@ -9,6 +9,7 @@ from tasks.consensus import (
     consensus_labels,
     decide,
     decisions_frame,
+    labeler_sources,
     labeler_view,
     pairwise_agreement,
     retention_by_rule,
@@ -250,3 +251,70 @@ def test_docstring_examples():
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# --- Sources ------------------------------------------------------------------------------------
+
+
+def test_stored_labels_of_other_labellers_vote_beside_this_runs():
+    stored = {
+        "mc": {"a": label("a", True), "b": label("b", False)},
+        "judge": {"a": label("a", False, labeler="judge")},  # an earlier judge run's label of a
+        "consensus:default": {"a": label("a", True, labeler="consensus:default")},
+    }
+    now = {"a": label("a", True, labeler="judge"), "b": label("b", False, labeler="judge")}
+    sources = labeler_sources("judge", now, stored)
+    assert list(sources) == ["judge", "mc"]  # this run's first; consensus labels never vote
+    assert sources["judge"] == now  # this run's labels win over its stored ones
+    assert list(labeler_sources("judge", now, stored, configured=("mc",))) == ["mc"]
+    named = labeler_sources("judge", now, stored, configured=("search", "judge"))
+    assert (list(named), named["search"]) == (["judge", "search"], {})
+
+    # The Lessons setup: mc stored by an earlier run, the judge now; they agree on step 2.
+    a, b, _ = _path()
+    outcome = run_consensus({"b": [a, b]}, sources, {}, [])
+    decision, = outcome.decisions
+    assert (decision.kept, decision.first_error, decision.sources_agreeing) == (True, 1, ("judge", "mc"))
+    dropped = run_consensus({"b": [a, b]}, named, {}, []).decisions[0]
+    assert dropped.sources_unavailable == ("search",)
+    assert dropped.reason.endswith("unavailable: search (no search label for step 1)")
+
+
+def test_decisions_store_every_sources_view():
+    decision = decide("s", [mc(2), verifier("arith", -1), verifier("code", None, "every step unknown")])
+    assert decision.source_views == ["mc=2", "arith=-1", "code=unavailable"]
+    frame = decisions_frame([decision], {"s": "p"}, "run")
+    assert frame["source_views"].to_list() == [["mc=2", "arith=-1", "code=unavailable"]]
+
+
+def test_the_consensus_retention_view_matches_the_python_report():
+    """warehouse/views.py's consensus_retention over stored decisions gives what retention_by_rule
+    and pairwise_agreement compute from the views in memory."""
+    import duckdb
+
+    from warehouse.views import CONSENSUS_RETENTION
+
+    views = {
+        "s1": [mc(1), verifier("arith", 1), verifier("code", None)],
+        "s2": [mc(2), verifier("arith", -1), verifier("code", None)],
+        "s3": [mc(-1), verifier("arith", -1), verifier("code", -1)],
+        "s4": [mc(0), verifier("arith", None), verifier("code", 1)],
+        "s5": [mc(None), verifier("arith", None), verifier("code", None)],
+    }
+    decisions = [decide(s, v, rule) for s, v in views.items() for rule in ("default", "majority")]
+    connection = duckdb.connect()
+    connection.execute(CONSENSUS.ddl())
+    stored = decisions_frame(decisions, {}, "run").to_arrow()
+    connection.execute("INSERT INTO consensus SELECT * FROM stored")
+    rows = connection.execute(f"SELECT * FROM ({CONSENSUS_RETENTION})").fetchall()
+    by_key = {(rule, a, b): (n, kept, retention, both, agreeing, rate) for rule, a, b, n, kept, retention, both, agreeing, rate in rows}
+    for rule, share in retention_by_rule(decisions).items():
+        assert by_key[(rule, None, None)][2] == pytest.approx(share)
+    assert by_key[("default", None, None)][:2] == (5, 2)
+    for pair in pairwise_agreement(views):
+        a, b = sorted((pair.first, pair.second))
+        n, _, retention, both, agreeing, rate = by_key[("default", a, b)]
+        assert (n, both, agreeing) == (pair.solutions, pair.both_available, pair.agreeing)
+        assert retention == pytest.approx(pair.retention)
+        assert rate == (None if pair.agreement_rate is None else pytest.approx(pair.agreement_rate))
+    assert len(rows) == 2 * (1 + 3)  # per rule: its own row and one per pair of mc, arith, code

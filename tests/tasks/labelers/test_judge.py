@@ -179,3 +179,35 @@ def test_docstring_examples():
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_judgements_become_rollouts_rows_in_the_warehouse(tmp_path):
+    """The raw judge prompt and answer sit beside the labels: rows of `rollouts`, labeler 'judge'."""
+    from schemas.config import WarehouseConfig
+    from schemas.tables import ROLLOUTS
+    from tasks import frames
+    from tasks.labelers.base import LabelResult
+    from warehouse.connection import connect
+    from warehouse.writes import insert_new
+
+    result = JudgeLabeler().label(ScriptedJudge({"C": "Step 2", "D": "none", "E": "?"}), _request())
+    frame = frames.judgements_frame(result, "scripted-judge", "run-1")
+    assert frame.schema == ROLLOUTS.polars_schema()
+    assert frame.select("node_id", "labeler", "completion", "final_answer", "is_correct", "temperature", "seed").rows() == [
+        ("c", "judge", "Step 2", "2", None, 0.0, 3),
+        ("d", "judge", "none", "none", None, 0.0, 3),
+        ("e", "judge", "?", None, None, 0.0, 3),
+    ]
+    assert frame["prompt"].to_list() == [judgement.prompt for judgement in result.judgements]
+    assert frames.judgements_frame(LabelResult(), "p", "run-1").is_empty()  # other labellers: none
+
+    connection = connect(WarehouseConfig(data_dir=tmp_path / "warehouse"))
+    try:
+        assert insert_new(connection, ROLLOUTS, frame) == 3
+        assert insert_new(connection, ROLLOUTS, frame) == 0  # content-hash ids: never twice
+        stored = connection.execute(
+            "SELECT node_id, prompt FROM rollouts WHERE labeler = 'judge' AND final_answer IS NULL"
+        ).fetchall()
+    finally:
+        connection.close()
+    assert stored == [("e", judge_prompt("Q?", ["E"]))]  # an unreadable answer is kept with its prompt
