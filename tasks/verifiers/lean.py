@@ -19,18 +19,22 @@ Verdict. The claim checks and its refutation fails: valid. The refutation checks
 fails: invalid, with Lean's message as evidence. Otherwise unknown. A division by zero is never
 emitted, because Lean defines x / 0 = 0 and would prove nonsense.
 
-No Lean here: when no toolchain is found, every step is `unknown` with reason "lean unavailable".
+Which Lean. `LeanConfig.lean_command` when set; else the environment variable PRMFORGE_LEAN (a
+path, or a command line such as `lake env lean`, split like a shell would); else `lean` on PATH.
+No Lean here: when no toolchain is found, every step is `unknown` with reason "lean unavailable",
+and `prmforge doctor` says so, naming the configured command.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,16 +45,31 @@ from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext,
 from tasks.verifiers.claims import ASSIGNMENT, Claim, extract_claims
 
 LEAN_UNAVAILABLE = "lean unavailable"
+LEAN_ENVIRONMENT_VARIABLE = "PRMFORGE_LEAN"
 MAX_LEAN_EXPONENT = 4096
 _LEAN_OPERATORS = {"=": "=", "!=": "≠", "<": "<", "<=": "≤", ">": ">", ">=": "≥"}
+
+
+def lean_command_from_environment(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """The command PRMFORGE_LEAN names, split like a shell would; () when it is unset or blank.
+
+    >>> lean_command_from_environment({"PRMFORGE_LEAN": "lake env lean"})
+    ('lake', 'env', 'lean')
+    >>> lean_command_from_environment({"PRMFORGE_LEAN": "'/opt/my lean/bin/lean'"}), lean_command_from_environment({})
+    (('/opt/my lean/bin/lean',), ())
+    """
+    return tuple(shlex.split(environ.get(LEAN_ENVIRONMENT_VARIABLE, "")))
 
 
 @dataclass(frozen=True)
 class LeanConfig:
     lean_command: tuple[str, ...] = field(
-        default=(),
+        default_factory=lean_command_from_environment,
         metadata={
-            "help": "command that runs Lean on a file, e.g. ('lake', 'env', 'lean'); empty: `lean` on PATH"
+            "help": (
+                "command that runs Lean on a file, e.g. ('lake', 'env', 'lean'); default: env PRMFORGE_LEAN, "
+                "else `lean` on PATH"
+            )
         },
     )
     project_dir: str | None = field(
@@ -390,13 +409,17 @@ def _run(command: list[str], cwd: str, timeout_s: float) -> tuple[int | None, st
 
 def lean_status(config: LeanConfig | None = None) -> str:
     """One line for `prmforge doctor`: whether Lean was found, where, and its version."""
+    config = config or LeanConfig()
     command = find_lean(config)
     if command is None:
-        configured = (config or LeanConfig()).lean_command
+        configured = config.lean_command
         where = (
-            f"configured command {' '.join(configured)!r} not found" if configured else "no `lean` on PATH"
+            f"configured command {shlex.join(configured)!r} not found" if configured else "no `lean` on PATH"
         )
-        return f"{LEAN_UNAVAILABLE}: {where} (install Lean 4 with elan, or set LeanConfig.lean_command)"
+        return (
+            f"{LEAN_UNAVAILABLE}: {where} (install Lean 4 with elan, or set {LEAN_ENVIRONMENT_VARIABLE} "
+            "to the command that runs it)"
+        )
     try:
         code, output = _run([*command, "--version"], cwd=tempfile.gettempdir(), timeout_s=30)
     except OSError as error:

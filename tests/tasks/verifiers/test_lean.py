@@ -149,13 +149,22 @@ def test_judge_claim_checked_refuted_neither_and_preamble():
 # --- running ----------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_configured_lean(monkeypatch):
+    """The developer's own PRMFORGE_LEAN must not leak into these tests."""
+    monkeypatch.delenv("PRMFORGE_LEAN", raising=False)
+
+
+NO_LEAN = (
+    "lean unavailable: no `lean` on PATH (install Lean 4 with elan, or set PRMFORGE_LEAN to the command that runs it)"
+)
+
+
 def test_no_lean_gives_lean_unavailable(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     verdict = LeanVerifier().verify("21 - 3 = 18", PROBLEM)
     assert (verdict.verifier, verdict.verdict, verdict.reason) == ("lean", "unknown", "lean unavailable")
-    assert lean_status() == (
-        "lean unavailable: no `lean` on PATH (install Lean 4 with elan, or set LeanConfig.lean_command)"
-    )
+    assert lean_status() == NO_LEAN
     missing = LeanConfig(lean_command=(str(tmp_path / "nowhere" / "lean"),))
     assert LeanVerifier(missing).verify("21 - 3 = 18", PROBLEM).reason == "lean unavailable"
     assert lean_status(missing).startswith("lean unavailable: configured command")
@@ -195,6 +204,49 @@ def test_lean_time_limit_kills_the_toolchain(tmp_path):
     )
     assert (verdict.verdict, verdict.reason) == ("unknown", "lean timeout after 300 ms")
     assert verdict.ms < 5000
+
+
+def test_prmforge_lean_names_the_toolchain(monkeypatch, tmp_path):
+    fake = _fake_lean(tmp_path, 'echo "$1:4:60: error: decide failed: proposition is false"\nexit 1\n')
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("PRMFORGE_LEAN", str(fake))
+    assert LeanConfig().lean_command == (str(fake),)
+    assert LeanVerifier().verify("21 - 3 = 18", PROBLEM).verdict == "valid"
+    from tasks.verifiers import get_verifier
+
+    assert get_verifier("lean").config.lean_command == (str(fake),)  # what generate runs
+    monkeypatch.setenv("PRMFORGE_LEAN", "lake env lean")  # a command line, split like a shell would
+    assert LeanConfig().lean_command == ("lake", "env", "lean")
+    monkeypatch.setenv("PRMFORGE_LEAN", str(tmp_path / "nowhere" / "lean"))
+    assert LeanVerifier().verify("21 - 3 = 18", PROBLEM).reason == "lean unavailable"
+    assert lean_status() == (
+        f"lean unavailable: configured command '{tmp_path / 'nowhere' / 'lean'}' not found "
+        "(install Lean 4 with elan, or set PRMFORGE_LEAN to the command that runs it)"
+    )
+
+
+def _doctor(data_dir: Path, env: dict[str, str]) -> list[str]:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["doctor", "--data-dir", str(data_dir)], env=env)
+    assert result.exit_code == 0, result.output
+    return [line for line in result.output.splitlines() if line.startswith("lean: ")]
+
+
+def test_doctor_says_lean_unavailable_or_names_the_configured_toolchain(tmp_path):
+    fake = _fake_lean(tmp_path, 'if [ "$1" = --version ]; then echo "Lean (version 4.9.0-fake)"; fi\n')
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _doctor(tmp_path / "data", {"PATH": str(empty), "PRMFORGE_LEAN": ""}) == [f"lean: {NO_LEAN}"]
+    assert _doctor(tmp_path / "data", {"PATH": str(empty), "PRMFORGE_LEAN": str(fake)}) == [
+        f"lean: lean found at {fake}: Lean (version 4.9.0-fake)"
+    ]
+    missing = tmp_path / "elan" / "bin" / "lean"
+    lines = _doctor(tmp_path / "data", {"PATH": str(empty), "PRMFORGE_LEAN": str(missing)})
+    assert lines == [f"lean: lean unavailable: configured command '{missing}' not found (install Lean 4 with elan, "
+                     "or set PRMFORGE_LEAN to the command that runs it)"]
 
 
 @pytest.mark.skipif(shutil.which("lean") is None, reason="lean unavailable")
