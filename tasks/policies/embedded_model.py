@@ -69,6 +69,11 @@ class PolicyTrainConfig:
         metadata={"help": "Train on the question tokens too, not only on the solution."},
     )
     seed: int = field(default=0, metadata={"help": "Seed for initialisation and batch order."})
+    eval_problems: int = field(
+        default=64,
+        metadata={"help": "Held-out problems (never in the corpus) on which the solve rate is measured."},
+    )
+    eval_samples: int = field(default=4, metadata={"help": "Solutions sampled per held-out problem at temperature 1."})
     threads: int = field(
         default=1,
         metadata={
@@ -82,7 +87,7 @@ class PolicyTrainConfig:
             raise ValueError(f"n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
         if self.vocab_size <= 257:
             raise ValueError(f"vocab_size must exceed 257 (256 bytes + end-of-text), got {self.vocab_size}")
-        for name in ("problems", "n_layer", "steps", "batch_size", "threads"):
+        for name in ("problems", "n_layer", "steps", "batch_size", "threads", "eval_problems", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_steps < self.steps:
@@ -96,6 +101,8 @@ class TrainingMetrics(TypedDict):
     final_loss: float
     seconds: float  # wall clock
     cpu_seconds: float  # this process's CPU time: what other jobs on a shared machine cannot inflate
+    solve_rate: float  # share of sampled solutions (temperature 1) reaching the answer, held-out problems
+    greedy_solve_rate: float  # the same with greedy decoding, one solution per problem
 
 
 def build_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -291,18 +298,41 @@ def _train_and_save(
     corpus = encode_corpus(tokenizer, problems, config.n_positions, config.loss_on_question)
     model = build_model(config, tokenizer)
     losses = train_model(model, corpus, config, tokenizer.pad_token_id, progress)
-    metrics = TrainingMetrics(
-        parameters=parameter_count(model),
-        final_loss=_final_loss(losses),
-        seconds=round(time.perf_counter() - started, 1),
-        cpu_seconds=round(time.process_time() - started_cpu, 1),
-    )
+    seconds, cpu_seconds = round(time.perf_counter() - started, 1), round(time.process_time() - started_cpu, 1)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    held_out = held_out_problems(config, {problem.problem_id for problem in problems})
+    sampled, greedy = measure_solve_rates(output_dir, held_out, config.eval_samples)
+    metrics = TrainingMetrics(
+        parameters=parameter_count(model),
+        final_loss=_final_loss(losses),
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        solve_rate=round(sampled, 4),
+        greedy_solve_rate=round(greedy, 4),
+    )
     record = {"config": asdict(config), "metrics": metrics, "torch": torch.__version__}
     (output_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return metrics
+
+
+def held_out_problems(config: PolicyTrainConfig, training_ids: set[str]) -> list[Problem]:
+    """`config.eval_problems` problems from another seed, none of them in the training corpus."""
+    candidates = generate_problems(config.eval_problems + len(training_ids) // 10 + 16, seed=config.problem_seed + 1)
+    return [problem for problem in candidates if problem.problem_id not in training_ids][: config.eval_problems]
+
+
+def measure_solve_rates(model_dir: Path, problems: Sequence[Problem], samples: int) -> tuple[float, float]:
+    """(solve rate at temperature 1 with `samples` per problem, greedy solve rate) of a saved model."""
+    from schemas.records import SamplingParams
+    from tasks.policies.solve_rate import solve_rate
+    from tasks.policies.transformers_policy import TransformersPolicy
+
+    policy = TransformersPolicy(model_dir)
+    sampled = solve_rate(policy, problems, samples, SamplingParams(temperature=1.0, seed=0))
+    greedy = solve_rate(policy, problems, 1, SamplingParams(temperature=0.0))
+    return sampled, greedy
 
 
 def _final_loss(losses: Sequence[float]) -> float:

@@ -15,6 +15,7 @@ from tasks.policies.embedded_model import (
     build_tokenizer,
     collate,
     encode_corpus,
+    held_out_problems,
     learning_rate_factor,
     parameter_count,
     train_embedded_policy,
@@ -25,7 +26,7 @@ from tasks.text_format import prompt_for, training_text
 
 TINY = PolicyTrainConfig(
     problems=64, vocab_size=300, n_layer=1, n_head=2, n_embd=32, n_positions=512,
-    steps=20, batch_size=8, learning_rate=1e-2, warmup_steps=2,
+    steps=20, batch_size=8, learning_rate=1e-2, warmup_steps=2, eval_problems=3, eval_samples=2,
 )
 PROBLEMS = generate_problems(64, seed=1000)
 TEXTS = [training_text(problem) for problem in PROBLEMS]
@@ -146,3 +147,14 @@ def test_train_embedded_policy_saves_weights_tokenizer_and_record(tmp_path):
     record = json.loads((tmp_path / "training.json").read_text())
     assert record["config"] == dataclasses.asdict(TINY)
     assert record["metrics"] == metrics
+    # Solve rates are shares of 3 x 2 sampled and 3 greedy solutions.
+    assert metrics["solve_rate"] * 6 == pytest.approx(round(metrics["solve_rate"] * 6))
+    assert metrics["greedy_solve_rate"] in (0.0, 0.3333, 0.6667, 1.0)
+
+
+def test_held_out_problems_never_come_from_the_corpus():
+    corpus = generate_problems(500, seed=TINY.problem_seed)
+    config = dataclasses.replace(TINY, eval_problems=40)
+    held_out = held_out_problems(config, {problem.problem_id for problem in corpus})
+    assert len(held_out) == 40
+    assert not {problem.problem_id for problem in held_out} & {problem.problem_id for problem in corpus}
