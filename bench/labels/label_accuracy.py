@@ -18,12 +18,17 @@ reaching it over those of the cheapest mc run reaching it. The last line,
 its best k), worst input; "not reached" if search reaches it at no k. The ratio at every level is
 printed too: at mc's weakest levels it is bounded below by search's cost at the smallest k.
 
+An input with no erroneous solution (acc err undefined) or no correct one (acc ok undefined, as
+for a weak toy LM) has no first-error F1: its rows are reported with "-" there and a note, and
+the input is left out of the equal-F1 comparison and the headline, which say so.
+
 Usage: .venv/bin/python bench/labels/label_accuracy.py [--problems 300 --ks 1 2 4 8 --lm-problems 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +68,18 @@ class Row:
     tokens: int
     seconds: float
     note: str = ""
+    erroneous: int = 0  # solutions with a wrong step
+    correct: int = 0  # solutions with none
+
+    @property
+    def f1_defined(self) -> bool:
+        return self.erroneous > 0 and self.correct > 0
+
+
+def undefined_reason(row: Row) -> str:
+    """Why an input has no first-error F1, or "" when it has one."""
+    missing = [kind for kind, count in (("erroneous", row.erroneous), ("correct", row.correct)) if not count]
+    return f"no {' and no '.join(missing)} solutions: F1 undefined" if missing else ""
 
 
 def simulated_truth(question: str, steps: Sequence[str]) -> list[bool]:
@@ -77,7 +94,19 @@ def recomputed_truth(question: str, steps: Sequence[str]) -> list[bool]:
 
 
 def harmonic_mean(a: float, b: float) -> float:
+    """NaN when either is NaN (undefined), else the harmonic mean.
+
+    >>> harmonic_mean(0.5, 1.0), harmonic_mean(0.0, 0.0), math.isnan(harmonic_mean(float("nan"), 1.0))
+    (0.6666666666666666, 0.0, True)
+    """
+    if math.isnan(a) or math.isnan(b):
+        return float("nan")
     return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def ratio(part: float, whole: float) -> float:
+    """part / whole, NaN when whole is 0."""
+    return part / whole if whole else float("nan")
 
 
 def first_false(flags: Sequence[bool]) -> int:
@@ -106,10 +135,12 @@ def evaluate(
             oks, oks_hit = oks + 1, oks_hit + (predicted == -1)
         else:
             errors, errors_hit = errors + 1, errors_hit + (predicted == actual)
-    step_acc = sum(hard_of[node] == correct for node, correct in node_truth.items()) / len(node_truth)
-    acc_err = errors_hit / errors if errors else float("nan")
-    acc_ok = oks_hit / oks if oks else float("nan")
-    return Row(name, labeler, k, step_acc, acc_err, acc_ok, harmonic_mean(acc_err, acc_ok), rollouts, tokens, seconds, note)
+    step_acc = ratio(sum(hard_of[node] == correct for node, correct in node_truth.items()), len(node_truth))
+    acc_err, acc_ok = ratio(errors_hit, errors), ratio(oks_hit, oks)
+    row = Row(name, labeler, k, step_acc, acc_err, acc_ok, harmonic_mean(acc_err, acc_ok), rollouts, tokens, seconds,
+              note, errors, oks)
+    row.note = "; ".join(part for part in (note, undefined_reason(row)) if part)
+    return row
 
 
 def bench_input(
@@ -144,7 +175,9 @@ def bench_input(
 
 def cheapest(rows: list[Row], name: str, labeler: str, f1: float) -> Row | None:
     """The run of `labeler` on input `name` with the fewest rollouts whose F1 is at least `f1`."""
-    reaching = [row for row in rows if row.input == name and row.labeler == labeler and row.f1 >= f1]
+    reaching = [
+        row for row in rows if row.input == name and row.labeler == labeler and row.f1_defined and row.f1 >= f1
+    ]
     return min(reaching, key=lambda row: (row.rollouts, row.k), default=None)
 
 
@@ -157,27 +190,40 @@ class EqualF1:
 
     @property
     def ratio(self) -> float | None:
-        return None if self.search is None else self.search.rollouts / self.mc.rollouts
+        return None if self.search is None else ratio(self.search.rollouts, self.mc.rollouts)
 
 
 def equal_f1(rows: list[Row]) -> list[EqualF1]:
-    """At each F1 level an mc run reached: the cheapest search and cheapest mc run reaching it."""
+    """At each F1 level an mc run reached: the cheapest search and cheapest mc run reaching it.
+    Runs without a defined F1 set no level (see `left_out`)."""
     comparisons = []
-    for level in (row for row in rows if row.labeler == "mc"):
+    for level in (row for row in rows if row.labeler == "mc" and row.f1_defined):
         mc = cheapest(rows, level.input, "mc", level.f1)
         comparisons.append(EqualF1(level.input, level, mc, cheapest(rows, level.input, "search", level.f1)))
     return comparisons
 
 
+def left_out(rows: list[Row]) -> dict[str, str]:
+    """Inputs with no defined F1, and why: reported in the table, not in the headline."""
+    return {row.input: undefined_reason(row) for row in rows if not row.f1_defined}
+
+
 def headline(comparisons: list[EqualF1]) -> float | None:
-    """The worst input's ratio at mc's best F1 (over k) on that input; None if search never gets there."""
-    worst: float | None = 0.0
+    """The worst input's ratio at mc's best F1 (over k) on that input; None if search never gets
+    there on some input, or if no input has a defined F1 (then `comparisons` is empty)."""
+    if not comparisons:
+        return None
+    worst = 0.0
     for name in dict.fromkeys(c.input for c in comparisons):
         best = max((c for c in comparisons if c.input == name), key=lambda c: (c.level.f1, -c.level.rollouts))
         if best.ratio is None:
             return None
         worst = max(worst, best.ratio)
     return worst
+
+
+def _number(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
 
 
 def table(rows: list[Row]) -> str:
@@ -187,8 +233,8 @@ def table(rows: list[Row]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.input} | {row.labeler} | {row.k} | {row.step_acc:.3f} | {row.acc_err:.3f} | {row.acc_ok:.3f} "
-            f"| {row.f1:.3f} | {row.rollouts} | {row.tokens} | {row.seconds:.1f} | {row.note} |"
+            f"| {row.input} | {row.labeler} | {row.k} | {_number(row.step_acc)} | {_number(row.acc_err)} "
+            f"| {_number(row.acc_ok)} | {_number(row.f1)} | {row.rollouts} | {row.tokens} | {row.seconds:.1f} | {row.note} |"
         )
     return "\n".join(lines)
 
@@ -225,19 +271,27 @@ def main() -> None:
     by_key = {(row.input, row.labeler, row.k): row for row in rows}
     for row in (r for r in rows if r.labeler == "mc"):
         search = by_key[(row.input, "search", row.k)]
-        print(f"{row.input} k={row.k}: search/mc rollouts {search.rollouts / row.rollouts:.3f}, "
-              f"tokens {search.tokens / max(row.tokens, 1):.3f}, F1 {search.f1:.3f} vs {row.f1:.3f}")
+        print(f"{row.input} k={row.k}: search/mc rollouts {_number(ratio(search.rollouts, row.rollouts))}, "
+              f"tokens {_number(ratio(search.tokens, row.tokens))}, F1 {_number(search.f1)} vs {_number(row.f1)}")
     comparisons = equal_f1(rows)
+    for name, why in left_out(rows).items():
+        print(f"{name}: left out of the equal-F1 comparison and the headline ({why})")
     for c in comparisons:
         searched = "never reaches it" if c.search is None else (
-            f"search needs {c.search.rollouts} (k={c.search.k}): ratio {c.ratio:.3f}")
+            f"search needs {c.search.rollouts} (k={c.search.k}): ratio {_number(c.ratio)}")
         print(f"{c.input}: F1 >= {c.level.f1:.3f} (mc k={c.level.k}): mc needs {c.mc.rollouts} (k={c.mc.k}), {searched}")
     ratios = [c.ratio for c in comparisons]
-    worst = "not reached" if None in ratios else f"{max(ratios):.3f}"
+    worst = "no input with a defined F1" if not ratios else "not reached" if None in ratios else _number(max(ratios))
     print(f"worst ratio over every mc F1 level: {worst}")
     print(f"total {time.perf_counter() - began:.0f} s")
     value = headline(comparisons)
-    print(f"search_rollout_ratio_at_equal_f1: {'not reached' if value is None else f'{value:.3f}'}")
+    if not comparisons:
+        shown = "undefined (no input has both erroneous and correct solutions)"
+    else:
+        shown = "not reached" if value is None else _number(value)
+        if left_out(rows):
+            shown += f" (over {len({c.input for c in comparisons})} inputs; left out: {', '.join(left_out(rows))})"
+    print(f"search_rollout_ratio_at_equal_f1: {shown}")
 
 if __name__ == "__main__":
     main()
