@@ -3,8 +3,10 @@
 Instrument: the simulated policy (tasks/policies/simulated.py), whose every step's truth is known.
 Solutions are sampled and split as the generate flow does, then labelled by
 - mc: Math-Shepherd Monte Carlo (k rollouts per step, under the same simulated policy);
-- judge: the LLM judge, only when the embedded model is present (tasks/policies/embedded/); the
-  simulated policy cannot judge, and no judge is faked, so without the model the source is skipped;
+- judge: the LLM judge on `--judge POLICY` (default: the embedded model). The simulated policy
+  cannot judge and no judge is faked: when the backend cannot do the task (it rejects the prompt,
+  e.g. a context shorter than the prompt: JudgeUnavailable) or reads as no answer at all (every
+  answer unreadable), the source is skipped with a printed note. `--judge none` skips it;
 - arith, z3, code: the step verifiers, each node of the tree verified once.
 Consensus (tasks/consensus.py) decides every solution under each rule.
 
@@ -23,11 +25,15 @@ solution, as in the exported dataset, one row per solution):
 - recall is over every incorrect step of every solution; "recall (covered)" only over the
   solutions the source labels (mc all; a verifier where it is available; consensus the kept).
 - first error exact: the source's first negative label is the true first incorrect step.
-- consensus rows count the labels consensus emits: the kept solutions' steps up to and including
-  the agreed first wrong step. No source vouches for the steps after it, so they get no label.
+- two ways of counting, for every source alike: "all steps" counts a source's negatives on every
+  step of the solutions it labels (for consensus: first-error labels over the whole kept
+  solution); "through first negative" stops each solution at the source's own first negative
+  label (for consensus: the agreed first wrong step, exactly the labels consensus emits; no source
+  vouches for the steps after it). Consensus is compared with the single sources like with like:
+  the target line uses "through first negative" for every source, and gives "all steps" beside.
 
 Usage: .venv/bin/python bench/consensus.py [--policy simulated:error_rate=0.15,recovery_rate=0.1]
-       [--problems 400 --samples 4 --rollouts 4 --seed 0]
+       [--problems 400 --samples 4 --rollouts 4 --seed 0 --judge embedded|none|SPEC]
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from tasks.tree import build_tree, sample_solutions
 from tasks.verification import load_verifiers, solution_paths, verify_tree
 
 VERIFIERS = ("arith", "z3", "code")
+MODES = ("all steps", "through first negative")
+KEPT_SHARE_TARGET = 0.4
 
 
 @dataclass
@@ -88,6 +96,21 @@ def first_error_negatives(first_error: int, length: int) -> list[bool]:
     return [first_error != -1 and index >= first_error for index in range(length)]
 
 
+def through_first_negative(negative: list[bool]) -> int:
+    """How many steps a source vouches for: up to and including its first negative, else all.
+
+    >>> through_first_negative([False, True, True]), through_first_negative([False, False])
+    (2, 2)
+    """
+    return negative.index(True) + 1 if True in negative else len(negative)
+
+
+def count_both_ways(counts: dict, source: str, negative: list[bool], wrong: list[bool]) -> None:
+    counts[(source, MODES[0])].add(negative, wrong)
+    through = through_first_negative(negative)
+    counts[(source, MODES[1])].add(negative[:through], wrong[:through])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="simulated:error_rate=0.15,recovery_rate=0.1")
@@ -97,6 +120,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-steps", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--judge", default="embedded", help="policy spec of the judge, or 'none'")
     args = parser.parse_args()
     began = time.perf_counter()
 
@@ -117,14 +141,14 @@ def main() -> None:
     labels_by_source: dict[str, dict[str, StepLabel]] = {}
     mc = MonteCarloLabeler().label(policy, request)
     labels_by_source["mc"] = {label.node_id: label for label in mc.labels}
-    judge_note = _judge(request, labels_by_source)
+    judge_note = _judge(args.judge, request, labels_by_source)
 
     verify_began = time.perf_counter()
     verdicts = verify_tree(nodes, questions, load_verifiers(VERIFIERS))
     verify_seconds = time.perf_counter() - verify_began
     outcomes = {rule: run_consensus(paths, labels_by_source, verdicts, VERIFIERS, rule) for rule in RULES}
 
-    counts: dict[str, Counts] = defaultdict(Counts)
+    counts: dict[tuple[str, str], Counts] = defaultdict(Counts)
     total_wrong = truly_wrong = 0
     views = outcomes["default"].views
     decisions = {rule: {d.solution_id: d for d in outcome.decisions} for rule, outcome in outcomes.items()}
@@ -136,33 +160,32 @@ def main() -> None:
         truly_wrong += any(wrong)
         for source, labels in labels_by_source.items():
             if all(node.node_id in labels for node in path):
-                counts[source].add([not labels[node.node_id].hard for node in path], wrong)
+                count_both_ways(counts, source, [not labels[node.node_id].hard for node in path], wrong)
         for view in views[solution_id]:
             if view.kind == "verifier" and view.available:
-                counts[view.source].add(first_error_negatives(view.first_error, len(steps)), wrong)
+                count_both_ways(counts, view.source, first_error_negatives(view.first_error, len(steps)), wrong)
         for rule, by_solution in decisions.items():
             decision = by_solution[solution_id]
-            if decision.kept:  # consensus labels stop at the agreed first wrong step
-                through = len(steps) if decision.first_error == -1 else decision.first_error + 1
-                counts[f"consensus ({rule})"].add(
-                    first_error_negatives(decision.first_error, len(steps))[:through], wrong[:through]
-                )
+            if decision.kept:  # "through first negative" is what consensus emits: through the agreed step
+                count_both_ways(counts, f"consensus ({rule})", first_error_negatives(decision.first_error, len(steps)), wrong)
 
     print(f"workload: {len(problems)} problems x {args.samples} samples = {len(paths)} solutions, "
           f"{len(tree)} distinct steps, {sum(len(p) for p in paths.values())} solution steps; policy {policy.name}")
     print(f"mc: k={args.rollouts} rollouts per step; {judge_note}")
     print(f"ground truth: {truly_wrong} of {len(paths)} solutions have a wrong step; {total_wrong} incorrect solution steps")
     print()
-    print("| source | solutions labelled | negative labels | neg. precision | neg. precision (prefix truth) "
+    print("| source | counted on | solutions labelled | negative labels | neg. precision | neg. precision (prefix truth) "
           "| neg. recall | neg. recall (covered) | pos. precision | first error exact |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    order = [*labels_by_source, *VERIFIERS, *(f"consensus ({rule})" for rule in RULES)]
-    for source in order:
-        c = counts[source]
-        print(f"| {source} | {c.solutions} ({_ratio(c.solutions, len(paths))}) | {c.negatives} | "
-              f"{_ratio(c.true_negatives, c.negatives)} | {_ratio(c.true_negatives_prefix, c.negatives)} | "
-              f"{_ratio(c.true_negatives, total_wrong)} | {_ratio(c.true_negatives, c.wrong_covered)} | "
-              f"{_ratio(c.true_positives, c.positives)} | {_ratio(c.first_error_exact, c.solutions)} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    singles = [*labels_by_source, *VERIFIERS]
+    order = [*singles, *(f"consensus ({rule})" for rule in RULES)]
+    for mode in MODES:
+        for source in order:
+            c = counts[(source, mode)]
+            print(f"| {source} | {mode} | {c.solutions} ({_ratio(c.solutions, len(paths))}) | {c.negatives} | "
+                  f"{_ratio(c.true_negatives, c.negatives)} | {_ratio(c.true_negatives_prefix, c.negatives)} | "
+                  f"{_ratio(c.true_negatives, total_wrong)} | {_ratio(c.true_negatives, c.wrong_covered)} | "
+                  f"{_ratio(c.true_positives, c.positives)} | {_ratio(c.first_error_exact, c.solutions)} |")
     print()
     print("| rule | kept | kept share | dropped with disagreeing sources named |")
     print("|---|---|---|---|")
@@ -185,30 +208,50 @@ def main() -> None:
         print(f"| {name} | {sum(v.ms for v in mine) / len(mine):.2f} | {_ratio(known, len(mine))} |")
     print(f"verification wall time: {verify_seconds:.1f} s for {len(verdicts)} distinct steps; total {time.perf_counter() - began:.1f} s")
 
-    default = counts["consensus (default)"]
-    precision = {s: c.true_negatives / c.negatives for s, c in counts.items() if c.negatives}
-    singles = {s: p for s, p in precision.items() if not s.startswith("consensus")}
-    prefix_precision = default.true_negatives_prefix / default.negatives if default.negatives else 0.0
-    consensus_precision = precision.get("consensus (default)", 0.0)
-    kept_share = default.solutions / len(paths)
-    above = all(consensus_precision > p for p in singles.values())
-    print(f"target: consensus (default) negative precision {consensus_precision:.3f} vs single sources "
-          + ", ".join(f"{s} {p:.3f}" for s, p in singles.items())
-          + f" ({'above all' if above else 'NOT above all'}; prefix truth {prefix_precision:.3f}); kept share {kept_share:.3f} "
-          f"({'meets' if kept_share >= 0.4 else 'BELOW'} 0.40)")
-    print(f"consensus_negative_precision: {consensus_precision:.3f}")
+    kept_share = counts[("consensus (default)", MODES[1])].solutions / len(paths)
+    for mode in MODES:
+        print(target_line(counts, singles, mode, kept_share))
+    precision = _precision(counts[("consensus (default)", MODES[1])])
+    print(f"consensus_negative_precision: {'-' if precision is None else f'{precision:.3f}'} "
+          f"(through the agreed first wrong step); kept share {kept_share:.3f}")
 
 
-def _judge(request: LabelRequest, labels_by_source: dict[str, dict[str, StepLabel]]) -> str:
-    from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
+def _precision(c: Counts) -> float | None:
+    return c.true_negatives / c.negatives if c.negatives else None
 
-    if not (EMBEDDED_POLICY_DIR / "config.json").exists():
-        return f"judge: skipped, no embedded model at {EMBEDDED_POLICY_DIR} (the simulated policy cannot judge)"
-    from tasks.labelers.judge import JudgeLabeler
 
-    result = JudgeLabeler().label(load_policy("embedded"), request)
+def target_line(counts: dict, singles: list[str], mode: str, kept_share: float) -> str:
+    """Whether consensus (default) beats every single source's negative precision, counted the same way."""
+    consensus = _precision(counts[("consensus (default)", mode)])
+    others = {source: _precision(counts[(source, mode)]) for source in singles}
+    others = {source: value for source, value in others.items() if value is not None}
+    above = consensus is not None and all(consensus > value for value in others.values())
+    kept = kept_share >= KEPT_SHARE_TARGET
+    shown = "-" if consensus is None else f"{consensus:.3f}"
+    return (
+        f"target ({mode}): consensus (default) negative precision {shown} vs "
+        + ", ".join(f"{source} {value:.3f}" for source, value in others.items())
+        + f" ({'above all' if above else 'NOT above all'}); kept share {kept_share:.3f} "
+        f"({'meets' if kept else 'BELOW'} {KEPT_SHARE_TARGET:.2f}): target {'MET' if above and kept else 'NOT met'}"
+    )
+
+
+def _judge(spec: str, request: LabelRequest, labels_by_source: dict[str, dict[str, StepLabel]]) -> str:
+    """Add the judge as a source when its backend can do the task; otherwise say why it is skipped."""
+    if spec == "none":
+        return "judge: skipped (--judge none)"
+    from tasks.labelers.judge import JudgeLabeler, JudgeUnavailable
+    from tasks.policies.registry import PolicySpecError
+
+    try:
+        result = JudgeLabeler().label(load_policy(spec), request)
+    except (JudgeUnavailable, PolicySpecError) as error:
+        return f"judge: skipped, {error}"
+    unreadable = len(result.unknown)
+    if unreadable == len(result.judgements):
+        return f"judge: skipped, {spec} answered no judge prompt readably ({unreadable} of {unreadable} unreadable)"
     labels_by_source["judge"] = {label.node_id: label for label in result.labels}
-    return f"judge: embedded model, {len(result.unknown)} of {len(result.judgements)} answers unreadable"
+    return f"judge: {spec}, {unreadable} of {len(result.judgements)} answers unreadable"
 
 
 if __name__ == "__main__":
