@@ -10,6 +10,12 @@ first wrong step (0-based), -1 for "none", or None when it has no view (unavaila
   when it is invalid at t and valid or unknown before t, and with "none" when it finds nothing
   invalid; being unknown at t is not agreeing with t.
 
+Sources: every labeller with labels for the solution's steps, this run's and those stored by
+earlier runs (mc earlier and the judge now is the Lessons setup; `labeler_sources`, configurable
+as GenerateConfig.consensus_sources), then the configured verifiers. Consensus labels are never
+sources. Each decision keeps every source's view (`source_views`), so the warehouse's
+`consensus_retention` view gives retention per rule and per source pair.
+
 Rules (`RULES`), recorded per solution in a `ConsensusDecision`:
 - default: kept when every available source gives the same view (at least one is available).
   One available source is trivially unanimous; its reason says "1 available source".
