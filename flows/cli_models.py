@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,10 +23,43 @@ DataDir = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     from flows.cli import fail
 
-    fail(message)
+    fail(message, code)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _one_line_errors(interrupted: str = "interrupted") -> Iterator[None]:
+    """What a user can act on, as one `error:` line, wherever the command runs.
+
+    main() catches these too, but not for typer's CliRunner, and not Ctrl-C inside a command:
+    click turns that into "Aborted!" before main() sees it.
+    """
+    import sqlite3
+
+    import duckdb
+    import httpx
+
+    from flows.cli import quiet_prefect_run_errors
+
+    quiet_prefect_run_errors()
+    try:
+        yield
+    except UserError as error:
+        _fail(_first_line(error))
+    except KeyboardInterrupt:
+        _fail(interrupted, 130)
+    except (OSError, duckdb.Error, sqlite3.Error) as error:
+        # A full, read-only or vanished disk; the open transaction rolled back.
+        _fail(f"storage error: {_first_line(error)}")
+    except httpx.HTTPError as error:
+        _fail(f"the Prefect API failed: {_first_line(error)} (is its server up? PREFECT_API_URL names it)")
 
 
 def _warehouse(data_dir: Path | None):
@@ -78,13 +112,9 @@ def train(
     configure_prefect()
     from flows.train import train_flow
 
-    try:
-        with _quiet_stdout(as_json):
-            summary = train_flow(config, warehouse, resume)
-    except UserError as error:
-        _fail(str(error))
-    except KeyboardInterrupt:
-        _fail("interrupted: rerun with --resume to continue from the last checkpoint")
+    interrupted = "interrupted: rerun with --resume to continue from the last checkpoint"
+    with _one_line_errors(interrupted), _quiet_stdout(as_json):
+        summary = train_flow(config, warehouse, resume)
     if as_json:
         typer.echo(json.dumps(asdict(summary), indent=1, default=str))
         return
@@ -142,11 +172,12 @@ def score(
             connection.close()
     from tasks.prm.score import PRMScorer
 
-    try:
-        with _quiet_stdout(as_json):
-            scores = PRMScorer(reference.path).score(problem, step)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    with _one_line_errors():
+        try:
+            with _quiet_stdout(as_json):
+                scores = PRMScorer(reference.path).score(problem, step)
+        except (ValueError, FileNotFoundError) as error:
+            _fail(_first_line(error))
     if as_json:
         typer.echo(json.dumps(asdict(scores) | {"model": reference.path}, indent=1))
         return
@@ -175,11 +206,8 @@ def evaluate(
     configure_prefect()
     from flows.evaluate import evaluate_flow
 
-    try:
-        with _quiet_stdout(as_json):
-            summary = evaluate_flow(model, warehouse, config, processbench, dataset, orm, report or warehouse.data_dir / "reports")
-    except UserError as error:
-        _fail(str(error))
+    with _one_line_errors("interrupted: an evaluation is stored whole or not at all"), _quiet_stdout(as_json):
+        summary = evaluate_flow(model, warehouse, config, processbench, dataset, orm, report or warehouse.data_dir / "reports")
     if as_json:
         typer.echo(json.dumps(asdict(summary), indent=1, default=str))
         return
@@ -294,11 +322,8 @@ def nightly(
     configure_prefect()
     from flows.nightly import nightly_flow
 
-    try:
-        with _quiet_stdout(as_json):
-            summary = nightly_flow(settings, warehouse)
-    except UserError as error:
-        _fail(str(error))
+    with _one_line_errors("interrupted: the decisions made so far are recorded"), _quiet_stdout(as_json):
+        summary = nightly_flow(settings, warehouse)
     if as_json:
         typer.echo(json.dumps(asdict(summary), indent=1, default=str))
         return
@@ -319,42 +344,38 @@ def schedule(
     configure_prefect()
     from flows.nightly import nightly_deployment
 
-    try:
-        deployment = nightly_deployment(cron, settings, warehouse, name)
-    except ValueError as error:
-        _fail(f"invalid schedule: {str(error).splitlines()[0]}")
-    deployment_id = deployment.apply()
-    typer.echo(f"deployment prmforge-nightly/{name} ({deployment_id}) runs on '{cron}'; start it with `prmforge serve`")
+    with _one_line_errors():
+        try:
+            deployment = nightly_deployment(cron, settings, warehouse, name)
+        except ValueError as error:
+            _fail(f"invalid schedule: {_first_line(error)}")
+        deployment_id = deployment.apply()
+    serve_command = "prmforge serve" + ("" if name == "nightly" else f" --name {name}")
+    typer.echo(f"deployment prmforge-nightly/{name} ({deployment_id}) runs on '{cron}'; start it with `{serve_command}`")
 
 
 def serve(
-    cron: Annotated[str, typer.Option("--cron", help="Cron schedule of the served deployment.")] = "0 2 * * *",
-    name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "nightly",
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of nightly options.")] = None,
-    port: Annotated[int, typer.Option("--port", help="Port of the local Prefect server started when PREFECT_API_URL is unset.")] = 4200,
-    data_dir: DataDir = None,
+    name: Annotated[str, typer.Option("--name", help="Deployment name, as given to `prmforge schedule`.")] = "nightly",
+    port: Annotated[int, typer.Option("--port", help="Port of the local Prefect server started when no Prefect API is set.")] = 4200,
 ) -> None:
-    """Run the nightly deployment: poll for its scheduled runs and execute them (Ctrl-C stops)."""
-    settings = _nightly_config(config, {})
-    warehouse = _warehouse(data_dir)
+    """Run the deployment `prmforge schedule` created, on its stored schedule and config (Ctrl-C stops)."""
     configure_prefect()
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        # Prefect's in-process API does not run the scheduler service, so schedules need a server.
-        server = _start_local_server(port)
-    try:
-        from prefect import serve as prefect_serve
+    from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        from flows.nightly import nightly_deployment
+    from flows.nightly import served_deployment
 
-        prefect_serve(nightly_deployment(cron, settings, warehouse, name))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+    with contextlib.ExitStack() as stack, _one_line_errors():
+        if not PREFECT_API_URL.value():
+            # Prefect's in-process API does not run the scheduler service, so schedules need a server.
+            url = _start_local_server(port, stack)
+            stack.enter_context(temporary_settings({PREFECT_API_URL: url}))
+        prefect_serve(served_deployment(name))
 
 
-def _start_local_server(port: int) -> subprocess.Popen:
+def _start_local_server(port: int, stack: contextlib.ExitStack) -> str:
+    """A Prefect server on the project's PREFECT_HOME (where `schedule` stored the deployment), stopped
+    when `stack` closes; returns its API URL."""
     import urllib.request
 
     url = f"http://127.0.0.1:{port}/api"
@@ -363,18 +384,22 @@ def _start_local_server(port: int) -> subprocess.Popen:
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+
+    def stop() -> None:
+        server.terminate()
+        server.wait(timeout=30)
+
+    stack.callback(stop)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
-                    os.environ["PREFECT_API_URL"] = url
-                    return server
+                    return url
         except OSError:
             if server.poll() is not None:
                 break
             time.sleep(1)
-    server.terminate()
     _fail(f"the local Prefect server did not start on port {port}: is the port taken? try --port")
     raise AssertionError("unreachable")
 

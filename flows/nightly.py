@@ -1,13 +1,16 @@
 """The nightly flow: fresh seed problems -> gated data and a new dataset -> retrain -> compare -> promote.
 
 Every decision lands in the decisions table as it is made (one snapshot per stage), so a night
-that stops early still says why. The comparison measures the candidate and the promoted model on
+that stops early still says why; a stage that fails records a `failed` decision with the error's
+first line before the error goes on to the command line. The comparison measures the candidate and the promoted model on
 the same rows: the held-out problems of the dataset version this night built.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from flows.generate import generate_flow
 from flows.progress import announce
 from flows.train import reading, train_flow
 from schemas.config import GenerateConfig, WarehouseConfig
+from schemas.errors import UserError
 from schemas.tables import RUNS
 from tasks.gates import GateFailed
 from tasks.ids import content_id
@@ -31,6 +35,10 @@ from warehouse.lock import writer_lock
 from warehouse.writes import insert_new
 
 DEPLOYMENT_NAME = "nightly"
+
+
+class NoDeployment(UserError, LookupError):
+    """`prmforge serve` found no deployment to run: `prmforge schedule` creates it."""
 
 
 @dataclass
@@ -102,20 +110,39 @@ def nightly_flow(config: NightlyConfig, warehouse: WarehouseConfig) -> NightlySu
     run_id = content_id("run", "nightly", config.model_dump_json(), seed)
     summary = NightlySummary(run_id, seed, "stopped at seeds")
 
-    def decide(stage: str, decision: str, reason: str, promote_model: str | None = None, final: bool = False) -> None:
+    def decide(
+        stage: str, decision: str, reason: str, promote_model: str | None = None, final: bool = False,
+        status: str = "completed",
+    ) -> None:
         announce(f"nightly {stage}: {decision} ({reason})")
         summary.decisions.append((stage, decision, reason))
         run_row = None
         if final:
             run_row = {
                 "run_id": run_id, "flow": "nightly", "config_json": json.dumps({**config.model_dump(), "seed": seed}),
-                "policy": config.policy, "finished_at": now(), "status": "completed",
+                "policy": config.policy, "finished_at": now(), "status": status,
             }
         record(warehouse, run_id, [(stage, decision, reason)], promote_model, run_row)
 
+    @contextmanager
+    def failure_recorded(stage: str) -> Iterator[None]:
+        """A stage that raises ends the night with a recorded `failed` decision, then the error goes on."""
+        try:
+            yield
+        except GateFailed:
+            raise  # a decision of its own: stop, nothing published
+        except Exception as error:
+            summary.status = f"failed at {stage}"
+            try:
+                decide(stage, "failed", f"{type(error).__name__}: {_first_line(error)}", final=True, status="failed")
+            except Exception as unrecorded:  # a full disk may refuse this too; the first error matters more
+                announce(f"nightly {stage}: the failure could not be recorded ({_first_line(unrecorded)})")
+            raise
+
     decide("seeds", f"seed {seed}", seed_reason)
     try:
-        generated = generate_flow(generate_config(config, seed), warehouse)
+        with failure_recorded("generate"):
+            generated = generate_flow(generate_config(config, seed), warehouse)
     except GateFailed as failure:
         summary.status = "stopped at generate"
         decide("generate", "stop", f"quality gates failed, nothing published: {failure}", final=True)
@@ -135,7 +162,8 @@ def nightly_flow(config: NightlyConfig, warehouse: WarehouseConfig) -> NightlySu
         f"dataset v{generated.dataset_version} has {generated.dataset_rows} solutions",
     )
 
-    trained = train_flow(train_config(config, generated.dataset_version), warehouse)
+    with failure_recorded("train"):
+        trained = train_flow(train_config(config, generated.dataset_version), warehouse)
     summary.candidate_model_id = trained.model_id
     decide(
         "train", f"model v{trained.version}",
@@ -143,21 +171,24 @@ def nightly_flow(config: NightlyConfig, warehouse: WarehouseConfig) -> NightlySu
         f"held-out step accuracy {trained.metrics.get('test_accuracy')}",
     )
     if config.orm_baseline:
-        orm = train_flow(train_config(config, generated.dataset_version, kind="orm"), warehouse)
+        with failure_recorded("train"):
+            orm = train_flow(train_config(config, generated.dataset_version, kind="orm"), warehouse)
         decide("train", f"orm v{orm.version}", f"{orm.status}: the ORM baseline for the Best-of-N comparison")
 
-    with reading(warehouse) as connection:
-        incumbent = promoted_model(connection)
-    report_dir = Path(config.report_dir) if config.report_dir else None
-    candidate = evaluate_flow(
-        trained.model_id, warehouse, EvaluateConfig(), dataset_version=generated.dataset_version, report_dir=report_dir
-    )
-    measured = f"candidate v{trained.version} F1 {_shown(candidate.f1)}"
-    incumbent_f1 = None
-    if incumbent is not None and incumbent.model_id != trained.model_id:
-        held = evaluate_flow(incumbent.model_id, warehouse, EvaluateConfig(), dataset_version=generated.dataset_version)
-        incumbent_f1 = held.f1
-        measured += f", promoted v{incumbent.version} F1 {_shown(incumbent_f1)}"
+    with failure_recorded("evaluate"):
+        with reading(warehouse) as connection:
+            incumbent = promoted_model(connection)
+        report_dir = Path(config.report_dir) if config.report_dir else None
+        candidate = evaluate_flow(
+            trained.model_id, warehouse, EvaluateConfig(), dataset_version=generated.dataset_version,
+            report_dir=report_dir,
+        )
+        measured = f"candidate v{trained.version} F1 {_shown(candidate.f1)}"
+        incumbent_f1 = None
+        if incumbent is not None and incumbent.model_id != trained.model_id:
+            held = evaluate_flow(incumbent.model_id, warehouse, EvaluateConfig(), dataset_version=generated.dataset_version)
+            incumbent_f1 = held.f1
+            measured += f", promoted v{incumbent.version} F1 {_shown(incumbent_f1)}"
     decide("evaluate", "measured", f"{measured} on {candidate.evaluation_set} ({candidate.threshold_source})")
 
     if incumbent is not None and incumbent.model_id == trained.model_id:
@@ -175,6 +206,11 @@ def _shown(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.4f}"
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def nightly_deployment(cron: str, config: NightlyConfig, warehouse: WarehouseConfig, name: str = DEPLOYMENT_NAME):
     """A Prefect deployment of the nightly flow on `cron`, with absolute paths so it runs from anywhere."""
     absolute = warehouse.model_copy(update={"data_dir": warehouse.data_dir.resolve()})
@@ -184,4 +220,33 @@ def nightly_deployment(cron: str, config: NightlyConfig, warehouse: WarehouseCon
         parameters={"config": config.model_dump(mode="json"), "warehouse": absolute.model_dump(mode="json")},
         description="prmforge nightly: fresh problems, gated data, retrain, compare, promote only if better.",
         tags=["prmforge"],
+    )
+
+
+def served_deployment(name: str = DEPLOYMENT_NAME):
+    """The deployment `prmforge schedule` stored, rebuilt for Prefect's runner from its own schedules
+    and parameters: `prefect.serve` registers what it serves again, and that must not undo schedule."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.exceptions import ObjectNotFound
+
+    full_name = f"{nightly_flow.name}/{name}"
+    with get_client(sync_client=True) as client:
+        try:
+            stored = client.read_deployment_by_name(full_name)
+        except ObjectNotFound:
+            raise NoDeployment(
+                f"no deployment {full_name} to serve: create it first with `prmforge schedule --cron '0 2 * * *'`"
+                + ("" if name == DEPLOYMENT_NAME else f" --name {name}")
+            ) from None
+    schedules = [
+        DeploymentScheduleCreate(
+            schedule=stored_schedule.schedule, active=stored_schedule.active, parameters=stored_schedule.parameters,
+            max_scheduled_runs=stored_schedule.max_scheduled_runs, slug=stored_schedule.slug,
+        )
+        for stored_schedule in stored.schedules
+    ]
+    return nightly_flow.to_deployment(
+        name=name, schedules=schedules, parameters=stored.parameters, description=stored.description,
+        tags=stored.tags,
     )

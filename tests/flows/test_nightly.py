@@ -1,6 +1,15 @@
-"""The loop end to end, twice, on a tiny config; and its Prefect deployment read back from the API."""
+"""The loop end to end, twice, on a tiny config; its stop and failure paths; and its Prefect
+deployment, read back from the API after `schedule` and after `serve` registers it again."""
 
 from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -107,3 +116,150 @@ def test_schedule_creates_a_deployment_whose_cron_reads_back(prefect_harness, tm
     assert deployment.parameters["config"]["problems"] == NightlyConfig().problems
     bad = CliRunner().invoke(app, ["schedule", "--cron", "not a cron"])
     assert bad.exit_code == 1 and "invalid schedule" in bad.output
+
+
+def test_serve_registers_the_deployment_schedule_made_and_changes_nothing(prefect_harness, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.runner import Runner
+
+    from flows.nightly import served_deployment
+
+    _register_area_commands()
+    options = tmp_path / "nightly.yaml"
+    options.write_text("problems: 3\npolicy: simulated\n")
+    made = CliRunner().invoke(app, [
+        "schedule", "--cron", "30 4 * * 1", "--name", "served", "--config", str(options), "--data-dir", str(tmp_path / "wh"),
+    ])
+    assert made.exit_code == 0, made.output
+    with get_client(sync_client=True) as client:
+        before = client.read_deployment_by_name("prmforge-nightly/served")
+    Runner().add_deployment(served_deployment("served"))  # what prefect.serve does with each deployment it serves
+    with get_client(sync_client=True) as client:
+        after = client.read_deployment_by_name("prmforge-nightly/served")
+    assert after.id == before.id
+    assert [schedule.schedule.cron for schedule in after.schedules] == ["30 4 * * 1"]
+    assert after.parameters == before.parameters
+    assert after.parameters["config"]["problems"] == 3 and after.parameters["config"]["policy"] == "simulated"
+
+
+def test_serve_without_a_deployment_is_one_line(prefect_harness):
+    _register_area_commands()
+    result = CliRunner().invoke(app, ["serve", "--name", "never-scheduled"])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
+        "error: no deployment prmforge-nightly/never-scheduled to serve: "
+        "create it first with `prmforge schedule --cron '0 2 * * *'` --name never-scheduled"
+    ]
+
+
+# --- nights that stop or fail ----------------------------------------------------------------------
+
+TINY_NIGHT = ["--problems", "2", "--samples", "2", "--rollouts", "2", "--policy", "simulated", "--min-new-labels", "1"]
+
+
+def test_too_few_new_labels_stop_the_night_before_training(prefect_harness, tmp_path):
+    from schemas.config import WarehouseConfig
+
+    warehouse = WarehouseConfig(data_dir=tmp_path / "warehouse", catalog="sqlite")
+    config = NightlyConfig(problems=2, samples=2, rollouts=2, policy="simulated", min_new_labels=10_000, first_seed=5)
+    night = nightly_flow(config, warehouse)
+    assert (night.status, night.dataset_version, night.candidate_model_id) == ("stopped at generate", 1, None)
+    (labels,) = query(warehouse, "SELECT count(*) FROM step_labels")[0]
+    assert decisions(warehouse, night.run_id) == night.decisions == [
+        night.decisions[0], ("generate", "stop", f"only {labels} new labelled steps (< 10000)"),
+    ]
+    assert night.decisions[0][:2] == ("seeds", "seed 5")
+    assert query(warehouse, "SELECT count(*) FROM models") == [(0,)]
+    assert query(warehouse, "SELECT status FROM runs WHERE flow = 'nightly'") == [("completed",)]
+
+
+def test_a_failed_training_is_a_recorded_decision_and_one_line(prefect_harness, tmp_path):
+    _register_area_commands()
+    data_dir, missing = tmp_path / "warehouse", tmp_path / "no-such-model"
+    result = CliRunner().invoke(app, ["nightly", *TINY_NIGHT, "--base", str(missing), "--data-dir", str(data_dir)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: no Hugging Face model at {missing}"), result.output
+    from schemas.config import WarehouseConfig
+
+    warehouse = WarehouseConfig(data_dir=data_dir)
+    (run_id, status), = query(warehouse, "SELECT run_id, status FROM runs WHERE flow = 'nightly'")
+    recorded = decisions(warehouse, run_id)
+    assert [(stage, decision) for stage, decision, _ in recorded] == [
+        ("seeds", "seed 1"), ("generate", "continue"), ("train", "failed"),
+    ]
+    assert recorded[-1][2].startswith(f"BaseModelMissing: no Hugging Face model at {missing}")
+    assert status == "failed"
+
+
+def test_a_failed_evaluation_is_a_recorded_decision(prefect_harness, tmp_path):
+    from schemas.config import WarehouseConfig
+    from tasks.prm.model import build_tiny_base, set_cpu_threads
+
+    set_cpu_threads(1)
+    warehouse = WarehouseConfig(data_dir=tmp_path / "warehouse", catalog="sqlite")
+    not_a_folder = tmp_path / "report"
+    not_a_folder.write_text("a file where the report folder should be\n")
+    config = NightlyConfig(
+        problems=2, samples=2, rollouts=2, policy="simulated", base=str(build_tiny_base(tmp_path / "base")),
+        epochs=1, min_new_labels=1, test_fraction=0.5, report_dir=str(not_a_folder),
+    )
+    with pytest.raises(FileExistsError):
+        nightly_flow(config, warehouse)
+    (run_id, status), = query(warehouse, "SELECT run_id, status FROM runs WHERE flow = 'nightly'")
+    recorded = decisions(warehouse, run_id)
+    assert [(stage, decision) for stage, decision, _ in recorded] == [
+        ("seeds", "seed 1"), ("generate", "continue"), ("train", "model v1"), ("evaluate", "failed"),
+    ]
+    assert recorded[-1][2].startswith("FileExistsError: ") and str(not_a_folder) in recorded[-1][2]
+    assert status == "failed"
+    assert query(warehouse, "SELECT count(*) FROM models WHERE promoted") == [(0,)]
+
+
+# --- the real console script -------------------------------------------------------------------------
+
+PRMFORGE = str(Path(sys.executable).parent / "prmforge")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_policy_that_is_down_ends_the_console_script_in_one_line(prefect_server_env, tmp_path):
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data_dir = tmp_path / "warehouse"
+    result = subprocess.run(
+        [PRMFORGE, "nightly", "--problems", "1", "--policy", f"openai:http://127.0.0.1:{port}/v1/embedded",
+         "--data-dir", str(data_dir)],
+        env=prefect_server_env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0], result.stderr[-2000:]
+    from schemas.config import WarehouseConfig
+
+    warehouse = WarehouseConfig(data_dir=data_dir)
+    (run_id,), = query(warehouse, "SELECT run_id FROM runs WHERE flow = 'nightly'")
+    assert re.match(r"PolicyUnavailable: policy endpoint http://127\.0\.0\.1:\d+/v1", decisions(warehouse, run_id)[-1][2])
+
+
+def test_ctrl_c_ends_the_console_script_in_one_line(prefect_server_env, tmp_path):
+    night = subprocess.Popen(
+        [PRMFORGE, "nightly", "--problems", "40", "--samples", "4", "--rollouts", "8", "--policy", "simulated",
+         "--data-dir", str(tmp_path / "warehouse")],
+        env=prefect_server_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen, deadline = [], time.monotonic() + 120
+    while not any(line.startswith("[stage] labelling") for line in seen) and time.monotonic() < deadline:
+        line = night.stderr.readline()
+        if not line and night.poll() is not None:
+            break
+        seen.append(line)
+    night.send_signal(signal.SIGINT)
+    _, rest = night.communicate(timeout=120)
+    err = "".join(seen) + rest
+    assert night.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted: the decisions made so far are recorded"
+    ]
