@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from schemas.records import Node, PolicyUsage, Problem, SamplingParams, Solution
 from tasks.answers import answers_match, extract_answer
 from tasks.ids import node_id
-from tasks.policies.base import Policy
+from tasks.policies.base import Policy, prompts_per_call
 from tasks.splitting import split_steps
 from tasks.text_format import prompt_for
 
@@ -21,10 +21,14 @@ def sample_solutions(
     samples: int,
     params: SamplingParams,
     boundary: str,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[list[Solution], PolicyUsage]:
-    """`samples` solutions per problem, split into steps, with the final answer checked."""
+    """`samples` solutions per problem, split into steps, with the final answer checked.
+
+    Problems go to the policy `batch_size` per call (by default as many as the policy asks for).
+    """
+    batch_size = batch_size or prompts_per_call(policy)
     solutions: list[Solution] = []
     usage = PolicyUsage()
     for start in range(0, len(problems), batch_size):

@@ -16,7 +16,7 @@ from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams,
 from tasks.answers import answers_match, extract_answer
 from tasks.ids import content_id
 from tasks.labelers.base import LabelRequest, LabelResult, Progress
-from tasks.policies.base import Policy
+from tasks.policies.base import Policy, prompts_per_call
 from tasks.text_format import prefix_for
 from tasks.tree import path_steps
 
@@ -80,11 +80,16 @@ def label_mc(
     targets: Sequence[LabelTarget],
     rollouts_per_step: int,
     params: SamplingParams,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: Progress | None = None,
     labeler: str = LABELER,
 ) -> LabelResult:
-    """Monte Carlo labels for every target; rollouts are kept for the rollouts table."""
+    """Monte Carlo labels for every target; rollouts are kept for the rollouts table.
+
+    Targets go to the policy `batch_size` prefixes per call (by default as many as the policy asks
+    for), in the order given: a tree's prefixes stay together, so an engine's prefix cache hits.
+    """
+    batch_size = batch_size or prompts_per_call(policy)
     result = LabelResult()
     to_sample: list[LabelTarget] = []
     for target in targets:

@@ -14,9 +14,17 @@ class PolicyUnavailable(UserError, RuntimeError):
     not start. The message is one line that names it."""
 
 
+DEFAULT_PROMPTS_PER_CALL = 8
+
+
 @runtime_checkable
 class Policy(Protocol):
-    """Something that can sample text. Rollout code receives one; it never builds a client."""
+    """Something that can sample text. Rollout code receives one; it never builds a client.
+
+    A backend may also say how many prompts a caller should put in one `generate` call
+    (`prompts_per_call`, read through the function of that name): an engine that batches and
+    caches prefixes itself wants many at once, a model run in this process only what fits its batch.
+    """
 
     @property
     def name(self) -> str:
@@ -33,3 +41,8 @@ class Policy(Protocol):
         The same prompts, n and params (seed included) give the same continuations.
         """
         ...
+
+
+def prompts_per_call(policy: Policy) -> int:
+    """How many prompts `policy` wants per `generate` call (DEFAULT_PROMPTS_PER_CALL if it does not say)."""
+    return int(getattr(policy, "prompts_per_call", DEFAULT_PROMPTS_PER_CALL))

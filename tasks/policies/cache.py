@@ -18,7 +18,7 @@ from pathlib import Path
 
 from schemas.records import Generation, SamplingParams
 from tasks.ids import content_id
-from tasks.policies.base import Policy
+from tasks.policies.base import Policy, prompts_per_call
 
 _FORMAT = "policy-request-v1"  # change it when the stored value's shape changes
 
@@ -64,6 +64,10 @@ class CachedPolicy:
     @property
     def name(self) -> str:
         return self.inner.name
+
+    @property
+    def prompts_per_call(self) -> int:
+        return prompts_per_call(self.inner)
 
     def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
         """Stored generations for known requests; one inner call, in prompt order, for the rest

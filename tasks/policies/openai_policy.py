@@ -121,6 +121,11 @@ class OpenAIPolicy:
         return cls(*parse_target(target))
 
     @property
+    def prompts_per_call(self) -> int:
+        """Enough prompts per call to keep every connection busy (the server batches them)."""
+        return 4 * self.max_concurrency
+
+    @property
     def name(self) -> str:
         separator = "#" if "/" in self.model else "/"
         return f"openai:{self.base_url}{separator}{self.model}"

@@ -458,6 +458,8 @@ class SimulatedPolicy:
     def from_spec(cls, spec: str) -> SimulatedPolicy:
         return cls(parse_spec(spec))
 
+    prompts_per_call = 64  # a program: calls cost nothing, only the cache granularity matters
+
     @property
     def name(self) -> str:
         return spec_of(self.config)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from schemas.errors import UserError
 from schemas.records import Generation, SamplingParams
-from tasks.policies.base import Policy
+from tasks.policies.base import Policy, prompts_per_call
 
 
 class PolicyTimeout(UserError, RuntimeError):
@@ -30,6 +30,10 @@ class TimeoutPolicy:
     @property
     def name(self) -> str:
         return self.inner.name
+
+    @property
+    def prompts_per_call(self) -> int:
+        return prompts_per_call(self.inner)
 
     def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
         outcome: dict[str, object] = {}

@@ -89,6 +89,10 @@ class VLLMPolicy:
         self._engine_options = engine_options
         self._llm: LLM | None = None
 
+    # The engine schedules and caches prefixes across everything it is given: a tree's requests
+    # (and many trees') in one call is what makes its prefix cache hit.
+    prompts_per_call = 256
+
     @property
     def name(self) -> str:
         return f"vllm:{self._model}"

@@ -58,3 +58,39 @@ def test_outcome_label_of_a_wrong_final_step_is_zero():
     node = Node("n", "p", None, 1, "The answer is 5.", True, "5", False)
     label = outcome_label(node)
     assert (label.q, label.hard, label.n, label.n_correct) == (0.0, False, 0, 0)
+
+
+class EngineLikePolicy(ScriptedPolicy):
+    """Asks for three prompts per call, as an engine that batches by itself would ask for more."""
+
+    prompts_per_call = 3
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.calls: list[int] = []
+
+    def generate(self, prompts, n, params):
+        self.calls.append(len(prompts))
+        return super().generate(prompts, n, params)
+
+
+def test_label_mc_sends_as_many_prefixes_per_call_as_the_policy_asks_for(tmp_path):
+    from tasks.policies.cache import CachedPolicy
+    from tasks.policies.timeout import TimeoutPolicy
+
+    problem = Problem("p1", "Q?", "6", "synthetic")
+    chain = [Node(f"n{i}", "p1", f"n{i - 1}" if i else None, i + 1, f"Step {i + 1}: {i} + 0 = {i}", False)
+             for i in range(7)]
+    nodes = {node.node_id: node for node in chain}
+    targets = label_targets(chain, nodes, {"p1": problem})
+    policy = EngineLikePolicy({target.prefix: ["The answer is 6."] * 2 for target in targets})
+    wrapped = CachedPolicy(TimeoutPolicy(policy, 60), tmp_path / "cache.sqlite")
+    assert wrapped.prompts_per_call == 3
+
+    result = label_mc(wrapped, targets, 2, SamplingParams())
+    assert policy.calls == [3, 3, 1]
+    assert policy.prompts_seen == [target.prefix for target in targets]  # tree order kept
+    assert len(result.labels) == 7
+    explicit = EngineLikePolicy(policy.script)
+    label_mc(explicit, targets, 2, SamplingParams(), batch_size=5)
+    assert explicit.calls == [5, 2]  # an explicit batch size wins over the policy's wish
