@@ -60,9 +60,10 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Seed for problems and sampling.")] = None,
     seeds: Annotated[Optional[Path], typer.Option("--seeds", help="Seed file (JSONL or Parquet).")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Policy: embedded, transformers:PATH, simulated[:...], vllm:PATH, openai:URL/MODEL.")] = None,
-    labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc, search or progress.")] = None,
+    labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc, search, progress or judge.")] = None,
     verifiers: Annotated[Optional[str], typer.Option(help="Comma-separated step verifiers: arith,z3,lean,code.")] = None,
     consensus: Annotated[Optional[str], typer.Option(help="Consensus rule: default, majority or mc_and_verifiers.")] = None,
+    consensus_sources: Annotated[Optional[str], typer.Option("--consensus-sources", help="Comma-separated labellers that vote in consensus (default: every labeller with labels for the steps).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="'i/n': only shard i of n of the problems (multi-worker runs).")] = None,
     dataset: Annotated[Optional[bool], typer.Option("--dataset/--no-dataset", help="Publish a dataset version with the run.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of these options.")] = None,
@@ -78,7 +79,7 @@ def generate(
         "problems": problems, "samples": samples, "rollouts": rollouts, "seed": seed,
         "seeds_file": seeds, "policy": policy, "labeler": labeler, "consensus": consensus,
         "shard": shard, "publish_dataset": dataset,
-        "verifiers": None if verifiers is None else tuple(v.strip() for v in verifiers.split(",") if v.strip()),
+        "verifiers": _names(verifiers), "consensus_sources": _names(consensus_sources),
     }
     options.update({key: value for key, value in overrides.items() if value is not None})
     try:
@@ -90,6 +91,11 @@ def generate(
     configure_prefect()
     summary = _run_generate(settings, warehouse)
     _print_summary(summary, warehouse)
+
+
+def _names(listed: str | None) -> tuple[str, ...] | None:
+    """A comma-separated option as a tuple of names; None when the option was not given."""
+    return None if listed is None else tuple(name.strip() for name in listed.split(",") if name.strip())
 
 
 def _run_generate(settings, warehouse):
