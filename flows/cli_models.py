@@ -176,7 +176,7 @@ def score(
         try:
             with _quiet_stdout(as_json):
                 scores = PRMScorer(reference.path).score(problem, step)
-        except (ValueError, FileNotFoundError) as error:
+        except (ValueError, OSError) as error:  # not a trained PRM, or one with files missing
             _fail(_first_line(error))
     if as_json:
         typer.echo(json.dumps(asdict(scores) | {"model": reference.path}, indent=1))
