@@ -30,6 +30,7 @@ def main() -> None:
     from flows.generate import generate_flow, sampling_params
     from schemas.config import GenerateConfig, WarehouseConfig
     from tasks.labelers.mc import label_targets
+    from tasks.policies.base import prompts_per_call
     from tasks.policies.registry import load_policy
     from tasks.synthetic import generate_problems
     from tasks.text_format import prompt_for
@@ -47,9 +48,9 @@ def main() -> None:
     nodes = {node.node_id: node for node in tree}
     targets = [t for t in label_targets(tree, nodes, {p.problem_id: p for p in problems})
                if not (t.node.is_terminal and t.node.final_answer is not None)]
-    prefixes = [t.prefix for t in targets]
-    for start in range(0, len(prefixes), 8):
-        policy.generate(prefixes[start:start + 8], config.rollouts, sampling_params(config, "rollouts"))
+    prefixes, per_call = [t.prefix for t in targets], prompts_per_call(policy)
+    for start in range(0, len(prefixes), per_call):  # the calls label_mc makes, without the answer checks
+        policy.generate(prefixes[start:start + per_call], config.rollouts, sampling_params(config, "rollouts"))
     bare_seconds = time.perf_counter() - began
 
     with prefect_test_harness(server_startup_timeout=120):

