@@ -1,4 +1,5 @@
-"""Resource faults: a full disk and a hanging policy end the run with one clear line."""
+"""Resource faults: a full or read-only disk, an unreachable catalog and a hanging policy end the run
+with one clear line; a hanging verifier is cut off and the run goes on."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import flows.generate as generate_module
 from flows.generate import generate_flow
 from schemas.config import GenerateConfig
 from tasks.policies.timeout import PolicyTimeout
+from tasks.verifiers.arith import ArithVerifier
+from tasks.verifiers.base import run_guarded
+from warehouse.connection import connect
 
 PRMFORGE = str(Path(sys.executable).parent / "prmforge")
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +39,38 @@ def test_a_hanging_policy_is_bounded_by_its_timeout(prefect_harness, warehouse_c
         generate_flow(config, warehouse_config)
     assert time.monotonic() - began < 60
     assert "\n" not in str(caught.value)
+
+
+class HangingVerifier:
+    """Built on run_guarded like the real verifiers, but sleeps far past its timeout."""
+
+    name = "hanging"
+
+    def verify(self, step_text, context):
+        return run_guarded(self.name, 200, lambda deadline: time.sleep(120))
+
+
+def test_a_hanging_verifier_is_cut_off_and_the_run_goes_on(prefect_harness, warehouse_config, monkeypatch):
+    monkeypatch.setattr(generate_module, "load_verifiers", lambda names: [HangingVerifier(), ArithVerifier()])
+    config = GenerateConfig(problems=3, samples=2, rollouts=1, policy="simulated", verifiers=("arith",))
+    began = time.monotonic()
+    summary = generate_flow(config, warehouse_config)
+    assert time.monotonic() - began < 60
+    assert summary.status == "completed" and summary.new_verdicts == 2 * summary.new_nodes > 0
+    connection = connect(warehouse_config, read_only=True)
+    try:
+        reasons = connection.execute(
+            "SELECT verdict, reason, count(*) FROM verdicts WHERE verifier = 'hanging' GROUP BY ALL ORDER BY 3"
+        ).fetchall()
+        arith = connection.execute("SELECT count(*) FROM verdicts WHERE verifier = 'arith' AND verdict = 'valid'")
+        assert arith.fetchone()[0] > 0
+    finally:
+        connection.close()
+    # One step pays the timeout; the rest are answered at once while that check still runs.
+    assert reasons == [
+        ("unknown", "timeout after 200 ms: the check did not stop and was cut off", 1),
+        ("unknown", "not checked: an earlier check of this verifier hung and is still running", summary.new_nodes - 1),
+    ]
 
 
 @pytest.fixture()

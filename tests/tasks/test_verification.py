@@ -1,3 +1,5 @@
+import os
+import threading
 import time
 
 import pytest
@@ -7,7 +9,7 @@ from schemas.tables import VERDICTS
 from tasks.ids import content_id
 from tasks.verification import parse_verifier_names, solution_paths, verdicts_frame, verify_solution, verify_tree
 from tasks.verifiers.arith import ArithVerifier
-from tasks.verifiers.base import StepContext
+from tasks.verifiers.base import ABANDON_AFTER_MS, StepContext, run_guarded
 
 QUESTION = "Mia has 14 apples. She gets 7 more. Then she has 3 times as many. How many apples does Mia have now?"
 
@@ -94,3 +96,34 @@ def test_docstring_examples():
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+class BlockedVerifier:
+    """Built on run_guarded like the real verifiers, but blocks in a C call (a read from a pipe that
+    nobody writes) that never looks at its deadline."""
+
+    def __init__(self, name: str, timeout_ms: float):
+        self.name, self.timeout_ms = name, timeout_ms
+        self.read_end, self.write_end = os.pipe()
+
+    def verify(self, step_text: str, context: StepContext) -> Verdict:
+        return run_guarded(self.name, self.timeout_ms, lambda deadline: Verdict(self.name, os.read(self.read_end, 1).decode()))
+
+
+def test_a_hanging_verifier_is_cut_off_at_its_timeout_and_the_others_still_judge():
+    blocked = BlockedVerifier("blocked-in-read", timeout_ms=200)
+    unblock = threading.Timer(10, os.write, (blocked.write_end, b"x" * 8))  # so that a guard that waits fails, not hangs
+    unblock.start()
+    began = time.monotonic()
+    verdicts = verify_solution(QUESTION, ["Step 1: 14 + 7 = 21", "Step 2: 21 * 3 = 62", "Step 3: 62 + 1 = 63"],
+                               [blocked, ArithVerifier()], budget_ms=60_000)
+    took = time.monotonic() - began
+    assert [[verdict.verdict for verdict in step] for step in verdicts] == [
+        ["unknown", "valid"], ["unknown", "invalid"], ["unknown", "valid"],
+    ]
+    assert verdicts[0][0].reason == "timeout after 200 ms: the check did not stop and was cut off"
+    assert {step[0].reason for step in verdicts[1:]} == {
+        "not checked: an earlier check of this verifier hung and is still running"}
+    assert took < 0.2 + ABANDON_AFTER_MS / 1000 + 1.5  # one timeout for the whole solution, not one per step
+    unblock.cancel()
+    os.write(blocked.write_end, b"x")  # lets the abandoned check finish

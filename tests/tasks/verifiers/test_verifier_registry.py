@@ -1,11 +1,13 @@
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from schemas.records import Verdict
 from tasks.verifiers import VERIFIER_NAMES, get_verifier
-from tasks.verifiers.base import Deadline, StepContext, Verifier, VerifierTimeout, run_guarded
+from tasks.verifiers.base import ABANDON_AFTER_MS, Deadline, StepContext, Verifier, VerifierTimeout, run_guarded
 
 
 def test_every_name_gives_a_verifier_of_that_name():
@@ -50,3 +52,37 @@ def test_run_guarded_turns_timeouts_and_errors_into_unknown():
     verdict = run_guarded("t", 5, lambda deadline: Verdict("ignored", "valid", evidence="e", ms=99.0))
     assert (verdict.verifier, verdict.verdict, verdict.evidence) == ("t", "valid", "e")
     assert verdict.ms < 99.0
+
+
+def test_a_judge_blocked_past_its_deadline_is_cut_off_and_its_verifier_answers_at_once_meanwhile():
+    began = time.monotonic()
+    verdict = run_guarded("sleeper", 100, lambda deadline: time.sleep(30))  # never looks at the deadline
+    took = time.monotonic() - began
+    assert (verdict.verdict, verdict.reason) == ("unknown", "timeout after 100 ms: the check did not stop and was cut off")
+    assert 0.1 + ABANDON_AFTER_MS / 1000 <= took < 0.1 + ABANDON_AFTER_MS / 1000 + 1.0
+    assert verdict.ms >= 100 + ABANDON_AFTER_MS
+    began = time.monotonic()
+    again = run_guarded("sleeper", 100, lambda deadline: Verdict("sleeper", "valid"))
+    assert time.monotonic() - began < 0.05
+    assert (again.verdict, again.reason) == (
+        "unknown", "not checked: an earlier check of this verifier hung and is still running")
+    assert run_guarded("other", 100, lambda deadline: Verdict("other", "valid")).verdict == "valid"
+
+
+def test_a_verifier_whose_cut_off_check_ends_works_again():
+    release, gives_up = threading.Event(), time.monotonic() + 8  # gives up so that a guard that waits fails
+
+    def spin(deadline: Deadline) -> Verdict:  # a busy loop that ignores its deadline
+        while not release.is_set() and time.monotonic() < gives_up:
+            pass
+        return Verdict("spinner", "valid")
+
+    began = time.monotonic()
+    assert run_guarded("spinner", 100, spin).reason == "timeout after 100 ms: the check did not stop and was cut off"
+    assert time.monotonic() - began < 0.1 + ABANDON_AFTER_MS / 1000 + 1.0
+    release.set()
+    deadline = time.monotonic() + 10
+    while (verdict := run_guarded("spinner", 100, lambda deadline: Verdict("spinner", "valid"))).verdict != "valid":
+        assert verdict.reason == "not checked: an earlier check of this verifier hung and is still running"
+        assert time.monotonic() < deadline, "the released check never ended"
+        time.sleep(0.05)
