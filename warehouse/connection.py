@@ -160,6 +160,9 @@ def _open(config: WarehouseConfig, read_only: bool, shared: bool) -> duckdb.Duck
         unreachable = re.search(r'Unable to connect to Postgres at ".*?": (.*)', first_line)
         if shared and unreachable:
             raise catalog_unreachable(config.catalog.removeprefix("postgres:"), unreachable.group(1)) from None
+        if read_only and "creating a new DuckLake is explicitly disabled" in first_line:
+            raise WarehouseError(f"no warehouse in the catalog ({without_password(config.catalog)}) yet: "
+                                 "run `prmforge generate` first, or check PRMFORGE_CATALOG") from None
         if "does not match existing data path" in first_line:
             first_line += " (set PRMFORGE_DATA_PATH to the catalog's data path)"
         raise WarehouseError(f"cannot open the warehouse catalog ({without_password(config.catalog)}): {first_line}") from None

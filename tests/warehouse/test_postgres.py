@@ -304,3 +304,10 @@ def test_two_dataset_builds_at_once_take_turns_for_the_version_number(prefect_se
         assert connection.execute("SELECT version FROM datasets ORDER BY version").fetchall() == [(1,), (2,)]
     finally:
         connection.close()
+
+
+def test_reading_an_empty_catalog_says_there_is_no_warehouse_yet(fresh_postgres_dsn, tmp_path):
+    empty = WarehouseConfig(data_dir=tmp_path / "local", catalog=f"postgres:{fresh_postgres_dsn}",
+                            data_path=f"{tmp_path / 'shared'}/")
+    with pytest.raises(WarehouseError, match=r"^no warehouse in the catalog \(postgres:.*\) yet: run `prmforge generate`"):
+        connect(empty, read_only=True)
