@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from flows.environment import configure_prefect
+from schemas.errors import first_line
 
 app = typer.Typer(
     help="prmforge: step-labelled data for process reward models.",
@@ -110,7 +111,7 @@ def _run_generate(settings, warehouse):
         return generate_flow(settings, warehouse)
     except (OSError, duckdb.Error, sqlite3.Error) as error:
         # A full or vanished disk surfaces from DuckDB, SQLite or the OS; the transaction rolled back.
-        fail(f"storage error under {warehouse.data_dir}: {_first_line(error)}")
+        fail(f"storage error under {warehouse.data_dir}: {first_line(error)}")
     except KeyboardInterrupt:
         fail("interrupted: nothing of this run was published; rerun to resume", code=130)
 
@@ -288,17 +289,12 @@ def main() -> None:
         _exit_with("interrupted", 130)
     except (OSError, duckdb.Error, sqlite3.Error) as error:
         # A full or vanished disk surfaces from DuckDB, SQLite or the OS; open transactions rolled back.
-        _exit_with(f"storage error: {_first_line(error)}", 1)
+        _exit_with(f"storage error: {first_line(error)}", 1)
     except Exception as error:
         if os.environ.get("PRMFORGE_DEBUG"):
             raise
-        _exit_with(f"internal error ({type(error).__name__}: {_first_line(error)}); "
+        _exit_with(f"internal error ({type(error).__name__}: {first_line(error)}); "
                    "rerun with PRMFORGE_DEBUG=1 for the traceback and report it", 1)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _exit_with(message: str, code: int) -> None:

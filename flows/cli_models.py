@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from flows.environment import configure_prefect
-from schemas.errors import UserError
+from schemas.errors import UserError, first_line
 
 DataDir = Annotated[
     Optional[Path], typer.Option("--data-dir", help="Warehouse directory (default ./data or PRMFORGE_DATA_DIR).")
@@ -27,11 +27,6 @@ def _fail(message: str, code: int = 1) -> None:
     from flows.cli import fail
 
     fail(message, code)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextlib.contextmanager
@@ -52,14 +47,14 @@ def _one_line_errors(interrupted: str = "interrupted") -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        _fail(_first_line(error))
+        _fail(first_line(error))
     except KeyboardInterrupt:
         _fail(interrupted, 130)
     except (OSError, duckdb.Error, sqlite3.Error) as error:
         # A full, read-only or vanished disk; the open transaction rolled back.
-        _fail(f"storage error: {_first_line(error)}")
+        _fail(f"storage error: {first_line(error)}")
     except httpx.HTTPError as error:
-        _fail(f"the Prefect API failed: {_first_line(error)} (is its server up? PREFECT_API_URL names it)")
+        _fail(f"the Prefect API failed: {first_line(error)} (is its server up? PREFECT_API_URL names it)")
 
 
 def _warehouse(data_dir: Path | None):
@@ -177,7 +172,7 @@ def score(
             with _quiet_stdout(as_json):
                 scores = PRMScorer(reference.path).score(problem, step)
         except (ValueError, OSError) as error:  # not a trained PRM, or one with files missing
-            _fail(_first_line(error))
+            _fail(first_line(error))
     if as_json:
         typer.echo(json.dumps(asdict(scores) | {"model": reference.path}, indent=1))
         return
@@ -348,7 +343,7 @@ def schedule(
         try:
             deployment = nightly_deployment(cron, settings, warehouse, name)
         except ValueError as error:
-            _fail(f"invalid schedule: {_first_line(error)}")
+            _fail(f"invalid schedule: {first_line(error)}")
         deployment_id = deployment.apply()
     serve_command = "prmforge serve" + ("" if name == "nightly" else f" --name {name}")
     typer.echo(f"deployment prmforge-nightly/{name} ({deployment_id}) runs on '{cron}'; start it with `{serve_command}`")

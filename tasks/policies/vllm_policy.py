@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from schemas.errors import first_line
 from schemas.records import Generation, SamplingParams
 from tasks.policies.base import PolicyUnavailable
 from tasks.policies.registry import PolicySpecError
@@ -191,8 +192,7 @@ class VLLMPolicy:
         try:
             return LLM(model=self._model, **options)
         except Exception as error:  # vLLM reports a failed start from its worker processes
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise PolicyUnavailable(f"the vLLM engine for {self._model} did not start: {first}") from error
+            raise PolicyUnavailable(f"the vLLM engine for {self._model} did not start: {first_line(error)}") from error
 
 
 def check_cpu_support(model: str, block_size: int) -> None:
