@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 PRMFORGE = str(Path(sys.executable).parent / "prmforge")
 
 # The stages, and the announcements (flows/progress.py) that belong to each.
-STAGES = ("ingest", "sampling", "labelling", "gates", "publish")
+STAGES = ("ingest", "sampling", "labelling", "gates", "publish", "dataset build")
 _ANNOUNCEMENTS = {
     "ingest": "ingest", "sampling solutions": "sampling", "labelling steps": "labelling",
     "verifying steps": "labelling", "consensus": "labelling", "quality gates": "gates",
-    "publish": "publish", "dataset build": "publish",
+    "publish": "publish", "dataset build": "dataset build",
 }
 
 
