@@ -1,7 +1,9 @@
 """The generate flow: seed problems -> rollout tree -> Monte Carlo labels -> gated commit -> dataset.
 
-Everything a run writes lands in one DuckLake snapshot whose message names the run, after every
-quality gate has passed. A failed gate publishes nothing but its own results.
+Everything a run writes commits after every quality gate has passed, in DuckLake snapshots whose
+messages name the run: one snapshot on a local catalog; on a PostgreSQL catalog, where other
+machines commit meanwhile, the rows first and then the dataset read from exactly their snapshot.
+A failed gate publishes nothing but its own results.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import contextlib
 import hashlib
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -229,6 +233,88 @@ def _record_failure(connection, run_id: str, config: GenerateConfig, results: li
     commit(connection, f"run {run_id}: generate failed its quality gates")
 
 
+def _insert_rows(connection, new: dict[str, pl.DataFrame], summary: GenerateSummary) -> int:
+    """Insert the run's rows that the warehouse lacks; returns how many problems were new."""
+    summary.new_nodes = insert_new(connection, NODES, new["nodes"])
+    summary.new_labels = insert_new(connection, STEP_LABELS, new["step_labels"])
+    summary.new_rollouts = insert_new(connection, ROLLOUTS, new["rollouts"])
+    summary.new_verdicts = insert_new(connection, VERDICTS, new["verdicts"])
+    insert_new(connection, CONSENSUS, new["consensus"])
+    insert_new(connection, POLICY_USAGE, new["policy_usage"])
+    new_problems = insert_new(connection, PROBLEMS, new["problems"])
+    insert_new(connection, QUARANTINE, new["quarantine"])
+    return new_problems
+
+
+def _stored_by_earlier_attempt(connection, run_id: str) -> bool:
+    """Whether this run's rows are already stored: on a PostgreSQL catalog they commit before its
+    dataset, so a run killed in between finds them on its rerun and still builds its dataset."""
+    return any(
+        connection.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
+        for table in ("problems", "nodes", "step_labels")
+    )
+
+
+def _snapshot_of(connection, message: str) -> int:
+    """The committed snapshot with this commit message; the latest, should a resumed run repeat it.
+    Only the run's holder of the run lock commits messages that name the run."""
+    found = connection.execute(
+        f"SELECT max(snapshot_id) FROM {LAKE}.snapshots() WHERE commit_message = ?", [message]
+    ).fetchone()[0]
+    if found is None:
+        raise RuntimeError(f"no snapshot with the commit message {message!r}")
+    return int(found)
+
+
+def _after_rows_committed(snapshot_id: int) -> None:
+    """Runs between the two commits of a dataset run on a PostgreSQL catalog, where another machine
+    may commit; tests put another worker's commit here."""
+
+
+class _Transaction:
+    """An open transaction and the dataset export staged in it: the export moves into place just
+    before the commit, and is removed if the transaction rolls back."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.staged: tuple[Path, Path] | None = None  # (staging folder, final folder)
+
+    def commit(self, message: str) -> None:
+        if self.staged is not None:
+            staged, final = self.staged
+            if final.exists():
+                shutil.rmtree(final)  # left by a run that died before its commit
+            staged.rename(final)
+        commit(self.connection, message)
+
+    def discard(self) -> None:
+        if self.staged is not None and self.staged[0].exists():
+            shutil.rmtree(self.staged[0])
+
+
+@contextlib.contextmanager
+def _transaction(connection) -> Iterator[_Transaction]:
+    """BEGIN; the block ends with `.commit(message)`; an error rolls back and drops the staged export."""
+    transaction = _Transaction(connection)
+    connection.execute("BEGIN")
+    try:
+        yield transaction
+    except BaseException:
+        with contextlib.suppress(duckdb.TransactionException):  # a COMMIT that failed has ended it already
+            connection.execute("ROLLBACK")
+        transaction.discard()
+        raise
+
+
+def _record_completion(connection, run_id: str, run_row: dict, gate_results: list[GateResult],
+                       summary: GenerateSummary) -> None:
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    insert_new(connection, DQ_RESULTS, DQ_RESULTS.frame(frames.gate_rows(gate_results, run_id, now)))
+    _forget_failed_attempt(connection, run_id)
+    insert_new(connection, RUNS, RUNS.frame([{**run_row, "finished_at": now, "status": "completed",
+                                               "n_nodes": summary.new_nodes, "n_labels": summary.new_labels}]))
+
+
 @task(name="publish", cache_policy=NO_CACHE)
 def publish(
     connection,
@@ -240,59 +326,70 @@ def publish(
     run_row: dict,
     summary: GenerateSummary,
 ) -> None:
-    """Insert the run's rows, build and gate the dataset, and commit it all as one snapshot."""
+    """Insert the run's rows, build and gate the dataset, and commit. The dataset is pinned to the
+    snapshot it was read from, so `AT (VERSION => snapshot_id)` reproduces it exactly.
+
+    A local catalog's writer lock keeps every other writer out, so there it all commits as one
+    snapshot (the one after the current) and the dataset reads the transaction's own view. On a
+    PostgreSQL catalog another machine may commit at any moment, so a commit cannot know its
+    snapshot in advance: the rows commit first, the dataset is read from exactly their snapshot
+    and commits in a second one with the run's row (the run is completed only then). The dataset
+    is built and gated in the rows' transaction too, so that a dataset gate the run's rows fail
+    publishes nothing; only rows other machines commit in between can fail it after that.
+    """
     announce("publish")
-    connection.execute("BEGIN")
-    staged_dataset = None
-    try:
-        snapshot_id = current_snapshot(connection) + 1  # the snapshot this commit will create
-        summary.new_nodes = insert_new(connection, NODES, new["nodes"])
-        summary.new_labels = insert_new(connection, STEP_LABELS, new["step_labels"])
-        summary.new_rollouts = insert_new(connection, ROLLOUTS, new["rollouts"])
-        summary.new_verdicts = insert_new(connection, VERDICTS, new["verdicts"])
-        insert_new(connection, CONSENSUS, new["consensus"])
-        insert_new(connection, POLICY_USAGE, new["policy_usage"])
-        new_problems = insert_new(connection, PROBLEMS, new["problems"])
-        insert_new(connection, QUARANTINE, new["quarantine"])
-        if config.publish_dataset and (summary.new_nodes or summary.new_labels or new_problems):
-            dataset_results = _build_dataset(connection, warehouse, config.dataset_config(), run_id, snapshot_id, summary)
-            staged_dataset = dataset_results.staged
-            gate_results = gate_results + dataset_results.gates
-            enforce(dataset_results.gates)
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        insert_new(connection, DQ_RESULTS, DQ_RESULTS.frame(frames.gate_rows(gate_results, run_id, now)))
-        _forget_failed_attempt(connection, run_id)
-        insert_new(connection, RUNS, RUNS.frame([{**run_row, "finished_at": now, "status": "completed",
-                                                   "n_nodes": summary.new_nodes, "n_labels": summary.new_labels}]))
-        if staged_dataset is not None:
-            staged, final = staged_dataset
-            if final.exists():
-                shutil.rmtree(final)  # left by a run that died before its commit
-            staged.rename(final)
-        commit(connection, f"run {run_id}: generate")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        if staged_dataset is not None and staged_dataset[0].exists():
-            shutil.rmtree(staged_dataset[0])
-        raise
-    summary.snapshot_id = current_snapshot(connection)
-    if summary.dataset_version is not None and summary.snapshot_id != snapshot_id:
-        raise RuntimeError(f"dataset pinned to snapshot {snapshot_id}, but the run committed {summary.snapshot_id}")
+    concurrent = warehouse.catalog.startswith("postgres:")
+    rows_message = f"run {run_id}: generate"
+    with _transaction(connection) as transaction:
+        snapshot_id = current_snapshot(connection) + 1  # the snapshot this commit creates on a local catalog
+        new_problems = _insert_rows(connection, new, summary)
+        building = config.publish_dataset and bool(
+            summary.new_nodes or summary.new_labels or new_problems or _stored_by_earlier_attempt(connection, run_id)
+        )
+        built = _BuiltDataset(None, [])
+        if building:
+            built = _build_dataset(connection, warehouse, config.dataset_config(), run_id, snapshot_id, summary,
+                                   export=not concurrent)
+            transaction.staged = built.staged
+            enforce(built.gates)
+        two_commits = concurrent and built.rows > 0
+        if not two_commits:
+            _record_completion(connection, run_id, run_row, gate_results + built.gates, summary)
+        transaction.commit(rows_message)
+    summary.snapshot_id = _snapshot_of(connection, rows_message)
+    if not two_commits:
+        if summary.dataset_version is not None and summary.snapshot_id != snapshot_id:
+            raise RuntimeError(f"dataset pinned to snapshot {snapshot_id}, but the run committed {summary.snapshot_id}")
+        return
+    snapshot_id = summary.snapshot_id
+    _after_rows_committed(snapshot_id)
+    with _transaction(connection) as transaction:
+        built = _build_dataset(connection, warehouse, config.dataset_config(), run_id, snapshot_id, summary,
+                               read_at=snapshot_id)
+        transaction.staged = built.staged
+        enforce(built.gates)
+        _record_completion(connection, run_id, run_row, gate_results + built.gates, summary)
+        version = f" v{summary.dataset_version}" if summary.dataset_version is not None else ""
+        transaction.commit(f"run {run_id}: generate dataset{version} from snapshot {snapshot_id}")
 
 
 @dataclass
 class _BuiltDataset:
     staged: tuple[Path, Path] | None  # (staging folder, final folder) of the Parquet export
     gates: list[GateResult]
+    rows: int = 0  # solutions it exports (a trial build stages nothing, but counts them)
 
 
 def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig, run_id: str,
-                   snapshot_id: int, summary: GenerateSummary) -> _BuiltDataset:
-    """Read the transaction's view of the warehouse, export it, gate it, and stage its row."""
-    announce("dataset build")
-    problems = read_table(connection, PROBLEMS)
-    nodes = read_table(connection, NODES)
-    labels = read_table(connection, STEP_LABELS)
+                   snapshot_id: int, summary: GenerateSummary, read_at: int | None = None,
+                   export: bool = True) -> _BuiltDataset:
+    """Read the warehouse (at snapshot `read_at`, or as the open transaction sees it), gate the
+    dataset, and unless `export` is False (a trial build, only for its gates) stage its Parquet
+    export and its row, pinned to `snapshot_id`."""
+    announce("dataset build" if export else "dataset build (a trial, for its gates)")
+    problems = read_table(connection, PROBLEMS, at_snapshot=read_at)
+    nodes = read_table(connection, NODES, at_snapshot=read_at)
+    labels = read_table(connection, STEP_LABELS, at_snapshot=read_at)
     dataset, skipped = stepwise_rows(problems, nodes, labels, config.labeler, config.test_fraction)
     # Gate the rows as built before anything is derived from them, then the final export again.
     base_results = run_suite("dataset", with_check_columns(dataset), expectations.dataset_suite())
@@ -310,6 +407,8 @@ def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig
     results = run_suite("dataset_export", with_check_columns(dataset), expectations.dataset_suite())
     if dataset.is_empty() or not all(result.success for result in results):
         return _BuiltDataset(None, results)
+    if not export:
+        return _BuiltDataset(None, results, dataset.height)
     version = int(connection.execute("SELECT count(*) FROM datasets").fetchone()[0]) + 1
     final = warehouse.datasets_dir / f"v{version}"
     staged = warehouse.datasets_dir / f".v{version}.staging"
@@ -335,7 +434,7 @@ def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig
     insert_new(connection, DATASETS, DATASETS.frame([row]))
     summary.dataset_version, summary.dataset_path, summary.dataset_rows = version, str(final), dataset.height
     summary.skipped_solutions = len(skipped)
-    return _BuiltDataset((staged, final), results)
+    return _BuiltDataset((staged, final), results, dataset.height)
 
 
 def exclusive_writer(warehouse: WarehouseConfig, run_id: str):
@@ -366,29 +465,20 @@ def dataset_version_lock(warehouse: WarehouseConfig, building: bool = True):
 
 @flow(name="prmforge-dataset-build", log_prints=False)
 def build_dataset_flow(config: DatasetConfig, warehouse: WarehouseConfig) -> GenerateSummary:
-    """A dataset version from the warehouse as it is now (e.g. after shard workers finished)."""
+    """A dataset version from the warehouse's last committed snapshot (e.g. after shard workers
+    finished), read at that snapshot: what other machines commit meanwhile stays out of it."""
     run_id = content_id("run", "dataset", config.model_dump_json(), datetime.now(timezone.utc).isoformat())
     summary = GenerateSummary(run_id, "completed")
     with exclusive_writer(warehouse, run_id), dataset_version_lock(warehouse):
         connection = connect(warehouse)
         try:
-            snapshot_id = current_snapshot(connection)  # what the build reads from
-            connection.execute("BEGIN")
-            built = None
-            try:
-                built = _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary)
+            snapshot_id = current_snapshot(connection)  # outside a transaction: the last committed one
+            with _transaction(connection) as transaction:
+                built = _build_dataset(connection, warehouse, config, run_id, snapshot_id, summary,
+                                       read_at=snapshot_id)
+                transaction.staged = built.staged
                 enforce(built.gates)
-                if built.staged is not None:
-                    staged, final = built.staged
-                    if final.exists():
-                        shutil.rmtree(final)
-                    staged.rename(final)
-                commit(connection, f"run {run_id}: dataset build from snapshot {snapshot_id}")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                if built is not None and built.staged is not None and built.staged[0].exists():
-                    shutil.rmtree(built.staged[0])
-                raise
+                transaction.commit(f"run {run_id}: dataset build from snapshot {snapshot_id}")
             summary.snapshot_id = snapshot_id
         finally:
             connection.close()

@@ -33,9 +33,13 @@ def insert_new(connection: duckdb.DuckDBPyConnection, table: Table, frame: pl.Da
     return int(after - before)
 
 
-def read_table(connection: duckdb.DuckDBPyConnection, table: Table, where: str = "") -> pl.DataFrame:
-    """A table (optionally filtered) as a polars frame with the schema's exact types."""
+def read_table(
+    connection: duckdb.DuckDBPyConnection, table: Table, where: str = "", at_snapshot: int | None = None
+) -> pl.DataFrame:
+    """A table (optionally filtered) as a polars frame with the schema's exact types: as the open
+    transaction sees it, or as committed at snapshot `at_snapshot` (DuckLake time travel)."""
     columns = ", ".join(table.column_names)
-    sql = f"SELECT {columns} FROM {table.name}" + (f" WHERE {where}" if where else "")
+    at = "" if at_snapshot is None else f" AT (VERSION => {int(at_snapshot)})"
+    sql = f"SELECT {columns} FROM {table.name}{at}" + (f" WHERE {where}" if where else "")
     arrow = connection.execute(sql).to_arrow_table()
     return pl.from_arrow(arrow).cast(dict(table.polars_schema()))

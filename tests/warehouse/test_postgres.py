@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -10,16 +11,18 @@ import time
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
-from schemas.config import WarehouseConfig
-from schemas.tables import NODES, PROBLEMS
+from schemas.config import GenerateConfig, WarehouseConfig
+from schemas.tables import NODES, PROBLEMS, STEP_LABELS
+from tasks.dataset import stepwise_rows
 from warehouse.connection import WarehouseError, commit, connect, current_snapshot
 from warehouse.fingerprint import duplicate_keys, table_fingerprints
 from warehouse.lock import catalog_lock
 from warehouse.migrations import pending_statements
 from warehouse.sql import QueryRefused, run_query
-from warehouse.writes import insert_new
+from warehouse.writes import insert_new, read_table
 
 PRMFORGE = str(Path(sys.executable).parent / "prmforge")
 ROOT = Path(__file__).resolve().parents[2]
@@ -311,3 +314,91 @@ def test_reading_an_empty_catalog_says_there_is_no_warehouse_yet(fresh_postgres_
                             data_path=f"{tmp_path / 'shared'}/")
     with pytest.raises(WarehouseError, match=r"^no warehouse in the catalog \(postgres:.*\) yet: run `prmforge generate`"):
         connect(empty, read_only=True)
+
+
+def dataset_originals(frame: pl.DataFrame) -> pl.DataFrame:
+    """A dataset's original solutions (no derived variants), in a fixed order, with the columns a
+    reproduction must match."""
+    columns = ["problem_id", "split", "prompt", "completions", "labels", "node_ids"]
+    return frame.filter(pl.col("variant") == "original").select(columns).sort("problem_id", "node_ids")
+
+
+@pytest.mark.slow
+def test_a_dataset_pins_the_snapshot_it_read_while_another_worker_commits(prefect_harness, warehouse, tmp_path,
+                                                                         monkeypatch):
+    import flows.generate as generate
+    from prefect.settings import PREFECT_API_URL
+
+    # Another machine's shard worker (a real process on the same catalog) commits in the window
+    # between this run's commit of its rows and its dataset build.
+    env = warehouse_env({**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+                        warehouse.catalog.removeprefix("postgres:"), Path(warehouse.data_path.rstrip("/")))
+    windows = []
+
+    def another_worker_commits(snapshot_id: int) -> None:
+        windows.append(snapshot_id)
+        finished(generate_shard("1/2", tmp_path / "worker1", env))
+
+    monkeypatch.setattr(generate, "_after_rows_committed", another_worker_commits)
+    config = GenerateConfig(policy="simulated:error_rate=0.2", problems=12, samples=3, rollouts=4, seed=5, shard="0/2")
+    summary = generate.generate_flow(config, warehouse)  # no internal error: it finishes
+    assert summary.status == "completed" and summary.dataset_version == 1
+    assert windows == [summary.snapshot_id]
+
+    connection = connect(warehouse.model_copy(update={"data_dir": tmp_path / "reader"}), read_only=True)
+    try:
+        pinned, path = connection.execute("SELECT snapshot_id, path FROM datasets WHERE version = 1").fetchone()
+        assert pinned == summary.snapshot_id
+        messages = dict(connection.execute(
+            "SELECT snapshot_id, coalesce(commit_message, '') FROM lake.snapshots()").fetchall())
+        other = next(snapshot for snapshot, message in messages.items()
+                     if message.startswith("run ") and message.endswith(": generate") and summary.run_id not in message)
+        dataset_commit = max(messages)
+        assert pinned < other < dataset_commit  # the other worker did commit in between
+        assert messages[pinned] == f"run {summary.run_id}: generate"
+        assert messages[dataset_commit] == f"run {summary.run_id}: generate dataset v1 from snapshot {pinned}"
+
+        exported = pl.concat([pl.read_parquet(f"{path}/{split}.parquet") for split in ("train", "test")])
+        at_pinned = {table.name: read_table(connection, table, at_snapshot=pinned)
+                     for table in (PROBLEMS, NODES, STEP_LABELS)}
+        every_problem = {row[0] for row in connection.execute("SELECT problem_id FROM problems").fetchall()}
+        rebuilt, _ = stepwise_rows(at_pinned["problems"], at_pinned["nodes"], at_pinned["step_labels"],
+                                   config.dataset_config().labeler, config.test_fraction)
+    finally:
+        connection.close()
+    # The other worker's problems are in the warehouse now, and in neither the pinned snapshot nor the export.
+    assert len(every_problem) == 12
+    exported_problems = set(exported["problem_id"])
+    assert exported_problems == set(at_pinned["problems"]["problem_id"]) < every_problem
+    assert set(exported["node_ids"].explode()) == set(at_pinned["nodes"]["node_id"])
+    # `AT (VERSION => datasets.snapshot_id)` reproduces the exported solutions exactly.
+    assert dataset_originals(rebuilt).equals(dataset_originals(exported))
+
+
+class KilledBetweenCommits(Exception):
+    """Stands in for a machine that dies after committing a run's rows, before its dataset."""
+
+
+@pytest.mark.slow
+def test_a_run_stopped_between_its_two_commits_builds_its_dataset_when_rerun(prefect_harness, warehouse, monkeypatch):
+    import flows.generate as generate
+
+    def die(snapshot_id: int) -> None:
+        raise KilledBetweenCommits(snapshot_id)
+
+    config = GenerateConfig(policy="simulated:error_rate=0.2", problems=4, samples=2, rollouts=2, seed=3)
+    monkeypatch.setattr(generate, "_after_rows_committed", die)
+    with pytest.raises(KilledBetweenCommits) as stopped:
+        generate.generate_flow(config, warehouse)
+    monkeypatch.undo()
+    summary = generate.generate_flow(config, warehouse)
+    assert summary.status == "completed" and summary.dataset_version == 1
+    connection = connect(warehouse, read_only=True)
+    try:
+        # The rerun added no rows, so the dataset is pinned to the snapshot the first attempt committed.
+        assert connection.execute("SELECT snapshot_id FROM datasets").fetchall() == [(stopped.value.args[0],)]
+        assert connection.execute("SELECT status FROM runs").fetchall() == [("completed",)]
+        assert not any(duplicate_keys(connection).values())
+    finally:
+        connection.close()
+
