@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.progress import announce
-from flows.train import reading, train_flow
+from flows.train import model_version_lock, reading, train_flow
 from schemas.config import GenerateConfig, WarehouseConfig
 from schemas.errors import UserError
 from schemas.tables import RUNS
@@ -70,8 +70,10 @@ def record(
     warehouse: WarehouseConfig, run_id: str, decisions: list[tuple[str, str, str]], promote_model: str | None = None,
     run_row: dict | None = None,
 ) -> None:
-    """Store decisions (and the promotion they make) as one snapshot."""
-    with writer_lock(warehouse.data_dir, wait_seconds=60):
+    """Store decisions (and the promotion they make) as one snapshot. A promotion takes its turn with
+    other machines' registrations and promotions on a shared catalog."""
+    promoting = model_version_lock(warehouse) if promote_model is not None else nullcontext()
+    with writer_lock(warehouse.data_dir, wait_seconds=60), promoting:
         connection = connect(warehouse)
         try:
             connection.execute("BEGIN")

@@ -25,8 +25,21 @@ from tasks.prm.config import PRMTrainConfig
 from tasks.prm.data import StepwiseExample, originals, read_split
 from tasks.prm.registry import DatasetRef, ModelRef, find_dataset, list_models, next_version, now, register_model
 from warehouse.connection import commit, connect
-from warehouse.lock import writer_lock
+from warehouse.lock import shared_catalog_lock, writer_lock
 from warehouse.writes import insert_new
+
+
+# Registering or promoting a model takes seconds; one waits this long for another machine's.
+MODEL_LOCK_WAIT_S = 60.0
+
+
+def model_version_lock(warehouse: WarehouseConfig):
+    """A model's version number counts the versions before it, and promotion rewrites every model's
+    flag. Machines sharing a PostgreSQL catalog could number or promote at once, so there they take
+    turns (a local catalog's writer lock already makes them). Taken before the transaction begins,
+    so that it reads what the machine before it committed."""
+    return shared_catalog_lock(warehouse.catalog, "model version", activity="registering or promoting a model",
+                               wait_seconds=MODEL_LOCK_WAIT_S)
 
 
 @contextmanager
@@ -123,7 +136,7 @@ def register(
     from tasks.prm.train import model_card
 
     announce("register model")
-    with writer_lock(warehouse.data_dir, wait_seconds=60):
+    with writer_lock(warehouse.data_dir, wait_seconds=60), model_version_lock(warehouse):
         connection = connect(warehouse)
         final: Path | None = None
         try:

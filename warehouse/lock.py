@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from warehouse.connection import WarehouseError, catalog_unreachable
@@ -94,3 +94,11 @@ def catalog_lock(catalog: str, name: str, activity: str, wait_seconds: float = 0
         yield
     finally:
         session.close()
+
+
+def shared_catalog_lock(catalog: str, name: str, activity: str, wait_seconds: float = 0.0) -> AbstractContextManager:
+    """`catalog_lock` on a `postgres:` catalog, which machines share; nothing on a local catalog,
+    where the writer lock on the data directory already keeps every other writer out."""
+    if not catalog.startswith("postgres:"):
+        return nullcontext()
+    return catalog_lock(catalog, name, activity, wait_seconds)

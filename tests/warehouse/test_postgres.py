@@ -402,3 +402,53 @@ def test_a_run_stopped_between_its_two_commits_builds_its_dataset_when_rerun(pre
     finally:
         connection.close()
 
+
+def test_two_registrations_at_once_take_versions_one_and_two(warehouse, tmp_path):
+    from flows.train import register
+    from tasks.prm.config import PRMTrainConfig
+    from tasks.prm.registry import DatasetRef
+
+    connect(warehouse).close()
+    config = PRMTrainConfig(dataset_version=1)
+    dataset = DatasetRef("dataset-1", 1, 1, str(tmp_path / "dataset"), "mc", 0.2)
+
+    def registration(index: int) -> None:
+        machine = warehouse.model_copy(update={"data_dir": tmp_path / f"machine{index}"})  # a writer lock each
+        trained = machine.data_dir / "models" / ".train" / "model"
+        trained.mkdir(parents=True)
+        (trained / "config.json").write_text("{}")
+        register.fn(machine, config, f"model-{index}", f"run-{index}", trained, tmp_path / "base", dataset, {},
+                    time.perf_counter())
+
+    assert run_at_once(2, registration) == []
+    connection = connect(warehouse, read_only=True)
+    try:
+        versions = connection.execute("SELECT version FROM models ORDER BY version").fetchall()
+    finally:
+        connection.close()
+    assert versions == [(1,), (2,)]
+
+
+def test_two_promotions_at_once_leave_exactly_one_promoted_model(warehouse, tmp_path):
+    from flows.nightly import record
+    from tasks.prm.registry import ModelRef, register_model
+
+    connection = connect(warehouse)
+    connection.execute("BEGIN")
+    for index in (1, 2):
+        register_model(connection, ModelRef(model_id=f"model-{index}", version=index, path=f"/models/v{index}"), "train")
+    commit(connection, "two models")
+    connection.close()
+
+    def promotion(index: int) -> None:
+        machine = warehouse.model_copy(update={"data_dir": tmp_path / f"machine{index}"})
+        record.fn(machine, f"night-{index + 1}", [("promote", "promote", "better")], promote_model=f"model-{index + 1}")
+
+    assert run_at_once(2, promotion) == []
+    connection = connect(warehouse, read_only=True)
+    try:
+        promoted = connection.execute("SELECT model_id FROM models WHERE promoted").fetchall()
+        decisions = connection.execute("SELECT run_id FROM decisions ORDER BY run_id").fetchall()
+    finally:
+        connection.close()
+    assert len(promoted) == 1 and decisions == [("night-1",), ("night-2",)]
