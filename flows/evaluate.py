@@ -38,7 +38,7 @@ from tasks.prm.registry import (
 )
 from tasks.prm.score import AGGREGATIONS, StepScores
 from tasks.processbench import ProcessBenchRow, read_processbench
-from warehouse.connection import commit, connect
+from warehouse.connection import commit, connect, rollback
 from warehouse.lock import writer_lock
 from warehouse.writes import insert_new, read_table
 
@@ -160,7 +160,7 @@ def store(warehouse: WarehouseConfig, rows: list[dict], run_id: str, model: Mode
             }]))
             commit(connection, f"run {run_id}: evaluate model v{model.version}")
         except BaseException:
-            connection.execute("ROLLBACK")
+            rollback(connection)
             raise
         finally:
             connection.close()

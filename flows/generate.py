@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
 import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -47,7 +46,7 @@ from tasks.policies.registry import load_policy
 from tasks.synthetic import generate_problems
 from tasks.tree import build_tree, sample_solutions
 from tasks.verification import load_verifiers, solution_paths, verdicts_frame, verify_tree
-from warehouse.connection import LAKE, commit, connect, current_snapshot
+from warehouse.connection import LAKE, commit, connect, current_snapshot, rollback
 from warehouse.lock import catalog_lock, writer_lock
 from warehouse.writes import insert_new, read_table
 
@@ -300,8 +299,7 @@ def _transaction(connection) -> Iterator[_Transaction]:
     try:
         yield transaction
     except BaseException:
-        with contextlib.suppress(duckdb.TransactionException):  # a COMMIT that failed has ended it already
-            connection.execute("ROLLBACK")
+        rollback(connection)
         transaction.discard()
         raise
 

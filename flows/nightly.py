@@ -30,7 +30,7 @@ from tasks.prm.config import EvaluateConfig, NightlyConfig, PRMTrainConfig
 from tasks.prm.loop import next_seed, promotion, seeds_of_generate_runs
 from tasks.prm.registry import decision_row, now, promote, promoted_model, store_decisions
 from tasks.synthetic import generate_problems
-from warehouse.connection import commit, connect
+from warehouse.connection import commit, connect, rollback
 from warehouse.lock import writer_lock
 from warehouse.writes import insert_new
 
@@ -86,7 +86,7 @@ def record(
             stages = ", ".join(dict.fromkeys(stage for stage, _, _ in decisions))
             commit(connection, f"run {run_id}: nightly {stages}")
         except BaseException:
-            connection.execute("ROLLBACK")
+            rollback(connection)
             raise
         finally:
             connection.close()

@@ -24,7 +24,7 @@ from tasks.ids import content_id
 from tasks.prm.config import PRMTrainConfig
 from tasks.prm.data import StepwiseExample, originals, read_split
 from tasks.prm.registry import DatasetRef, ModelRef, find_dataset, list_models, next_version, now, register_model
-from warehouse.connection import commit, connect
+from warehouse.connection import commit, connect, rollback
 from warehouse.lock import shared_catalog_lock, writer_lock
 from warehouse.writes import insert_new
 
@@ -159,7 +159,7 @@ def register(
             }]))
             commit(connection, f"run {run_id}: train {config.kind} v{version}")
         except BaseException:
-            connection.execute("ROLLBACK")
+            rollback(connection)
             if final is not None and final.exists() and not trained.exists():
                 final.rename(trained)  # keep the weights for a rerun with --resume
             raise

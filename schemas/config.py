@@ -118,7 +118,7 @@ class GenerateConfig(BaseModel):
         description="'i/n': only the problems of shard i of n (by problem id), for workers on several machines.",
     )
     publish_dataset: bool = Field(
-        True, description="Build a dataset version in the run's snapshot (off for shard workers; build it after)."
+        True, description="Build a dataset version pinned to the run's snapshot (off for shard workers; build it after)."
     )
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
     hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")

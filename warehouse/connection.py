@@ -191,5 +191,14 @@ def commit(connection: duckdb.DuckDBPyConnection, message: str) -> None:
     connection.execute("COMMIT")
 
 
+def rollback(connection: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction. A COMMIT that failed has ended it already; saying so again
+    ("no transaction is active") would hide the error that matters."""
+    try:
+        connection.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass
+
+
 def current_snapshot(connection: duckdb.DuckDBPyConnection) -> int:
     return int(connection.execute(f"SELECT id FROM {LAKE}.current_snapshot()").fetchone()[0])
