@@ -31,10 +31,11 @@ TRAINING_RECORD = "training.json"
 
 @dataclass(frozen=True)
 class PolicyTrainConfig:
-    """How the embedded policy is trained. The defaults train in a few minutes on 2 CPU cores."""
+    """How the embedded policy is trained. The defaults made the committed model (2.8M parameters,
+    final loss 0.004, held-out solve rate 0.89 at temperature 1) in about an hour on one shared core."""
 
     problems: int = field(
-        default=8_000,
+        default=30_000,
         metadata={"help": "Distinct synthetic problems in the training corpus."},
     )
     problem_seed: int = field(
@@ -45,18 +46,21 @@ class PolicyTrainConfig:
         default=400,
         metadata={"help": "BPE vocabulary size, the 256 byte symbols and the end-of-text token included."},
     )
-    n_layer: int = field(default=4, metadata={"help": "Transformer blocks."})
-    n_head: int = field(default=4, metadata={"help": "Attention heads per block; must divide n_embd."})
-    n_embd: int = field(default=128, metadata={"help": "Hidden size."})
+    n_layer: int = field(default=6, metadata={"help": "Transformer blocks."})
+    n_head: int = field(
+        default=6,
+        metadata={"help": "Attention heads per block; must divide n_embd. Heads of 32 or 64 suit vLLM's CPU kernels."},
+    )
+    n_embd: int = field(default=192, metadata={"help": "Hidden size."})
     n_positions: int = field(
         default=256,
         metadata={"help": "Longest sequence in tokens; the longest training text is about 200."},
     )
-    steps: int = field(default=600, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=16, metadata={"help": "Texts per optimizer step."})
+    steps: int = field(default=2_500, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=32, metadata={"help": "Texts per optimizer step."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
     warmup_steps: int = field(
-        default=50,
+        default=100,
         metadata={"help": "Linear warm-up steps before the cosine decay to zero."},
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
