@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/prmforge generate --problems 40 --samples 4 --rollouts 4 --seed 0
+	$(BIN)/prmforge generate --problems 120 --samples 4 --rollouts 4 --seed 0
 	$(BIN)/prmforge train
 	$(BIN)/prmforge train --kind orm
 	$(BIN)/prmforge evaluate --model latest --bon-policy embedded --bon-samples 16 --report reports
