@@ -188,6 +188,8 @@ def visible_problem(data_dir: Path, reference: dict[str, tuple[int, str]]) -> st
             return "the current snapshot holds the run's row counts but not its content"
         if any(duplicates.values()):
             return f"duplicate keys: {duplicates}"
+        if not current["datasets"][0]:
+            return None  # no dataset row (or, killed before the first migration, no table at all)
         for (path,) in connection.execute("SELECT path FROM datasets").fetchall():
             if not (Path(path) / "train.parquet").exists():
                 return f"dataset row without its export at {path}"
