@@ -167,3 +167,17 @@ def test_the_generate_flow_labels_a_tree_on_vllm(policy, prefect_harness, wareho
     assert nodes == labelled == summary.new_nodes > 0
     assert policies == [spec]
     assert rollouts == summary.new_rollouts > 0
+
+
+def test_the_spec_names_the_engine_and_a_missing_model_is_one_line(tmp_path):
+    """`--policy vllm:...` as the command line gives it: the registry builds the engine's policy
+    (the engine itself starts on the first generate, so this costs nothing)."""
+    from tasks.policies.registry import PolicySpecError, load_policy
+
+    require_engine_and_model()
+    built = load_policy("vllm:embedded")
+    assert isinstance(built, VLLMPolicy)
+    assert built.name == f"vllm:{EMBEDDED_POLICY_DIR}" and built.prompts_per_call == 256
+    assert load_policy(f"vllm:{MODEL_DIR}").name == f"vllm:{MODEL_DIR}"
+    with pytest.raises(PolicySpecError, match="no Hugging Face model at"):
+        load_policy(f"vllm:{tmp_path / 'absent'}")
