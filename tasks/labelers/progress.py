@@ -25,7 +25,7 @@ from tasks.answers import extract_answer
 from tasks.ids import content_id
 from tasks.labelers.base import LabelRequest, LabelResult, Progress
 from tasks.labelers.mc import is_correct_answer, label_mc, label_targets
-from tasks.policies.base import Policy
+from tasks.policies.base import Policy, prompts_per_call
 from tasks.text_format import prompt_for
 
 LABELER = "progress"
@@ -58,9 +58,10 @@ def progress_of(q: float, q_before: float) -> float:
 
 
 def estimate_prompts(
-    policy: Policy, problems: Sequence[Problem], rollouts: int, params: SamplingParams, batch_size: int = 8
+    policy: Policy, problems: Sequence[Problem], rollouts: int, params: SamplingParams, batch_size: int | None = None
 ) -> tuple[dict[str, PromptEstimate], PolicyUsage]:
     """q_0 of each problem's bare prompt, from `rollouts` completions."""
+    batch_size = batch_size or prompts_per_call(policy)
     estimates: dict[str, PromptEstimate] = {}
     usage = PolicyUsage()
     for start in range(0, len(problems), batch_size):
@@ -81,7 +82,7 @@ def estimate_prompts(
 
 
 def label_progress(
-    policy: Policy, request: LabelRequest, batch_size: int = 8, progress: Progress | None = None
+    policy: Policy, request: LabelRequest, batch_size: int | None = None, progress: Progress | None = None
 ) -> ProgressOutcome:
     """Progress labels for `request.to_label`, with the q estimates they are built on."""
     wanted = {node.node_id for node in request.to_label}
@@ -146,8 +147,8 @@ class ProgressLabeler:
 
     name = LABELER
 
-    def __init__(self, batch_size: int = 8) -> None:
-        self.batch_size = batch_size
+    def __init__(self, batch_size: int | None = None) -> None:
+        self.batch_size = batch_size  # prompts per policy call; None: as many as the policy asks for
 
     def label(self, policy: Policy, request: LabelRequest, progress: Progress | None = None) -> LabelResult:
         return label_progress(policy, request, self.batch_size, progress).result

@@ -178,7 +178,7 @@ def apply_known(trace: SolutionTrace, cache: dict[str, Evidence], spent_by: dict
 
 
 def search_first_errors(
-    policy: Policy, request: LabelRequest, batch_size: int = 8, progress: Progress | None = None
+    policy: Policy, request: LabelRequest, batch_size: int | None = None, progress: Progress | None = None
 ) -> SearchOutcome:
     """Search every solution through a node of `request.to_label`; label those nodes."""
     wanted = {node.node_id for node in request.to_label}
@@ -227,7 +227,7 @@ def _probe(
     nodes: list[Node],
     cache: dict[str, Evidence],
     result: LabelResult,
-    batch_size: int,
+    batch_size: int | None,
 ) -> None:
     """k rollouts from each node's prefix, kept as rollouts and cached as evidence."""
     targets = label_targets(nodes, request.nodes, request.problems)
@@ -304,8 +304,8 @@ class FirstErrorSearchLabeler:
 
     name = LABELER
 
-    def __init__(self, batch_size: int = 8) -> None:
-        self.batch_size = batch_size
+    def __init__(self, batch_size: int | None = None) -> None:
+        self.batch_size = batch_size  # prefixes per policy call; None: as many as the policy asks for
 
     def label(self, policy: Policy, request: LabelRequest, progress: Progress | None = None) -> LabelResult:
         return search_first_errors(policy, request, self.batch_size, progress).result
