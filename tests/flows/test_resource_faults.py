@@ -14,7 +14,7 @@ import pytest
 
 import flows.generate as generate_module
 from flows.generate import generate_flow
-from schemas.config import GenerateConfig
+from schemas.config import GenerateConfig, WarehouseConfig
 from tasks.policies.timeout import PolicyTimeout
 from tasks.verifiers.arith import ArithVerifier
 from tasks.verifiers.base import run_guarded
@@ -167,3 +167,28 @@ def test_an_unreachable_postgres_catalog_is_one_clear_line(prefect_server_env, t
         'connect_timeout=5): connection to server at "127.0.0.1", port 1 failed: Connection refused '
         "(check PRMFORGE_CATALOG and that the server is up)"
     )
+
+
+def test_a_policy_server_that_is_down_is_one_line_naming_it(prefect_server_env, tmp_path):
+    """The console script against an OpenAI-compatible endpoint nobody listens on: one line that
+    names the endpoint, a non-zero exit, nothing published. (Resuming from the generation cache
+    after a server failure: tests/tasks/policies/test_openai_policy.py, against a real server.)"""
+    endpoint = "http://127.0.0.1:9/v1"
+    data_dir = tmp_path / "warehouse"
+    result = subprocess.run(
+        [PRMFORGE, "generate", "--problems", "2", "--samples", "1", "--rollouts", "1",
+         "--policy", f"openai:{endpoint}/policy", "--data-dir", str(data_dir)],
+        env={**prefect_server_env, "PRMFORGE_OPENAI_API_KEY": "test"}, cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and endpoint in errors[0], result.stderr[-2000:]
+    if (data_dir / "catalog.sqlite").exists():
+        connection = connect(WarehouseConfig(data_dir=data_dir), read_only=True)
+        try:
+            assert connection.execute("SELECT count(*) FROM nodes").fetchone()[0] == 0
+            assert connection.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()[0] == 0
+        finally:
+            connection.close()
