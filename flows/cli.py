@@ -208,7 +208,7 @@ def dataset_build(
     from tasks.gates import GateFailed
     from warehouse.connection import WarehouseError
 
-    from flows.generate import build_dataset_flow
+    from flows.publish import build_dataset_flow
 
     quiet_prefect_run_errors()
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-import flows.generate as generate_module
+import flows.publish as publish_module
 from flows.generate import generate_flow
 from schemas.config import GenerateConfig
 from tasks import frames
@@ -25,9 +25,9 @@ def corrupt_frame(monkeypatch, builder: str, corruption):
 
 
 def corrupt_dataset(monkeypatch, corruption):
-    original = generate_module.stepwise_rows
+    original = publish_module.stepwise_rows
     monkeypatch.setattr(
-        generate_module, "stepwise_rows",
+        publish_module, "stepwise_rows",
         lambda *args, **kwargs: (lambda built: (corruption(built[0]), built[1]))(original(*args, **kwargs)),
     )
 

@@ -327,6 +327,7 @@ def dataset_originals(frame: pl.DataFrame) -> pl.DataFrame:
 def test_a_dataset_pins_the_snapshot_it_read_while_another_worker_commits(prefect_harness, warehouse, tmp_path,
                                                                          monkeypatch):
     import flows.generate as generate
+    import flows.publish as publish
     from prefect.settings import PREFECT_API_URL
 
     # Another machine's shard worker (a real process on the same catalog) commits in the window
@@ -339,7 +340,7 @@ def test_a_dataset_pins_the_snapshot_it_read_while_another_worker_commits(prefec
         windows.append(snapshot_id)
         finished(generate_shard("1/2", tmp_path / "worker1", env))
 
-    monkeypatch.setattr(generate, "_after_rows_committed", another_worker_commits)
+    monkeypatch.setattr(publish, "_after_rows_committed", another_worker_commits)
     config = GenerateConfig(policy="simulated:error_rate=0.2", problems=12, samples=3, rollouts=4, seed=5, shard="0/2")
     summary = generate.generate_flow(config, warehouse)  # no internal error: it finishes
     assert summary.status == "completed" and summary.dataset_version == 1
@@ -382,12 +383,13 @@ class KilledBetweenCommits(Exception):
 @pytest.mark.slow
 def test_a_run_stopped_between_its_two_commits_builds_its_dataset_when_rerun(prefect_harness, warehouse, monkeypatch):
     import flows.generate as generate
+    import flows.publish as publish
 
     def die(snapshot_id: int) -> None:
         raise KilledBetweenCommits(snapshot_id)
 
     config = GenerateConfig(policy="simulated:error_rate=0.2", problems=4, samples=2, rollouts=2, seed=3)
-    monkeypatch.setattr(generate, "_after_rows_committed", die)
+    monkeypatch.setattr(publish, "_after_rows_committed", die)
     with pytest.raises(KilledBetweenCommits) as stopped:
         generate.generate_flow(config, warehouse)
     monkeypatch.undo()
