@@ -193,7 +193,7 @@ def evaluate(
     data_dir: DataDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """First-error F1, Best-of-N against majority vote, the ORM, random and oracle; stored and reported."""
+    """First-error F1; Best-of-N against majority and PRM-weighted vote, ORM, random, oracle; stored, reported."""
     from tasks.prm.config import EvaluateConfig
 
     config = _settings(EvaluateConfig, threshold=threshold, bon_policy=bon_policy, bon_samples=bon_samples)

@@ -5,8 +5,8 @@ per problem), or any ProcessBench-format file for first-error identification. Be
 test split's solutions grouped by problem, or samples fresh ones with a policy (EvaluateConfig.bon_policy).
 
 Every sampled solution stays a Best-of-N candidate, so N reaches the number sampled: one the PRM
-cannot read (no steps, or longer than its context) ranks last for the PRM and the ORM, and still
-counts for majority vote, random choice and the oracle.
+cannot read (no steps, or longer than its context) ranks last for the PRM and the ORM, votes with
+weight 0 in the PRM-weighted vote, and still counts for majority vote, random choice and the oracle.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tasks.ids import content_id
 from tasks.prm.config import EvaluateConfig
 from tasks.prm.data import StepwiseExample, originals, processbench_rows, read_split
 from tasks.prm.evaluate import (
-    BestOfNPoint, Candidate, FirstErrorResult, best_of_n, best_of_n_sizes, calibration, calibration_split,
+    PRM_VOTE, BestOfNPoint, Candidate, FirstErrorResult, best_of_n, best_of_n_sizes, calibration, calibration_split,
     choose_threshold, expected_calibration_error, first_error_result, label_distribution, min_on_last_share,
 )
 from tasks.prm.registry import (
@@ -273,7 +273,10 @@ def evaluate_flow(
         for group in groups
     ]
     largest = max((len(group) for group in groups), default=0)
-    curves = best_of_n(candidates, selectors, best_of_n_sizes(largest), config.subset_draws, config.seed)
+    curves = best_of_n(
+        candidates, selectors, best_of_n_sizes(largest), config.subset_draws, config.seed,
+        weighted_votes={PRM_VOTE: "prm_min"},
+    )
     min_last = min_on_last_share([scored[item[0]].per_step for group in groups for item in group if item[0] in scored])
     step_predictions, step_outcomes = [], []
     for example in originals(test):

@@ -8,7 +8,8 @@ accuracy on correct ones counts -1 predictions, F1 is their harmonic mean.
 
 Best-of-N picks one of N solutions per problem and reports the share of problems whose pick is
 correct, in expectation over the problem's N-subsets of solutions: exact where there is a closed
-form, over sampled subsets for majority vote.
+form, over sampled subsets for majority vote and score-weighted vote (weighted self-consistency,
+as OmegaPRM reports it: each answer collects the scores of the solutions that reach it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tasks.prm.data import StepwiseExample, originals
 from tasks.processbench import processbench_f1
 
 MAJORITY, RANDOM, ORACLE = "majority", "random", "oracle"
+PRM_VOTE = "prm_vote"  # majority vote weighted by the PRM's min score
 
 
 # --- first-error identification -------------------------------------------------------------
@@ -176,15 +178,24 @@ def subsets(count: int, n: int, draws: int, rng: random.Random) -> list[tuple[in
     return [tuple(sorted(rng.sample(range(count), n))) for _ in range(draws)]
 
 
-def majority_pick(candidates: Sequence[Candidate]) -> int:
-    """The first candidate giving the most common answer; solutions without an answer do not vote.
+def majority_pick(candidates: Sequence[Candidate], weight: str | None = None) -> int:
+    """The first candidate giving the answer with the most votes; solutions without an answer do not vote.
+
+    A vote counts 1, or with `weight` the candidate's score of that name (a score below zero, or
+    -inf for a solution the model could not read, counts 0).
 
     >>> majority_pick([Candidate("3", False, {}), Candidate("5", True, {}), Candidate("5", True, {})])
     1
     >>> majority_pick([Candidate(None, False, {}), Candidate(None, True, {})])
     0
+    >>> two_weak = [Candidate("5", True, {"prm": 0.3}), Candidate("5", True, {"prm": 0.3})]
+    >>> majority_pick([Candidate("3", False, {"prm": 0.9}), *two_weak], weight="prm")
+    0
     """
-    votes = Counter(candidate.answer.strip() for candidate in candidates if candidate.answer is not None)
+    votes: Counter[str] = Counter()
+    for candidate in candidates:
+        if candidate.answer is not None:
+            votes[candidate.answer.strip()] += 1.0 if weight is None else max(candidate.scores[weight], 0.0)
     if not votes:
         return 0
     top = max(votes.values())
@@ -213,10 +224,11 @@ def _exact_oracle(group: Sequence[Candidate], n: int) -> float:
     return 1.0 - math.comb(wrong, n) / math.comb(len(group), n)
 
 
-def _majority(group: Sequence[Candidate], n: int, draws: int, rng: random.Random) -> float:
+def _vote(group: Sequence[Candidate], n: int, draws: int, rng: random.Random, weight: str | None) -> float:
     chosen_sets = subsets(len(group), n, draws, rng)
     return sum(
-        group[chosen[majority_pick([group[index] for index in chosen])]].is_correct for chosen in chosen_sets
+        group[chosen[majority_pick([group[index] for index in chosen], weight)]].is_correct
+        for chosen in chosen_sets
     ) / len(chosen_sets)
 
 
@@ -226,20 +238,23 @@ def best_of_n(
     sizes: Sequence[int],
     draws: int = 256,
     seed: int = 0,
+    weighted_votes: dict[str, str] | None = None,
 ) -> dict[str, list[BestOfNPoint]]:
     """Accuracy against N for each selector, majority vote, random choice and oracle pass@N.
 
+    `weighted_votes` adds score-weighted votes: curve name -> the score each vote carries.
     Score selectors, random choice and the oracle are exact expectations over all N-subsets of a
-    problem's solutions. Majority vote has no closed form: it runs over every subset when there
-    are at most `draws`, else over `draws` seeded random ones. Problems with fewer than N solutions
-    sit out that N (each point says how many took part).
+    problem's solutions. Votes have no closed form: they run over every subset when there are at
+    most `draws`, else over `draws` seeded random ones (the same subsets for every vote). Problems
+    with fewer than N solutions sit out that N (each point says how many took part).
 
     >>> right, wrong = Candidate("5", True, {"prm": 0.2}), Candidate("4", False, {"prm": 0.9})
     >>> curves = best_of_n([[right, wrong]], ["prm"], [1, 2])
     >>> [(point.n, point.accuracy) for point in curves["prm"]], [p.accuracy for p in curves["oracle"]]
     ([(1, 0.5), (2, 0.0)], [0.5, 1.0])
     """
-    methods = [*selectors, MAJORITY, RANDOM, ORACLE]
+    weighted = weighted_votes or {}
+    methods = [*selectors, *weighted, MAJORITY, RANDOM, ORACLE]
     curves: dict[str, list[BestOfNPoint]] = {method: [] for method in methods}
     for n in sizes:
         totals = dict.fromkeys(methods, 0.0)
@@ -250,7 +265,8 @@ def best_of_n(
             taking_part += 1
             for selector in selectors:
                 totals[selector] += _exact_selector(group, selector, n)
-            totals[MAJORITY] += _majority(group, n, draws, random.Random(f"{seed}:{problem_index}:{n}"))
+            for name, weight in [*weighted.items(), (MAJORITY, None)]:
+                totals[name] += _vote(group, n, draws, random.Random(f"{seed}:{problem_index}:{n}"), weight)
             totals[RANDOM] += sum(candidate.is_correct for candidate in group) / len(group)
             totals[ORACLE] += _exact_oracle(group, n)
         if taking_part:

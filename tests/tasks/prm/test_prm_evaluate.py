@@ -1,5 +1,6 @@
 import math
 import random
+from collections import Counter
 
 import pytest
 
@@ -67,6 +68,28 @@ def test_best_of_n_hand_computed():
     assert [point.problems for point in curves["prm"]] == [1, 1, 1]
 
 
+def test_weighted_vote_hand_computed():
+    # Two confident wrong solutions agree on 8; three hesitant right ones on 7.
+    group = [
+        Candidate("8", False, {"prm": 0.9}), Candidate("8", False, {"prm": 0.8}),
+        Candidate("7", True, {"prm": 0.3}), Candidate("7", True, {"prm": 0.3}), Candidate("7", True, {"prm": 0.3}),
+    ]
+    curves = best_of_n([group], ["prm"], [5], weighted_votes={"vote": "prm"})
+    accuracy = {method: points[0].accuracy for method, points in curves.items()}
+    assert accuracy["majority"] == 1.0  # three votes to two
+    assert accuracy["vote"] == 0.0  # 1.7 against 0.9
+    assert accuracy["prm"] == 0.0
+    unread = [Candidate("8", False, {"prm": -math.inf}), Candidate("7", True, {"prm": 0.1})]
+    assert best_of_n([unread], [], [2], weighted_votes={"vote": "prm"})["vote"][0].accuracy == 1.0
+
+
+def weighted_pick(group: list[Candidate], chosen: tuple[int, ...]) -> int:
+    totals: Counter[str] = Counter()
+    for i in chosen:
+        totals[group[i].answer] += group[i].scores["prm"]
+    return next(i for i in chosen if totals[group[i].answer] == max(totals.values()))
+
+
 def test_exact_expectations_match_brute_force_over_every_subset():
     import itertools
 
@@ -77,10 +100,12 @@ def test_exact_expectations_match_brute_force_over_every_subset():
         by_score = sum(group[max(chosen, key=lambda i: (group[i].scores["prm"], -i))].is_correct for chosen in chosen_sets)
         oracle = sum(any(group[i].is_correct for i in chosen) for chosen in chosen_sets)
         majority = sum(group[chosen[majority_pick([group[i] for i in chosen])]].is_correct for chosen in chosen_sets)
-        curves = best_of_n([group], ["prm"], [n], draws=1000)  # 1000 > C(7, n): majority sees every subset too
+        voted = sum(group[weighted_pick(group, chosen)].is_correct for chosen in chosen_sets)
+        curves = best_of_n([group], ["prm"], [n], draws=1000, weighted_votes={"vote": "prm"})  # 1000 > C(7, n)
         assert curves["prm"][0].accuracy == pytest.approx(by_score / len(chosen_sets))
         assert curves["oracle"][0].accuracy == pytest.approx(oracle / len(chosen_sets))
         assert curves["majority"][0].accuracy == pytest.approx(majority / len(chosen_sets))
+        assert curves["vote"][0].accuracy == pytest.approx(voted / len(chosen_sets))
         assert curves["random"][0].accuracy == pytest.approx(sum(c.is_correct for c in group) / 7)
 
 
