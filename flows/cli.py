@@ -227,8 +227,12 @@ def policy_train(
     steps: Annotated[Optional[int], typer.Option(help="Training steps (default: the config's).")] = None,
 ) -> None:
     """Train the embedded GPT-2-shaped policy on synthetic problems (CPU, minutes)."""
+    if steps is not None and steps < 1:
+        fail(f"--steps must be at least 1, got {steps}")
     configure_prefect()
     from flows.policy import train_policy_flow
+
+    quiet_prefect_run_errors()
 
     metrics = train_policy_flow(output, steps)
     typer.echo(json.dumps(metrics, indent=1))

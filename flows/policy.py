@@ -14,7 +14,10 @@ from flows.progress import stage
 def train_embedded(output: Path, steps: int | None) -> dict:
     from tasks.policies.embedded_model import PolicyTrainConfig, train_embedded_policy
 
-    config = PolicyTrainConfig() if steps is None else PolicyTrainConfig(steps=steps)
+    # A shorter run keeps its warm-up under a tenth of its steps.
+    config = PolicyTrainConfig() if steps is None else PolicyTrainConfig(
+        steps=steps, warmup_steps=min(PolicyTrainConfig.warmup_steps, steps // 10)
+    )
     with stage("training the embedded policy", config.steps) as advance:
         return dict(train_embedded_policy(output, config, progress=lambda step, loss: advance(1)))
 
