@@ -342,8 +342,10 @@ def schedule(
     with _one_line_errors():
         try:
             deployment = nightly_deployment(cron, settings, warehouse, name)
-        except ValueError as error:
-            _fail(f"invalid schedule: {first_line(error)}")
+        except ValueError as error:  # pydantic's ValidationError among them: its first message says why
+            errors = error.errors() if hasattr(error, "errors") else []
+            reason = errors[0]["msg"].removeprefix("Value error, ") if errors else first_line(error)
+            _fail(f"invalid schedule --cron {cron!r}: {reason}")
         deployment_id = deployment.apply()
     serve_command = "prmforge serve" + ("" if name == "nightly" else f" --name {name}")
     typer.echo(f"deployment prmforge-nightly/{name} ({deployment_id}) runs on '{cron}'; start it with `{serve_command}`")
