@@ -10,9 +10,10 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 install: $(STAMP)
 
+# -qq: pip's errors only; the machines' extra indexes warn once per package they lack.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check $(FIND_LINKS) --no-deps -r requirements.lock
+	$(BIN)/pip install -qq --disable-pip-version-check $(FIND_LINKS) --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 

@@ -97,7 +97,8 @@ def held_out_metrics(model_path: Path, examples: list[StepwiseExample], kind: st
 @task(name="train-prm", cache_policy=NO_CACHE)
 def fit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path, resume: bool) -> tuple[Path, dict]:
     """Train in `folder` and save the HF directory to `folder/model`; returns it with the metrics."""
-    from tasks.prm.model import device_for, load_for_training, max_positions, quiet_transformers, set_cpu_threads
+    from tasks.policies.transformers_policy import quiet_transformers
+    from tasks.prm.model import device_for, load_for_training, max_positions, set_cpu_threads
     from tasks.prm.train import total_steps, train_loop, training_examples
 
     set_cpu_threads()

@@ -6,8 +6,9 @@ sample draws from its own random stream and stop strings end a sample the moment
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,21 @@ from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence load reports and progress bars (a PRM's missing classifier head is expected)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 def sample_seed(seed: int, prompt: str, sample_index: int) -> int:
@@ -135,9 +151,10 @@ class TransformersPolicy:
                     f"no model at {self._path}: train one with "
                     "tasks.policies.embedded_model.train_embedded_policy, or pass the directory of a saved model"
                 )
-            self._tokenizer = AutoTokenizer.from_pretrained(self._path)
+            with quiet_transformers():
+                self._tokenizer = AutoTokenizer.from_pretrained(self._path)
+                self._model = AutoModelForCausalLM.from_pretrained(self._path).eval()
             self._tokenizer.padding_side = "left"
-            self._model = AutoModelForCausalLM.from_pretrained(self._path).eval()
         return self._model, self._tokenizer
 
     def _generate_group(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:

@@ -10,13 +10,13 @@ directory loads with plain `AutoModelForTokenClassification.from_pretrained`.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from schemas.errors import UserError
+from tasks.policies.transformers_policy import quiet_transformers
 
 if TYPE_CHECKING:
     import torch
@@ -93,21 +93,6 @@ def encode_solution(
     prompt_ids = tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"]
     steps_ids = tokenizer(list(steps), add_special_tokens=False)["input_ids"] if steps else []
     return assemble(prompt_ids, steps_ids, separator_id, max_length)
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence load reports and progress bars: a missing classifier head is expected here."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
 
 
 def resolve_base(base: str | Path | None) -> Path:

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.prm.model import (
-    STEP_TOKEN, device_for, encode_solution, label_kind_of, max_positions, quiet_transformers, step_probabilities,
-)
+from tasks.policies.transformers_policy import quiet_transformers
+from tasks.prm.model import STEP_TOKEN, device_for, encode_solution, label_kind_of, max_positions, step_probabilities
 
 AGGREGATIONS = ("min", "last", "product", "mean")
 

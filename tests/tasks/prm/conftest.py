@@ -48,7 +48,8 @@ def tiny_base(tmp_path_factory):
 def tiny_prm(tiny_base, tmp_path_factory):
     """A hard-label PRM trained for a few steps and saved as an HF directory."""
     from tasks.prm.config import PRMTrainConfig
-    from tasks.prm.model import load_for_training, quiet_transformers, set_cpu_threads
+    from tasks.policies.transformers_policy import quiet_transformers
+    from tasks.prm.model import load_for_training, set_cpu_threads
     from tasks.prm.train import train_loop, training_examples
 
     set_cpu_threads(1)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from tasks.prm.model import STEP_TOKEN, encode_solution, load_for_training, quiet_transformers
+from tasks.policies.transformers_policy import quiet_transformers
+from tasks.prm.model import STEP_TOKEN, encode_solution, load_for_training
 from tasks.prm.score import PRMScorer, StepScores, aggregate
 
 
