@@ -160,14 +160,18 @@ def sql(
     format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     data_dir: DataDir = None,
 ) -> None:
-    """Run read-only SQL against the last committed state of the warehouse."""
+    """Run one read-only SQL query against the last committed state of the warehouse.
+
+    A statement that could write, or reach a file outside the warehouse, is refused (exit 2)."""
     from warehouse.connection import WarehouseError
-    from warehouse.sql import run_query
+    from warehouse.sql import QueryFailed, run_query
 
     if format not in ("table", "csv", "json"):
         fail(f"unknown format '{format}': use table, csv or json")
     try:
         columns, rows = run_query(_warehouse(data_dir), query)
+    except QueryFailed as error:  # refused (it could write or reach outside): exit 2
+        fail(str(error), code=error.exit_code)
     except WarehouseError as error:
         fail(str(error))
     if format == "csv":

@@ -9,7 +9,7 @@ MODULES = [
     "tasks.ids", "tasks.answers", "tasks.splitting", "tasks.synthetic", "tasks.text_format",
     "tasks.labelers.mc", "tasks.dataset", "tasks.labelers.search", "tasks.labelers.progress",
     "tasks.augment", "tasks.ground_truth", "tasks.policies.vllm_policy", "tasks.policies.openai_policy",
-    "tasks.policies.cache", "warehouse.connection", "warehouse.lock",
+    "tasks.policies.cache", "warehouse.connection", "warehouse.lock", "warehouse.sql",
 ]
 
 

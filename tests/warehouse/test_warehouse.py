@@ -4,7 +4,7 @@ from schemas.config import WarehouseConfig
 from schemas.tables import NODES, PROBLEMS, STEP_LABELS
 from warehouse.connection import WarehouseError, commit, connect, current_snapshot, without_password
 from warehouse.migrations import pending_statements
-from warehouse.sql import QueryRefused, check_read_only, run_query
+from warehouse.sql import QueryFailed, QueryRefused, check_read_only, run_query
 from warehouse.writes import insert_new, read_table
 
 
@@ -94,7 +94,7 @@ def test_sql_refusal_changes_nothing(warehouse):
     connection.close()
     with pytest.raises(QueryRefused):
         run_query(warehouse, "DELETE FROM nodes")
-    with pytest.raises(QueryRefused, match="does not exist"):
+    with pytest.raises(QueryFailed, match="does not exist"):
         run_query(warehouse, "SELECT * FROM no_such_table")
     assert run_query(warehouse, "SELECT count(*) FROM nodes")[1] == [(2,)]
 
