@@ -247,3 +247,38 @@ def test_console_script_refuses_with_one_line_and_exit_2(tmp_path):
     assert (failed.returncode, failed.stderr.count("\n")) == (1, 1)
     answered = _cli(config, "select count(step_text) as n from nodes")
     assert (answered.returncode, answered.stdout) == (0, f"n\n{NODE_COUNT}\n")
+
+
+def test_the_engine_alone_refuses_outside_paths_and_guard_changes(filled):
+    """Defence in depth: with the statement gate bypassed, DuckDB's own guards still hold."""
+    import duckdb
+
+    from warehouse.sql import lock_down
+
+    config, outside = filled
+    connection = connect(config, read_only=True)
+    lock_down(connection, config)
+    bypassing = [
+        f"COPY (select 1) TO '{outside}/x.parquet'",
+        f"EXPORT DATABASE '{outside}/export'",
+        f"ATTACH '{outside}/new.duckdb' AS other",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM glob('/root/*')",
+        "SET enable_external_access = true",
+        "RESET allowed_directories",
+        "SET lock_configuration = false",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "INSERT INTO nodes SELECT * FROM nodes",
+        "SELECT * FROM ducklake_expire_snapshots('lake', versions => [1])",
+    ]
+    ran = []
+    for statement in bypassing:
+        try:
+            connection.execute(statement)
+        except duckdb.Error:
+            continue
+        ran.append(statement)
+    connection.close()
+    assert ran == []
+    assert list(outside.iterdir()) == []
