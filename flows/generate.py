@@ -28,6 +28,7 @@ from tasks.ids import content_id
 from tasks.ingest import IngestResult, read_seed_file
 from tasks.labelers.base import LabelRequest, LabelResult
 from tasks.labelers.registry import get_labeler, labeler_names
+from tasks.policies.base import engine_restarts
 from tasks.policies.cache import CachedPolicy
 from tasks.policies.registry import load_policy
 from tasks.policies.timeout import TimeoutPolicy
@@ -92,11 +93,13 @@ def policy_for(config: GenerateConfig, cache_dir: Path) -> CachedPolicy:
 @task(name="sample-solutions", cache_policy=NO_CACHE)
 def sample_tree(config: GenerateConfig, problems: list[Problem], cache_dir: Path):
     policy = policy_for(config, cache_dir)
+    restarts_before = len(engine_restarts(policy))
     with stage("sampling solutions", len(problems)) as advance:
         solutions, usage = sample_solutions(
             policy, problems, config.samples, sampling_params(config, "solutions"),
             config.step_boundary, progress=advance,
         )
+    usage.engine_restarts = _report_restarts(policy, restarts_before, "sampling")
     return solutions, build_tree(solutions), usage
 
 
@@ -104,8 +107,20 @@ def sample_tree(config: GenerateConfig, problems: list[Problem], cache_dir: Path
 def label_steps(config: GenerateConfig, request: LabelRequest, cache_dir: Path) -> LabelResult:
     policy = policy_for(config, cache_dir)
     labeler = get_labeler(config.labeler)
+    restarts_before = len(engine_restarts(policy))
     with stage(f"labelling steps ({config.labeler}, k={config.rollouts})", len(request.to_label)) as advance:
-        return labeler.label(policy, request, progress=advance)
+        result = labeler.label(policy, request, progress=advance)
+    result.usage.engine_restarts = _report_restarts(policy, restarts_before, "labelling")
+    return result
+
+
+def _report_restarts(policy, before: int, stage_name: str) -> int:
+    """Say which engine deaths the stage survived; their count goes to policy_usage."""
+    survived = engine_restarts(policy)[before:]
+    for restart in survived:
+        announce(f"{stage_name}: the policy's engine died ({restart.reason}); a new one took "
+                 f"{restart.seconds:.0f} s to start and got the {restart.resubmitted} unanswered prompts")
+    return len(survived)
 
 
 @task(name="verify-steps", cache_policy=NO_CACHE)
@@ -149,7 +164,7 @@ def _usage_row(run_id: str, stage: str, labeler: str | None, policy: str, usage:
     return {
         "usage_id": content_id("usage", run_id, stage), "run_id": run_id, "stage": stage, "labeler": labeler,
         "policy": policy, "prompts": usage.prompts, "generated_tokens": usage.generated_tokens,
-        "seconds": usage.seconds, "calls": usage.calls,
+        "seconds": usage.seconds, "calls": usage.calls, "engine_restarts": usage.engine_restarts,
     }
 
 

@@ -98,12 +98,14 @@ class PolicyUsage:
     generated_tokens: int = 0
     seconds: float = 0.0
     calls: int = 0
+    engine_restarts: int = 0  # times the policy's engine died and was restarted mid-stage
 
     def add(self, other: "PolicyUsage") -> None:
         self.prompts += other.prompts
         self.generated_tokens += other.generated_tokens
         self.seconds += other.seconds
         self.calls += other.calls
+        self.engine_restarts += other.engine_restarts
 
 
 @dataclass

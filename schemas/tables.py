@@ -336,6 +336,8 @@ POLICY_USAGE = Table(
         _c("seconds", "DOUBLE", "wall time inside the policy (near 0 when served from the generation cache)",
            volatile=True),
         _c("calls", "BIGINT", "generate calls"),
+        _c("engine_restarts", "BIGINT",
+           "times the policy's engine died and was restarted in this stage (its unanswered prompts resubmitted)"),
     ),
     key="usage_id",
 )

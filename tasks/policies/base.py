@@ -46,3 +46,15 @@ class Policy(Protocol):
 def prompts_per_call(policy: Policy) -> int:
     """How many prompts `policy` wants per `generate` call (DEFAULT_PROMPTS_PER_CALL if it does not say)."""
     return int(getattr(policy, "prompts_per_call", DEFAULT_PROMPTS_PER_CALL))
+
+
+def engine_restarts(policy: object) -> list:
+    """The engine restarts a policy has survived (`restarts`, e.g. VLLMPolicy's), looking through
+    wrappers that keep their policy as `inner`; empty for policies without an engine."""
+    seen = 0
+    while policy is not None and seen < 16:
+        restarts = getattr(policy, "restarts", None)
+        if isinstance(restarts, list):
+            return list(restarts)
+        policy, seen = getattr(policy, "inner", None), seen + 1
+    return []

@@ -19,6 +19,19 @@ Why the engine needs care:
 - CUDA graphs and torch.compile buy nothing for a tiny model on CPU and double the start-up time,
   so `enforce_eager` defaults to True there (False on a GPU).
 
+- Seeded requests and chunked prefill do not mix on CPU. When the scheduler splits a prompt
+  across steps (its token budget ran out: many running sequences plus a long prompt), the token
+  sampled for the unfinished prompt is thrown away and vLLM rewinds that request's generator with
+  `set_offset`, which only CUDA generators have; a CPU generator raises `CPU Generator does not
+  use offset` and the engine dies (`EngineDeadError`). Every request here is seeded, so on CPU
+  chunked prefill is off and the batch budget holds the longest prompt (`max_num_batched_tokens`
+  at least the context): a prompt waits for room instead of being split. Throughput on the
+  rollout workload is unchanged within noise (bench/RESULTS.md). GPUs keep chunked prefill.
+- An engine can still die (a worker killed, out of memory). `generate` feeds the engine request
+  by request and keeps each answer as it finishes; when the engine dies it starts a new one and
+  resubmits only the prompts that did not come back, at most `max_restarts` times per call. Each
+  restart is in `restarts` (the flow stores the count per stage in `policy_usage`).
+
 Determinism: each prompt's request carries its own seed, derived from (params.seed, prompt), and
 vLLM seeds sample i of a request with seed + i; so a prompt's samples do not depend on the call
 it arrives in or on its position there. What vLLM does not promise is bit-identical logits
@@ -30,7 +43,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +61,17 @@ if TYPE_CHECKING:
 CPU_MEMORY_UTILIZATION = 0.15  # of host RAM: 3.6 GB on a 24 GB machine, plenty for a small model
 GPU_MEMORY_UTILIZATION = 0.85
 CPU_BLOCK_SIZE = 32  # tokens per KV block; prefix-cache hits come in whole blocks
+CPU_MAX_BATCHED_TOKENS = 4096  # vLLM's CPU default; raised to the context when that is longer
+MAX_RESTARTS = 3  # engine restarts per generate call before the run stops
+
+
+@dataclass(frozen=True)
+class EngineRestart:
+    """One engine death survived: why it died and how many prompts went to the new engine."""
+
+    reason: str
+    resubmitted: int
+    seconds: float  # the new engine's start-up
 
 
 def request_seed(seed: int, prompt: str) -> int:
@@ -78,6 +104,7 @@ class VLLMPolicy:
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
         block_size: int | None = None,
+        max_restarts: int = MAX_RESTARTS,
         **engine_options: Any,
     ) -> None:
         if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
@@ -89,6 +116,8 @@ class VLLMPolicy:
         self._block_size = block_size
         self._engine_options = engine_options
         self._llm: LLM | None = None
+        self.max_restarts = max_restarts
+        self.restarts: list[EngineRestart] = []
 
     # The engine schedules and caches prefixes across everything it is given: a tree's requests
     # (and many trees') in one call is what makes its prefix cache hit.
@@ -100,32 +129,93 @@ class VLLMPolicy:
 
     def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
         """`n` continuations per prompt, all prompts in one engine call so that requests sharing
-        a prefix (a tree's rollouts) hit the prefix cache."""
+        a prefix (a tree's rollouts) hit the prefix cache. Survives up to `max_restarts` engine
+        deaths: the answers already in are kept, the rest go to a new engine."""
         check_params(n, params)
         if not prompts:
             return []
+        # vLLM refuses n > 1 at temperature 0; greedy samples are all the same, so draw one.
+        draws = 1 if params.temperature == 0 else n
+        answers: dict[int, list[Generation]] = {}
+        deaths = 0
+        while len(answers) < len(prompts):
+            pending = [index for index in range(len(prompts)) if index not in answers]
+            try:
+                self._run(prompts, pending, draws, params, answers)
+            except Exception as error:
+                if not self._engine_died(error):
+                    raise
+                deaths += 1
+                reason = f"{type(error).__name__}: {first_line(error)}"
+                if deaths > self.max_restarts:
+                    raise PolicyUnavailable(
+                        f"the vLLM engine for {self._model} died {deaths} time{'s' if deaths > 1 else ''} in one call; last: {reason}"
+                    ) from error
+                self._restart(reason, len(prompts) - len(answers))
+        return [answers[index] * (n // draws) for index in range(len(prompts))]
+
+    def _run(self, prompts: Sequence[str], pending: list[int], draws: int, params: SamplingParams,
+             answers: dict[int, list[Generation]]) -> None:
+        """Feed `pending` prompts to the engine and store each one's answer the moment it finishes."""
         from vllm import SamplingParams as EngineSamplingParams
 
         llm = self.engine()
-        # vLLM refuses n > 1 at temperature 0; greedy samples are all the same, so draw one.
-        draws = 1 if params.temperature == 0 else n
         requests = [
             EngineSamplingParams(
-                n=draws,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                max_tokens=params.max_new_tokens,
-                seed=request_seed(params.seed, prompt),
+                n=draws, temperature=params.temperature, top_p=params.top_p,
+                max_tokens=params.max_new_tokens, seed=request_seed(params.seed, prompts[index]),
                 stop=list(params.stop),
             )
-            for prompt in prompts
+            for index in pending
         ]
-        outputs = llm.generate(list(prompts), requests, use_tqdm=False)
-        rows = [
-            [_generation(completion) for completion in sorted(output.outputs, key=lambda c: c.index)]
-            for output in outputs
-        ]
-        return [row * (n // draws) for row in rows]
+        # enqueue renders and adds the requests; stepping the engine here, rather than in
+        # LLM.generate, keeps every answer the moment it is finished.
+        request_ids = llm.enqueue([prompts[index] for index in pending], requests, use_tqdm=False)
+        # Outputs carry the caller's request id; enqueue returns vLLM's internal one, which adds
+        # "-" and 8 random characters to it.
+        index_of = {request_id.rsplit("-", 1)[0]: index for request_id, index in zip(request_ids, pending, strict=True)}
+        try:
+            while llm.llm_engine.has_unfinished_requests():
+                for output in llm.llm_engine.step():
+                    if output.finished and output.request_id in index_of:
+                        completions = sorted(output.outputs, key=lambda completion: completion.index)
+                        answers[index_of[output.request_id]] = [_generation(c) for c in completions]
+        except BaseException:
+            unfinished = [request_id for request_id, index in zip(request_ids, pending) if index not in answers]
+            try:
+                llm.llm_engine.abort_request(unfinished, internal=True)
+            except Exception:  # a dead engine cannot abort; it is replaced anyway
+                pass
+            raise
+        missing = [index for index in pending if index not in answers]
+        if missing:
+            raise RuntimeError(f"the vLLM engine finished without answering {len(missing)} of {len(pending)} prompts")
+
+    def _engine_died(self, error: BaseException) -> bool:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        dead = isinstance(error, EngineDeadError) or isinstance(_root_cause(error), EngineDeadError)
+        if not dead and self._llm is not None:
+            core = getattr(self._llm.llm_engine, "engine_core", None)
+            resources = getattr(core, "resources", None)
+            dead = bool(getattr(resources, "engine_dead", False))
+        return dead
+
+    def _restart(self, reason: str, resubmitted: int) -> None:
+        self._discard_engine()
+        began = time.perf_counter()
+        self.engine()
+        self.restarts.append(EngineRestart(reason, resubmitted, time.perf_counter() - began))
+
+    def _discard_engine(self) -> None:
+        """Stop a dead engine's processes, whatever state they are in."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # already gone
+            pass
 
     def engine(self) -> LLM:
         """The running engine, started on first use."""
@@ -154,9 +244,7 @@ class VLLMPolicy:
 
     def close(self) -> None:
         """Stop the engine's processes; the next `generate` starts a new engine."""
-        if self._llm is not None:
-            self._llm.llm_engine.engine_core.shutdown()
-            self._llm = None
+        self._discard_engine()
 
     def __enter__(self) -> VLLMPolicy:
         return self
@@ -187,12 +275,37 @@ class VLLMPolicy:
             "disable_log_stats": False,
             **({"dtype": "float32"} if on_cpu else {}),
             **({"block_size": block_size} if block_size else {}),
+            **(cpu_scheduler_options(self._model) if on_cpu else {}),
             **self._engine_options,
         }
         try:
             return LLM(model=self._model, **options)
         except Exception as error:  # vLLM reports a failed start from its worker processes
             raise PolicyUnavailable(f"the vLLM engine for {self._model} did not start: {first_line(error)}") from error
+
+
+def cpu_scheduler_options(model: str) -> dict[str, Any]:
+    """No chunked prefill on CPU (see the module docstring), with a batch budget that holds a whole
+    prompt of the model's longest context.
+
+    >>> cpu_scheduler_options("/nonexistent")
+    {'enable_chunked_prefill': False, 'max_num_batched_tokens': 4096}
+    """
+    context = 0
+    config_file = Path(model) / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        context = int(config.get("max_position_embeddings") or config.get("n_positions") or 0)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(CPU_MAX_BATCHED_TOKENS, context)}
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception a chain of `raise ... from` leads to."""
+    seen = set()
+    while (error.__cause__ or error.__context__) is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def check_cpu_support(model: str, block_size: int) -> None:

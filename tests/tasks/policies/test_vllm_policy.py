@@ -181,3 +181,87 @@ def test_the_spec_names_the_engine_and_a_missing_model_is_one_line(tmp_path):
     assert load_policy(f"vllm:{MODEL_DIR}").name == f"vllm:{MODEL_DIR}"
     with pytest.raises(PolicySpecError, match="no Hugging Face model at"):
         load_policy(f"vllm:{tmp_path / 'absent'}")
+
+
+def _kill_the_worker_mid_call(policy: VLLMPolicy, killed: list) -> None:
+    """Wait until the engine holds unfinished requests, then SIGKILL its worker process."""
+    import signal
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        llm = policy._llm
+        if llm is not None and llm.llm_engine.get_num_unfinished_requests() > 0:
+            break
+        time.sleep(0.005)
+    else:
+        return
+    for process in psutil.Process().children(recursive=True):
+        if "Worker" in process.name():
+            process.send_signal(signal.SIGKILL)
+            killed.append(process.pid)
+
+
+def test_a_run_survives_its_engine_worker_killed_mid_call(policy, prefect_harness, tmp_path, monkeypatch):
+    """The worker dies in the middle of a call: a new engine gets the unanswered prompts, the run
+    completes, its rows equal an uninterrupted run's, and policy_usage records the restart."""
+    import threading
+
+    import flows.generate as generate_module
+    from flows.generate import generate_flow
+    from schemas.config import GenerateConfig, WarehouseConfig
+    from warehouse.connection import connect
+    from warehouse.fingerprint import table_fingerprints
+
+    spec = f"vllm:{MODEL_DIR}"
+    monkeypatch.setattr(generate_module, "load_policy", lambda requested: policy if requested == spec else None)
+    config = GenerateConfig(problems=4, samples=2, rollouts=2, seed=6, policy=spec)
+
+    def run(name: str) -> tuple[dict, int]:
+        warehouse = WarehouseConfig(data_dir=tmp_path / name, catalog="sqlite")
+        summary = generate_flow(config, warehouse)
+        assert summary.status == "completed"
+        connection = connect(warehouse, read_only=True)
+        try:
+            restarts = connection.execute("SELECT sum(engine_restarts) FROM policy_usage").fetchone()[0]
+            return table_fingerprints(connection), restarts
+        finally:
+            connection.close()
+
+    uninterrupted, no_restarts = run("uninterrupted")
+    restarts_before = len(policy.restarts)
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_the_worker_mid_call, args=(policy, killed), daemon=True)
+    killer.start()
+    interrupted, restarts = run("interrupted")
+    killer.join(timeout=5)
+    assert killed, "the worker was never seen busy"
+    assert len(policy.restarts) == restarts_before + 1
+    assert policy.restarts[-1].reason.startswith("EngineDeadError")
+    assert (no_restarts, restarts) == (0, 1)
+    for table in ("problems", "nodes", "rollouts", "step_labels", "preference_pairs"):
+        assert interrupted[table] == uninterrupted[table], table
+    assert uninterrupted["rollouts"][0] > 0
+
+
+def test_cpu_engines_run_without_chunked_prefill():
+    """Seeded requests and chunked prefill kill vLLM's CPU engine (`CPU Generator does not use
+    offset`); the CPU defaults turn chunked prefill off with room for a whole prompt."""
+    from tasks.policies.vllm_policy import cpu_scheduler_options
+
+    assert cpu_scheduler_options(str(MODEL_DIR)) == {"enable_chunked_prefill": False, "max_num_batched_tokens": 4096}
+
+
+def test_a_busy_engine_with_a_small_batch_budget_does_not_die(tmp_path):
+    """The workload that killed the engine: many seeded requests, a batch budget smaller than the
+    running requests plus a prompt. With chunked prefill off on CPU it completes."""
+    require_engine_and_model()
+    from tasks.synthetic import generate_problems
+
+    prompts = [prompt_for(problem.question) for problem in generate_problems(24, seed=1, min_steps=3, max_steps=6)]
+    with VLLMPolicy(MODEL_DIR, kv_cache_memory_bytes=128 * 2**20, max_num_batched_tokens=300) as small_budget:
+        generations = small_budget.generate(prompts, 4, SamplingParams(seed=3))
+        assert small_budget.restarts == []
+    assert [len(row) for row in generations] == [4] * len(prompts)
