@@ -1,20 +1,87 @@
-"""The examples in docstrings are tests too."""
+"""The examples in docstrings are tests too: every module's examples run, and as many as it holds.
 
+EXAMPLES names each module with examples and how many it holds, so a module whose examples stop
+being found (an import that hides a function, a docstring that moves into a nested function, a
+module dropped from this list) fails here instead of silently running nothing.
+"""
+
+import ast
 import doctest
 import importlib
+from pathlib import Path
 
 import pytest
 
-MODULES = [
-    "tasks.ids", "tasks.answers", "tasks.splitting", "tasks.synthetic", "tasks.text_format",
-    "tasks.labelers.mc", "tasks.dataset", "tasks.labelers.search", "tasks.labelers.progress",
-    "tasks.augment", "tasks.ground_truth", "tasks.policies.vllm_policy", "tasks.policies.openai_policy",
-    "tasks.policies.cache", "warehouse.connection", "warehouse.lock", "warehouse.sql",
-]
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("tasks", "schemas", "flows", "warehouse")
+
+EXAMPLES = {
+    "schemas.errors": 1,
+    "tasks.answers": 7,
+    "tasks.augment": 3,
+    "tasks.consensus": 4,
+    "tasks.dataset": 5,
+    "tasks.ground_truth": 6,
+    "tasks.ids": 2,
+    "tasks.labelers.judge": 6,
+    "tasks.labelers.mc": 2,
+    "tasks.labelers.progress": 1,
+    "tasks.labelers.search": 2,
+    "tasks.policies.cache": 2,
+    "tasks.policies.embedded_model": 3,
+    "tasks.policies.openai_policy": 8,
+    "tasks.policies.simulated": 7,
+    "tasks.policies.transformers_policy": 5,
+    "tasks.policies.vllm_policy": 5,
+    "tasks.prm.data": 3,
+    "tasks.prm.evaluate": 20,
+    "tasks.prm.loop": 7,
+    "tasks.prm.model": 3,
+    "tasks.prm.score": 1,
+    "tasks.prm.stats": 4,
+    "tasks.prm.train": 3,
+    "tasks.processbench": 5,
+    "tasks.splitting": 2,
+    "tasks.synthetic": 1,
+    "tasks.text_format": 2,
+    "tasks.verification": 3,
+    "tasks.verifiers": 1,
+    "tasks.verifiers.arith": 2,
+    "tasks.verifiers.base": 5,
+    "tasks.verifiers.claims": 3,
+    "tasks.verifiers.code": 3,
+    "tasks.verifiers.lean": 7,
+    "warehouse.connection": 2,
+    "warehouse.lock": 1,
+    "warehouse.sql": 4,
+}
 
 
-@pytest.mark.parametrize("name", MODULES)
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def examples_in_source(path: Path) -> int:
+    """Examples written in the file's docstrings (module, classes, functions, at any depth)."""
+    parser = doctest.DocTestParser()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = (node for node in ast.walk(tree)
+             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+    return sum(len(parser.get_examples(ast.get_docstring(node, clean=False) or "")) for node in nodes)
+
+
+def written_examples() -> dict[str, int]:
+    counts = {module_name(path): examples_in_source(path) for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    return {name: count for name, count in counts.items() if count}
+
+
+def test_every_module_with_examples_is_listed_with_its_count():
+    assert written_examples() == EXAMPLES
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_docstring_examples(name):
+    assert EXAMPLES[name] > 0
     result = doctest.testmod(importlib.import_module(name))
-    assert result.attempted > 0
-    assert result.failed == 0
+    assert result == doctest.TestResults(failed=0, attempted=EXAMPLES[name])

@@ -1,9 +1,9 @@
 """The PRM training loop: AdamW on the loss at step separators, resumable from checkpoints.
 
 The loop is deliberately plain torch (bench/train_throughput.py holds it to a bare loop's speed).
-A checkpoint holds the weights, the optimizer and scheduler state, the RNG state and the next
-step; the batch order is a pure function of the seed, so a resumed run ends with the same weights
-as an uninterrupted one.
+A checkpoint holds the weights, the optimizer and scheduler state, the RNG state, the next step
+and the losses and token count so far; the batch order is a pure function of the seed, so a resumed
+run ends with the same weights, and reports the same metrics, as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -153,15 +153,16 @@ def train_loop(
     warmup = int(config.warmup_ratio * steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, warmup, steps))
     metrics = TrainingMetrics(examples=len(examples), steps=steps, device=device)
-    start = 0
+    start, losses = 0, []
     checkpoint = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
-        start = load_checkpoint(checkpoint, model, optimizer, schedule, config)  # restores the RNG too
+        # Restores the RNG too, and the losses and tokens of the steps before `start`.
+        start, losses, metrics.tokens = load_checkpoint(checkpoint, model, optimizer, schedule, config)
         metrics.resumed_from_step = start
     else:
         torch.manual_seed(config.seed)
     model.train()
-    losses: list[float] = []
+    tokens_before = metrics.tokens
     began = time.perf_counter()
     for step in range(start, steps):
         ids, mask, goal = collate([examples[index] for index in order[step]], pad_id)
@@ -176,12 +177,13 @@ def train_loop(
         metrics.tokens += int(mask.sum())
         losses.append(float(loss.detach()))
         if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == steps):
-            save_checkpoint(checkpoint, model, optimizer, schedule, step + 1, config)
+            save_checkpoint(checkpoint, model, optimizer, schedule, step + 1, config, losses, metrics.tokens)
         if progress is not None:
             progress(step, losses[-1])
     model.eval()
     metrics.seconds = round(time.perf_counter() - began, 3)
-    metrics.tokens_per_second = round(metrics.tokens / metrics.seconds, 1) if metrics.seconds else 0.0
+    trained_now = metrics.tokens - tokens_before
+    metrics.tokens_per_second = round(trained_now / metrics.seconds, 1) if metrics.seconds else 0.0
     if losses:
         metrics.first_loss = round(losses[0], 4)
         tail = losses[-10:]
@@ -189,7 +191,10 @@ def train_loop(
     return metrics
 
 
-def save_checkpoint(path: Path, model, optimizer, schedule, next_step: int, config: PRMTrainConfig) -> None:
+def save_checkpoint(
+    path: Path, model, optimizer, schedule, next_step: int, config: PRMTrainConfig,
+    losses: Sequence[float] = (), tokens: int = 0,
+) -> None:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
     import torch
 
@@ -201,14 +206,17 @@ def save_checkpoint(path: Path, model, optimizer, schedule, next_step: int, conf
         "next_step": next_step,
         "rng": torch.get_rng_state(),
         "config": config.training_fingerprint(),
+        "losses": list(losses),
+        "tokens": tokens,
     }
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
     os.replace(partial, path)
 
 
-def load_checkpoint(path: Path, model, optimizer, schedule, config: PRMTrainConfig) -> int:
-    """Restore the state saved by `save_checkpoint`; returns the step to continue from."""
+def load_checkpoint(path: Path, model, optimizer, schedule, config: PRMTrainConfig) -> tuple[int, list[float], int]:
+    """Restore the state saved by `save_checkpoint`; returns the step to continue from, and the
+    losses and token count of the steps before it."""
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -218,7 +226,7 @@ def load_checkpoint(path: Path, model, optimizer, schedule, config: PRMTrainConf
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     torch.set_rng_state(state["rng"])
-    return int(state["next_step"])
+    return int(state["next_step"]), list(state.get("losses", [])), int(state.get("tokens", 0))
 
 
 def model_card(

@@ -50,6 +50,8 @@ class Deadline:
 
     >>> Deadline(1000).remaining_ms() > 0
     True
+    >>> Deadline(0).remaining_ms()
+    0.0
     """
 
     def __init__(self, timeout_ms: float) -> None:
@@ -87,6 +89,12 @@ def run_guarded(name: str, timeout_ms: float, judge: Callable[[Deadline], Verdic
     hangs on every step costs one timeout, not one per step, and never runs twice at once.
     One C call that holds the GIL (a huge integer power) cannot be cut off this way; verifiers
     that run arbitrary code (code, lean) run it in a subprocess and kill that.
+
+    >>> verdict = run_guarded("t", 1000, lambda deadline: Verdict("ignored", VALID, evidence="2 = 2"))
+    >>> verdict.verifier, verdict.verdict, verdict.evidence
+    ('t', 'valid', '2 = 2')
+    >>> run_guarded("t", 1000, lambda deadline: 1 // 0).reason
+    'internal error: ZeroDivisionError: integer division or modulo by zero'
     """
     running = _still_running.get(name)
     if running is not None and running.is_alive():

@@ -494,7 +494,11 @@ def _number(text: str) -> Fraction | None:
 
 
 def same_number(printed: str, claimed: Fraction) -> bool | None:
-    """Whether a printed value equals a claimed one; None when the printed text is no number."""
+    """Whether a printed value equals a claimed one; None when the printed text is no number.
+
+    >>> same_number("0.30000000000000004", Fraction(3, 10)), same_number("17", Fraction(18)), same_number("x", 1)
+    (True, False, None)
+    """
     value = _number(printed)
     if value is None:
         return None
@@ -505,7 +509,11 @@ def same_number(printed: str, claimed: Fraction) -> bool | None:
 
 
 def claimed_result(step_text: str) -> Fraction | None:
-    """The right side of the last equality in the step's prose that has an exact value."""
+    """The right side of the last equality in the step's prose that has an exact value.
+
+    >>> claimed_result("Step 1: 21 - 3 = 18, so x = 18 / 4"), claimed_result("She has x = 3 apples, x + 1 = 4")
+    (Fraction(9, 2), Fraction(4, 1))
+    """
     from tasks.verifiers.arith import NotEvaluable, check_claims, evaluate_exact
     from tasks.verifiers.claims import extract_claims
 

@@ -1,6 +1,7 @@
 """End to end: `prmforge verify --processbench` on the hand-made file, with the real verifiers."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,28 @@ def test_code_verifier_exact_scores(report):
     assert score["f1"] == pytest.approx(2 / 7)
 
 
-def test_the_table_names_every_verifier(runner):
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of a rich table, as cell texts."""
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines() if line.startswith("│")]
+
+
+def test_the_table_names_every_verifier(runner, monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per row
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Lean toolchain, whatever this machine has
+    monkeypatch.delenv("PRMFORGE_LEAN", raising=False)
     result = runner.invoke(app, ["verify", "--processbench", str(HANDMADE), "--verifiers", "arith,lean"])
     assert result.exit_code == 0, result.output
-    assert "11 solutions (6 erroneous), 0 bad rows" in result.stdout
+    assert result.stdout.splitlines()[0] == f"{HANDMADE}: 11 solutions (6 erroneous), 0 bad rows"
     assert "0.615" in result.stdout  # arith's F1
     assert "lean" in result.stdout
+    rows = table_rows(result.stdout)
+    # verifier, coverage, invalid precision, acc. erroneous, acc. correct, F1 (ms/step varies): the
+    # numbers of test_arithmetic_verifiers_exact_scores; lean, absent, knows no step.
+    assert [row[:6] for row in rows] == [
+        ["arith", "0.857 (24/28)", "0.800 (4/5)", "0.500 (3/6)", "0.800 (4/5)", "0.615"],
+        ["lean", "0.000 (0/28)", "- (0/0)", "0.000 (0/6)", "1.000 (5/5)", "0.000"],
+    ]
+    assert all(re.fullmatch(r"\d+\.\d", row[6]) for row in rows), rows
 
 
 def test_a_missing_file_is_one_line_and_exit_code_one(runner, tmp_path):

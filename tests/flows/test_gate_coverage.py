@@ -8,6 +8,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+import flows.generate as generate_module
 import flows.publish as publish_module
 from flows.generate import generate_flow
 from schemas.config import GenerateConfig
@@ -16,12 +17,20 @@ from tasks.gates import GateFailed
 from warehouse.connection import connect
 
 CONFIG = GenerateConfig(problems=3, samples=3, rollouts=2, seed=1, policy="simulated:error_rate=0.3,seed=1")
-PUBLISHED = ("problems", "nodes", "rollouts", "step_labels", "datasets")
+# Verdicts and consensus decisions exist only when the run verifies and votes.
+VOTING = CONFIG.model_copy(update={"verifiers": ("arith",), "consensus": "default"})
+PUBLISHED = ("problems", "nodes", "rollouts", "step_labels", "datasets", "verdicts", "consensus")
 
 
 def corrupt_frame(monkeypatch, builder: str, corruption):
     original = getattr(frames, builder)
     monkeypatch.setattr(frames, builder, lambda *args, **kwargs: corruption(original(*args, **kwargs)))
+
+
+def corrupt_generate_step(monkeypatch, builder: str, corruption):
+    """A frame builder flows.generate imported by name (verdicts_frame, decisions_frame)."""
+    original = getattr(generate_module, builder)
+    monkeypatch.setattr(generate_module, builder, lambda *args, **kwargs: corruption(original(*args, **kwargs)))
 
 
 def corrupt_dataset(monkeypatch, corruption):
@@ -61,14 +70,22 @@ CORRUPTIONS = {
         mp, lambda d: d.with_columns(labels=pl.col("labels").list.slice(1))
     ),
     "no_problem_in_two_splits": lambda mp: corrupt_dataset(mp, leak_split),
+    "rollout_node_known": lambda mp: corrupt_frame(mp, "rollouts_frame", lambda f: first_row(f, node_id="ghost")),
+    "verdict_three_valued": lambda mp: corrupt_generate_step(
+        mp, "verdicts_frame", lambda f: first_row(f, verdict="probably")
+    ),
+    "decision_id_unique": lambda mp: corrupt_generate_step(
+        mp, "decisions_frame", lambda f: pl.concat([f, f.head(1)])
+    ),
 }
+NEEDS_VOTES = {"verdict_three_valued", "decision_id_unique"}
 
 
 @pytest.mark.parametrize("expectation", sorted(CORRUPTIONS))
 def test_corruption_is_caught_and_nothing_is_published(prefect_harness, warehouse_config, monkeypatch, expectation):
     CORRUPTIONS[expectation](monkeypatch)
     with pytest.raises(GateFailed, match=expectation):
-        generate_flow(CONFIG, warehouse_config)
+        generate_flow(VOTING if expectation in NEEDS_VOTES else CONFIG, warehouse_config)
     connection = connect(warehouse_config, read_only=True)
     try:
         published = {t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in PUBLISHED}

@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from flows.cli import _register_area_commands, app
 from flows.nightly import nightly_flow
+from tasks.ids import content_id
 from tasks.prm.config import NightlyConfig
 from tasks.synthetic import generate_problems
 from warehouse.connection import connect
@@ -92,6 +94,20 @@ def test_the_second_night_compares_on_the_same_rows_and_decides(two_nights):
     promoted = query(warehouse, "SELECT version FROM models WHERE promoted")
     assert promoted == [(2 if better else 1,)]
     assert second.status == ("promoted" if better else "kept")
+    # The one right outcome. The threshold is chosen on one held-out problem's solutions and F1
+    # measured on the other's, which is a single solution here: one kind only, so F1 is undefined
+    # for both models and the promoted model stays. That follows from the data alone (a seeded
+    # policy, hash splits), not from what training computed.
+    assert re.fullmatch(
+        r"candidate v2 F1 undefined, promoted v1 F1 undefined on dataset:v2:test "
+        r"\(threshold 0\.\d+ chosen for the best F1 on 6 held-out rows; measured on the other 1\)",
+        recorded[3][2],
+    ), recorded[3][2]
+    assert f1 == {1: None, 2: None}
+    assert (decision, reason) == ("keep", "F1 undefined on the held-out set (it needs both erroneous and correct solutions)")
+    assert promoted == [(1,)] and second.status == "kept"
+    assert (second.candidate_model_id, second.promoted_model_id) == (
+        query(warehouse, "SELECT model_id FROM models WHERE version = 2")[0][0], first.promoted_model_id)
 
 
 def test_every_night_is_a_run_and_its_decisions_are_snapshots(two_nights):
@@ -215,6 +231,142 @@ def test_a_failed_evaluation_is_a_recorded_decision(prefect_harness, tmp_path):
     assert recorded[-1][2].startswith("FileExistsError: ") and str(not_a_folder) in recorded[-1][2]
     assert status == "failed"
     assert query(warehouse, "SELECT count(*) FROM models WHERE promoted") == [(0,)]
+
+
+def test_a_failed_gate_stops_the_night_and_publishes_nothing(prefect_harness, tmp_path, monkeypatch):
+    from schemas.config import WarehouseConfig
+    from tasks import frames
+
+    original = frames.labels_frame
+    monkeypatch.setattr(frames, "labels_frame", lambda *args, **kwargs: (lambda frame: frame.with_columns(
+        q=pl.when(pl.int_range(pl.len()) == 0).then(1.5).otherwise(pl.col("q"))))(original(*args, **kwargs)))
+    warehouse = WarehouseConfig(data_dir=tmp_path / "warehouse", catalog="sqlite")
+    config = NightlyConfig(problems=2, samples=2, rollouts=2, policy="simulated", min_new_labels=1, first_seed=3)
+    night = nightly_flow(config, warehouse)
+    assert (night.status, night.dataset_version, night.candidate_model_id) == ("stopped at generate", None, None)
+    assert decisions(warehouse, night.run_id) == night.decisions == [
+        night.decisions[0],
+        ("generate", "stop", "quality gates failed, nothing published: "
+                             "quality gate failed: step_labels.q_in_unit_interval (1 rows)"),
+    ]
+    assert night.decisions[0][:2] == ("seeds", "seed 3")
+    published = {table: query(warehouse, f"SELECT count(*) FROM {table}")[0][0]
+                 for table in ("problems", "nodes", "step_labels", "datasets", "models")}
+    assert published == dict.fromkeys(published, 0)
+    assert query(warehouse, "SELECT expectation FROM dq_results WHERE NOT success") == [("q_in_unit_interval",)]
+    assert query(warehouse, "SELECT status FROM runs WHERE flow = 'nightly'") == [("completed",)]
+
+
+def test_a_generate_run_another_machine_finished_first_stops_the_night(prefect_harness, tmp_path, monkeypatch):
+    """Two machines' nights with the same settings chose the same seed; the other one's generate
+    run completes between this night's seed choice and its own generate run (it runs when this
+    night announces its seed). This night's run is then already done: it stops, training nothing."""
+    import flows.nightly as nightly_module
+    from flows.generate import generate_flow, run_id_for
+    from schemas.config import WarehouseConfig
+
+    warehouse = WarehouseConfig(data_dir=tmp_path / "warehouse", catalog="sqlite")
+    config = NightlyConfig(problems=2, samples=2, rollouts=2, policy="simulated", min_new_labels=1, first_seed=4)
+    announced, other_machine = nightly_module.announce, []
+
+    def announce(text: str) -> None:
+        announced(text)
+        if text.startswith("nightly seeds: seed 4 ") and not other_machine:
+            other_machine.append(generate_flow(nightly_module.generate_config(config, 4), warehouse))
+
+    monkeypatch.setattr(nightly_module, "announce", announce)
+    night = nightly_flow(config, warehouse)
+    (first,) = other_machine
+    generate_run = run_id_for(nightly_module.generate_config(config, 4))
+    assert (first.run_id, first.status, first.dataset_version) == (generate_run, "completed", 1)
+    assert (night.status, night.dataset_version, night.candidate_model_id) == ("stopped at generate", None, None)
+    assert decisions(warehouse, night.run_id) == night.decisions == [
+        night.decisions[0], ("generate", "stop", f"generate run {generate_run} already done: no new dataset"),
+    ]
+    assert night.decisions[0][:2] == ("seeds", "seed 4")
+    assert query(warehouse, "SELECT count(*) FROM runs WHERE flow = 'generate'") == [(1,)]  # written once
+    assert query(warehouse, "SELECT count(*) FROM models") == [(0,)]
+    assert query(warehouse, "SELECT status FROM runs WHERE flow = 'nightly'") == [("completed",)]
+
+
+@pytest.fixture(scope="module")
+def baseline_night(prefect_harness, tmp_path_factory):
+    """A night that also trains the ORM baseline, and whose candidate another machine promotes
+    while it trains (the promotion is made when this night announces its model)."""
+    import flows.nightly as nightly_module
+    from flows.train import reading
+    from schemas.config import WarehouseConfig
+    from tasks.prm.model import build_tiny_base, set_cpu_threads
+    from tasks.prm.registry import find_model
+
+    set_cpu_threads(1)
+    root = tmp_path_factory.mktemp("baseline-night")
+    warehouse = WarehouseConfig(data_dir=root / "warehouse", catalog="sqlite")
+    config = NightlyConfig(
+        problems=4, samples=3, rollouts=2, policy="simulated", base=str(build_tiny_base(root / "base")),
+        epochs=2, learning_rate=1e-2, min_new_labels=1, first_seed=1, test_fraction=0.5, orm_baseline=True,
+    )
+    announced = nightly_module.announce
+    promoted_by_other = []
+
+    def announce(text: str) -> None:
+        announced(text)
+        if text.startswith("nightly train: model v1 ") and not promoted_by_other:
+            with reading(warehouse) as connection:
+                model = find_model(connection, "v1")
+            nightly_module.record.fn(warehouse, "another-night", [("promote", "promote", "better on its rows")],
+                                     promote_model=model.model_id)
+            promoted_by_other.append(model.model_id)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(nightly_module, "announce", announce)
+    try:
+        night = nightly_flow(config, warehouse)
+    finally:
+        patch.undo()
+    return warehouse, night, promoted_by_other
+
+
+def test_the_orm_baseline_is_trained_on_the_nights_dataset_and_used_to_evaluate(baseline_night):
+    from tasks.prm.config import EvaluateConfig
+
+    warehouse, night, _ = baseline_night
+    assert [(stage, decision) for stage, decision, _ in night.decisions] == [
+        ("seeds", "seed 1"), ("generate", "continue"), ("train", "model v1"), ("train", "orm v2"),
+        ("evaluate", "measured"), ("promote", "keep"),
+    ]
+    assert night.decisions[3][2] == "completed: the ORM baseline for the Best-of-N comparison"
+    assert decisions(warehouse, night.run_id) == night.decisions
+    models = query(warehouse, "SELECT version, kind, dataset_version, base, model_id FROM models ORDER BY version")
+    assert [row[:4] for row in models] == [(1, "prm", 1, night_base(warehouse)), (2, "orm", 1, night_base(warehouse))]
+    prm_id, orm_id = models[0][4], models[1][4]
+    # The candidate's Best-of-N ranks with ORM v2: the orm method is there, from the evaluation
+    # run whose id names the ORM.
+    orm_rows = query(warehouse, "SELECT DISTINCT run_id FROM evaluations WHERE model_id = ? AND metric LIKE 'orm@%'", [prm_id])
+    assert orm_rows == [(content_id("run", "evaluate", prm_id, "dataset:v1:test", EvaluateConfig().model_dump_json(), orm_id),)]
+    assert query(warehouse, "SELECT count(*) FROM evaluations WHERE model_id = ?", [orm_id]) == [(0,)]  # a baseline only
+
+
+def night_base(warehouse) -> str:
+    (base,) = {row[0] for row in query(warehouse, "SELECT base FROM models")}
+    return base
+
+
+def test_a_candidate_that_is_already_promoted_is_kept_without_measuring_it_twice(baseline_night):
+    warehouse, night, promoted_by_other = baseline_night
+    (candidate,) = promoted_by_other
+    assert night.candidate_model_id == candidate
+    assert night.decisions[4][:2] == ("evaluate", "measured")
+    assert re.fullmatch(r"candidate v1 F1 (undefined|\d\.\d{4}) on dataset:v1:test \(.*\)", night.decisions[4][2])
+    assert "promoted v" not in night.decisions[4][2]  # the incumbent is the candidate: measured once
+    assert night.decisions[5] == ("promote", "keep", "the candidate is already the promoted model")
+    assert (night.status, night.promoted_model_id) == ("kept", candidate)
+    assert query(warehouse, "SELECT version FROM models WHERE promoted") == [(1,)]
+    runs = query(warehouse, "SELECT DISTINCT run_id FROM evaluations WHERE model_id = ? AND kind = 'first_error'", [candidate])
+    assert len(runs) == 1
+    assert query(warehouse, "SELECT run_id, stage, decision FROM decisions WHERE run_id = 'another-night'") == [
+        ("another-night", "promote", "promote")]
+    assert query(warehouse, "SELECT status FROM runs WHERE flow = 'nightly'") == [("completed",)]
 
 
 # --- the real console script -------------------------------------------------------------------------

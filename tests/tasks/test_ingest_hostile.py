@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,14 +64,36 @@ def test_duplicate_ids_are_quarantined(tmp_path):
 
 def test_infinity_and_nan_as_text_are_plain_answers_but_not_as_numbers(tmp_path):
     path = tmp_path / "inf.jsonl"
-    path.write_bytes(b'{"question": "q", "answer": Infinity}\n{"question": "q2", "answer": -Infinity}\n')
+    path.write_bytes(
+        b'{"question": "q", "answer": Infinity}\n{"question": "q2", "answer": -Infinity}\n'
+        b'{"question": "q3", "answer": NaN}\n'
+        b'{"question": "q4", "answer": "NaN"}\n{"question": "q5", "answer": "Infinity"}\n'
+        b'{"question": "q6", "answer": "-Infinity"}\n'
+    )
     result = read_seed_file(path)
-    assert result.problems == []
-    assert {row.reason for row in result.quarantined} == {
-        "JSON contains Infinity, which is not a number",
-        "JSON contains -Infinity, which is not a number",
-    }
-    assert not math.isnan(0.0)
+    # As JSON strings they are answers like any other text; as bare JSON constants they are refused.
+    assert [(problem.source_row, problem.question, problem.answer) for problem in result.problems] == [
+        (4, "q4", "NaN"), (5, "q5", "Infinity"), (6, "q6", "-Infinity"),
+    ]
+    assert [(row.source_row, row.reason) for row in result.quarantined] == [
+        (1, "JSON contains Infinity, which is not a number"),
+        (2, "JSON contains -Infinity, which is not a number"),
+        (3, "JSON contains NaN, which is not a number"),
+    ]
+
+
+def test_nan_and_infinity_as_parquet_floats_are_quarantined(tmp_path):
+    import pyarrow
+    import pyarrow.parquet
+
+    path = tmp_path / "seeds.parquet"
+    table = pyarrow.table({"question": ["q1", "q2", "q3"], "answer": [math.nan, math.inf, 4.0]})
+    pyarrow.parquet.write_table(table, path)
+    result = read_seed_file(path)
+    assert [(problem.question, problem.answer) for problem in result.problems] == [("q3", "4.0")]
+    assert [(row.source_row, row.reason) for row in result.quarantined] == [
+        (1, "field 'answer' is not a finite number"), (2, "field 'answer' is not a finite number"),
+    ]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -78,8 +101,8 @@ def test_infinity_and_nan_as_text_are_plain_answers_but_not_as_numbers(tmp_path)
 def test_random_bytes_as_parquet_are_refused_with_one_line(tmp_path_factory, content):
     path = tmp_path_factory.mktemp("pq") / "seeds.parquet"
     path.write_bytes(content)
-    try:
+    # Random bytes are never a Parquet file (it needs the PAR1 magic at both ends and a valid footer).
+    with pytest.raises(IngestError) as refused:
         read_seed_file(path)
-    except IngestError as error:
-        assert "\n" not in str(error)
-        assert str(error).startswith("cannot read Parquet file")
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith(f"cannot read Parquet file {path}: ")

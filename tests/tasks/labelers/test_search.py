@@ -169,6 +169,57 @@ def test_a_node_probed_for_one_solution_is_reused_by_another():
     assert outcome.disagreements == 0
 
 
+def shared_step_solutions(lucky_tag: str, unlucky_tag: str) -> tuple[Solution, Solution, Solution]:
+    """Three wrong solutions from one first step. `lucky` and `unlucky` also share step 2 and then
+    part; `short` ends at its own step 2, so its search probes step 1 (and finds q = 0) at once."""
+    shared = ["Step 1: 1", "Step 2: 2"]
+    lucky = Solution("p1", shared + [f"Step 3: {lucky_tag}3", f"Step 4: {lucky_tag}4",
+                                     f"Step 5: {lucky_tag}5\nThe answer is 7."], "7", False)
+    unlucky = Solution("p1", shared + [f"Step 3: {unlucky_tag}3", f"Step 4: {unlucky_tag}4",
+                                       f"Step 5: {unlucky_tag}5\nThe answer is 8."], "8", False)
+    short = Solution("p1", shared[:1] + ["Step 2: c\nThe answer is 9."], "9", False)
+    return lucky, unlucky, short
+
+
+INFERRED_BY = {
+    "lucky": (True, 0.25, "search: inferred from probe at step 3 (1 of 4 completions correct)"),
+    "unlucky": (False, 0.0, "search: inferred from probe at step 1 (0 of 4 completions correct)"),
+}
+
+
+@pytest.mark.parametrize(("lucky_tag", "unlucky_tag", "first_in_order"), [("b", "a", "lucky"), ("a", "b", "unlucky")])
+def test_solutions_that_infer_a_shared_step_differently_count_one_disagreement(lucky_tag, unlucky_tag, first_in_order):
+    lucky, unlucky, short = shared_step_solutions(lucky_tag, unlucky_tag)
+    # Round 1 probes lucky's step 3 (1 of 4: a lucky rollout), unlucky's step 3 (0) and step 1 for
+    # short (0). Round 2: lucky applies its step 3 first (nearest its middle) and moves past steps 1
+    # and 2; unlucky applies its step 3, then step 1 from the cache: first error 0. Step 2 is never
+    # probed (unscripted: a probe would fail), so each of the two infers it, differently.
+    correct = script(short, [0]) | script(lucky, [0, 0, 1, 0]) | script(unlucky, [0, 0, 0])
+    outcome, policy = run([lucky, unlucky, short], correct)
+    terminal = {solution_nodes(sol)[-1].node_id: name for sol, name in
+                ((lucky, "lucky"), (unlucky, "unlucky"), (short, "short"))}
+    order = [terminal[trace.solution_id] for trace in outcome.traces]
+    assert [name for name in order if name != "short"][0] == first_in_order  # terminal-id order, by the tags
+    assert dict(zip(order, (trace.first_error for trace in outcome.traces))) == {"lucky": 3, "unlucky": 0, "short": 0}
+    assert sorted(policy.prompts_seen) == sorted(
+        [prefix_for(QUESTION, lucky.steps[:1])] + [prefix_for(QUESTION, lucky.steps[:i]) for i in (3, 4)]
+        + [prefix_for(QUESTION, unlucky.steps[:3])]
+    )
+    assert outcome.disagreements == 1
+    labels = {label.node_id: label for label in outcome.result.labels}
+    step_one, step_two = solution_nodes(lucky)[:2]
+    assert (labels[step_one.node_id].hard, labels[step_one.node_id].reason) == (
+        False, "search: probe: 0 of 4 completions correct")
+    # One label per node: the first solution in terminal-id order that inferred it decides.
+    chosen = labels[step_two.node_id]
+    assert (chosen.hard, chosen.q, chosen.reason) == INFERRED_BY[first_in_order]
+    assert (chosen.n, chosen.n_correct) == (0, 0)
+    # A step only one solution infers is no disagreement: unlucky's step 4, from its zero at step 3.
+    assert labels[solution_nodes(unlucky)[3].node_id].reason == (
+        "search: inferred from probe at step 3 (0 of 4 completions correct)")
+    assert len(outcome.result.labels) == len({node.node_id for sol in (lucky, unlucky, short) for node in solution_nodes(sol)})
+
+
 def test_steps_on_a_correct_solution_are_known_positive_without_rollouts():
     good = solution(4, "10")
     bad = Solution("p1", good.steps[:2] + ["Step 3: z", "Step 4: w\nThe answer is 8."], "8", False)
@@ -214,4 +265,4 @@ def test_docstring_examples():
 
     import tasks.labelers.search
 
-    assert doctest.testmod(tasks.labelers.search).failed == 0
+    assert doctest.testmod(tasks.labelers.search) == doctest.TestResults(failed=0, attempted=2)  # every example ran

@@ -108,3 +108,31 @@ def test_model_card_names_dataset_snapshot_config_and_metrics():
     assert "- dataset version: 2 (warehouse snapshot 17)" in card
     assert '"learning_rate": 0.01' in card
     assert "| final_loss | 0.25 |" in card and "nested" not in card
+
+
+def test_a_resumed_run_reports_the_losses_and_tokens_of_the_whole_run(tiny_base, tmp_path, examples):
+    """The registered metrics of a resumed run are those of the run, not of its last stretch: the
+    losses and token count so far travel in the checkpoint (a resume after the last step trains
+    nothing and still reports them)."""
+    settings = config(epochs=3, checkpoint_every=1)  # 6 steps
+
+    def trained(folder, stop_after=None, resume=False):
+        model, tokenizer = load_for_training(tiny_base, "hard", "prm", seed=0)
+        encoded, _ = training_examples(tokenizer, examples, "prm", "hard", 256)
+
+        def progress(step, loss):
+            if stop_after is not None and step + 1 == stop_after:
+                raise KeyboardInterrupt
+
+        return train_loop(model, encoded, settings, tokenizer.pad_token_id, "cpu", folder, resume, progress)
+
+    straight = trained(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        trained(tmp_path / "resumed", stop_after=4)
+    resumed = trained(tmp_path / "resumed", resume=True)
+    finished = trained(tmp_path / "straight", resume=True)  # its checkpoint is after the last step
+    whole = (straight.steps, straight.first_loss, straight.final_loss, straight.tokens)
+    assert (resumed.resumed_from_step, finished.resumed_from_step) == (4, 6)
+    assert (resumed.steps, resumed.first_loss, resumed.final_loss, resumed.tokens) == whole
+    assert (finished.steps, finished.first_loss, finished.final_loss, finished.tokens) == whole
+    assert not math.isnan(straight.final_loss) and straight.tokens > 0

@@ -1,6 +1,11 @@
 """The code verifier: snippets, verdicts, and a corpus of hostile snippets that must be contained."""
 
+import dataclasses
 import os
+import re
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from fractions import Fraction
@@ -17,6 +22,7 @@ from tasks.verifiers.code import (
     judge_run,
     run_sandboxed,
     same_number,
+    unshare_prefix,
 )
 
 PROBLEM = StepContext("Mia has 21 apples. She gives away 3.")
@@ -242,3 +248,159 @@ def test_deep_recursion(code):
 def test_raising_its_own_limits_is_blocked(code):
     source = "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (-1, -1))"
     contained(code.verify(fenced(source), PROBLEM), "sandbox: blocked resource.setrlimit")
+
+
+# --- the network namespace --------------------------------------------------------------------
+
+
+def network_namespace_prefix() -> tuple[str, ...]:
+    prefix = unshare_prefix(True)
+    if not prefix:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "no network namespace here: `unshare --net` and `unshare --user --map-root-user --net` both fail")
+    return prefix
+
+
+def snippet_network_namespace(config: CodeConfig) -> str:
+    # os.readlink raises no audit event, so the snippet can name its namespace; reading
+    # /proc/net/dev or opening a socket is blocked by the hook.
+    run = run_sandboxed((Cell("import os\nprint(os.readlink('/proc/self/ns/net'))\n", "exec"),), config, 3)
+    return run.report["cells"][0]["output"].strip()
+
+
+def test_snippets_run_in_a_network_namespace_of_their_own():
+    network_namespace_prefix()
+    ours = os.readlink("/proc/self/ns/net")
+    assert ours.startswith("net:[")
+    inside = snippet_network_namespace(CONFIG)
+    assert inside.startswith("net:[") and inside != ours
+    assert snippet_network_namespace(dataclasses.replace(CONFIG, use_unshare=False)) == ours  # the switch works
+
+
+CONNECT = """import errno, socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2)
+    print("connected")
+except OSError as error:
+    print(errno.errorcode.get(error.errno, error.errno))
+"""
+
+
+def test_inside_the_namespace_nothing_is_reachable_even_without_the_hook():
+    """The sandbox's own prefix, running plain Python (no audit hook): only a loopback interface,
+    and it is down, so even this host's 127.0.0.1 cannot be reached."""
+    prefix = network_namespace_prefix()
+    listed = subprocess.run([*prefix, "cat", "/proc/net/dev"], capture_output=True, text=True, timeout=10, check=True)
+    assert [line.split(":")[0].strip() for line in listed.stdout.splitlines()[2:]] == ["lo"]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        probe = CONNECT.format(port=server.getsockname()[1])
+        outside = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=10)
+        inside = subprocess.run([*prefix, sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=10)
+    assert (outside.stdout, inside.stdout) == ("connected\n", "ENETUNREACH\n")
+
+
+# --- file-size and open-file limits -----------------------------------------------------------
+
+
+def test_a_file_past_the_file_size_limit_is_refused():
+    small = CodeVerifier(dataclasses.replace(CONFIG, file_size_mb=1))
+    verdict = small.verify(fenced("open('big.bin', 'wb').write(b'x' * (2 * 1024 * 1024))"), PROBLEM)
+    assert (verdict.verdict, verdict.reason) == ("unknown", "sandbox: file-size limit reached OSError: [Errno 27] File too large")
+    source = "with open('ok.bin', 'wb') as out:\n    out.write(b'x' * (1024 * 1024))\nimport os\nprint(os.path.getsize('ok.bin'))"
+    verdict = small.verify(fenced(source, "so 1024 * 1024 = 1048576"), PROBLEM)
+    assert (verdict.verdict, verdict.evidence) == ("valid", "snippet printed 1048576, as the step claims")  # up to it: fine
+
+
+OPEN_MANY = """handles = []
+try:
+    for index in range(200):
+        handles.append(open(f'f{index}', 'w'))
+except OSError as error:
+    print(error.errno, len(handles))
+else:
+    print('opened', len(handles))
+"""
+
+
+@pytest.mark.parametrize(("open_files", "printed"), [(16, "24 13\n"), (64, "24 61\n")])
+def test_open_files_stop_at_the_limit(open_files, printed):
+    # EMFILE (24) after the limit less fds 0-2, the only ones the snippet inherits.
+    run = run_sandboxed((Cell(OPEN_MANY, "exec"),), dataclasses.replace(CONFIG, open_files=open_files), 3)
+    assert run.report["cells"][0]["output"] == printed
+
+
+def test_too_many_open_files_is_unknown_with_the_reason():
+    verdict = CodeVerifier(dataclasses.replace(CONFIG, open_files=16)).verify(
+        fenced("handles = [open(f'f{i}', 'w') for i in range(100)]"), PROBLEM)
+    assert (verdict.verdict, verdict.reason) == ("unknown", "snippet raised OSError: [Errno 24] Too many open files: 'f13'")
+
+
+# --- symlink escapes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source", "reason"), [
+    ("import os\nos.symlink('/etc/passwd', 'link')\nprint(open('link').read())",
+     "sandbox: blocked os.symlink outside the sandbox folder (/etc/passwd)"),
+    ("import os\nos.symlink('../../../../../../etc/passwd', 'link')",
+     "sandbox: blocked os.symlink outside the sandbox folder (../../../../../../etc/passwd)"),
+    ("import os\nos.symlink('..', 'up')", "sandbox: blocked os.symlink outside the sandbox folder (..)"),
+    ("import pathlib\npathlib.Path('etc').symlink_to('/etc')", "sandbox: blocked os.symlink outside the sandbox folder (/etc)"),
+    ("import os\nos.link('/etc/passwd', 'hard')", "sandbox: blocked os.link outside the sandbox folder (/etc/passwd)"),
+    # Links that already exist resolve before the check: /proc/self/root is /, /proc/self/cwd the folder.
+    ("print(open('/proc/self/root/etc/passwd').read())",
+     "sandbox: blocked read outside the sandbox folder (/proc/self/root/etc/passwd)"),
+    ("print(open('/proc/self/cwd/../bootstrap.py').read())",
+     "sandbox: blocked read outside the sandbox folder (/proc/self/cwd/../bootstrap.py)"),
+    ("open('/proc/self/cwd/../stdout', 'w').write('forged')",
+     "sandbox: blocked write outside the sandbox folder (/proc/self/cwd/../stdout)"),
+])
+def test_symlink_escapes_are_blocked(code, source, reason):
+    verdict = code.verify(fenced(source), PROBLEM)
+    assert (verdict.verdict, verdict.reason) == ("unknown", reason)
+
+
+def test_a_symlink_inside_the_folder_is_usable(code):
+    source = "import os\nos.symlink('inside.txt', 'link')\nopen('link', 'w').write('4')\nprint(open('inside.txt').read())"
+    verdict = code.verify(fenced(source, "2 + 2 = 4"), PROBLEM)
+    assert (verdict.verdict, verdict.evidence) == ("valid", "snippet printed 4, as the step claims")
+
+
+# --- forged marker lines ----------------------------------------------------------------------
+
+LEARN_MARKER = "import json, os, sys\nmarker = sys._getframe(1).f_locals['marker']  # the bootstrap's, this run's\n"
+
+
+def test_a_guessed_marker_is_ignored_printed_or_written_to_the_descriptor(code):
+    forged = '@@prmforge-sandbox-0000000000000000@@{"blocked": "forged"}'
+    for source in (f"print({forged!r})\nassert 2 + 2 == 5", f"import os\nos.write(1, {chr(10) + forged + chr(10)!r}.encode())\nassert 2 + 2 == 5"):
+        verdict = code.verify(fenced(source), PROBLEM)
+        assert (verdict.verdict, verdict.evidence) == ("invalid", "assertion failed: assert 2 + 2 == 5"), source
+
+
+def test_every_run_has_its_own_marker():
+    learn = (Cell(LEARN_MARKER + "print(marker)\n", "exec"),)
+    first, second = (run_sandboxed(learn, CONFIG, 3).report["cells"][0]["output"] for _ in range(2))
+    assert re.fullmatch(r"@@prmforge-sandbox-[0-9a-f]{16}@@\n", first) and first != second
+
+
+def test_a_forged_report_before_the_real_one_changes_nothing(code):
+    source = LEARN_MARKER + "os.write(1, ('\\n' + marker + json.dumps({'blocked': 'forged'}) + '\\n').encode())\nassert 2 + 2 == 5"
+    verdict = code.verify(fenced(source), PROBLEM)
+    assert (verdict.verdict, verdict.evidence) == ("invalid", "assertion failed: assert 2 + 2 == 5")  # the last marker line wins
+
+
+def test_a_malformed_report_is_no_report(code):
+    source = LEARN_MARKER + "os.write(1, ('\\n' + marker + '{not json\\n').encode())\nos._exit(0)"
+    assert code.verify(fenced(source), PROBLEM).reason == "sandbox: exited with code 0 (no report)"
+
+
+def test_a_forged_report_mislabels_only_its_own_step(code):
+    # The module docstring's caveat, pinned: a snippet that learns this run's marker and exits
+    # after forging a report decides its own verdict; the next step's run has a new marker.
+    fake = {"cells": [{"output": "", "error": None, "has_assert": True}]}
+    source = LEARN_MARKER + f"os.write(1, ('\\n' + marker + json.dumps({fake!r}) + '\\n').encode())\nos._exit(0)\nassert 2 + 2 == 5"
+    assert code.verify(fenced(source), PROBLEM).verdict == "valid"
+    verdict = code.verify(fenced("assert 2 + 2 == 5"), PROBLEM)
+    assert (verdict.verdict, verdict.evidence) == ("invalid", "assertion failed: assert 2 + 2 == 5")

@@ -23,12 +23,27 @@ def test_unknown_name_lists_the_known_ones():
         get_verifier("sympy")
 
 
-def test_every_verifier_answers_one_step_with_a_timed_verdict():
+NO_LEAN = (
+    "lean unavailable: no `lean` on PATH (install Lean 4 with elan, or set PRMFORGE_LEAN to the command that runs it)"
+)
+
+
+def test_every_verifier_answers_one_step_with_a_timed_verdict(monkeypatch, tmp_path):
+    # No Lean toolchain, whatever this machine has: the lean verdict is then known exactly (a real
+    # toolchain's verdicts: tests/tasks/verifiers/test_lean.py).
+    monkeypatch.delenv("PRMFORGE_LEAN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
     context = StepContext("Mia has 21 apples.", ())
+    expected = {  # (verdict, evidence, reason)
+        "arith": ("valid", "21 - 3 = 18 holds (left 18, right 18)", ""),
+        "z3": ("valid", "21 - 3 = 18 follows from the premises", ""),
+        "lean": ("unknown", NO_LEAN, "lean unavailable"),
+        "code": ("unknown", "", "no python snippet in step"),
+    }
     for name in VERIFIER_NAMES:
         verdict = get_verifier(name).verify("Step 1: 21 - 3 = 18\nThe answer is 18.", context)
         assert verdict.verifier == name
-        assert verdict.verdict in ("valid", "unknown")  # code finds no snippet; lean may be absent
+        assert (verdict.verdict, verdict.evidence, verdict.reason) == expected[name], name
         assert verdict.ms > 0
 
 
