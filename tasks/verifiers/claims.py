@@ -1,22 +1,25 @@
-"""Claim extraction: the equalities, inequalities and assignments a step asserts, as sympy.
+"""Claim extraction: the equalities, inequalities, approximations and congruences a step states.
 
-What counts as a claim:
+What counts as a relation:
 - A math span in prose (`Step 2: 21 - 3 = 18`, `so 14 + 7 = 21 apples`), a LaTeX region
   (`$3 \\cdot 4 = 12$`, `\\(...\\)`, `\\[...\\]`) or bare LaTeX (`\\frac{1}{2} \\times 8 = 4`), and
   GSM8K calculator annotations (`<<48/2=24>>`).
 - A chain `a = b = c` gives two claims, `a = b` and `b = c`; `1 < x < 5` gives two as well.
-- A link whose left side is a lone symbol (`x = 3*4`) is an assignment. Verifiers treat an
-  assignment to a symbol that nothing bound yet as a definition (not checked), and one to a
-  symbol already bound as an equality to check.
+- `a ≈ b` is an approximation (operator `≈`), `a ≡ b (mod m)` a congruence (operator `≡`, the
+  modulus on the claim; every link of a chain that names a modulus carries it).
+- A link whose left side is a lone symbol (`x = 3*4`) is an assignment.
 
-What is not a claim:
+This module only reads relations and where they stand among the words (`read_items`); what each
+relation is doing (asserted, assumed, defined, rejected, asked) is `tasks.verifiers.roles`.
+
+What is not a relation:
 - The answer line (`The answer is 18.`, `#### 18`): the final answer is judged against the
   reference by the answer checker, not by step verifiers, so it is removed before extraction.
 - Python code (fenced blocks, `>>>` lines): that is the code verifier's input.
+- List markers and headers (`1.`, `(b)`, `## Step 3:`): they become markers, never numbers.
 
-A relation we cannot read with certainty (`20% of 50 = 10`, `3 apples * 4 = 12`, an
-approximate `≈`) is never guessed at: it is returned in `Extraction.unparsed` with the reason,
-and verifiers turn it into `unknown`.
+A relation we cannot read with certainty (`20% of 50 = 10`, `3 apples * 4 = 12`) is never
+guessed at: it is returned as unparsed with the reason, and verifiers turn it into `unknown`.
 
 sympy and the LaTeX parser are imported lazily: importing this module is cheap.
 """
@@ -27,7 +30,7 @@ import ast
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -41,23 +44,29 @@ MAX_SPAN_CHARS = 400
 CONNECTIVES = frozenset(
     """of times plus minus over per by divided multiplied add added subtract subtracted less
     more fewer than half twice double triple thrice percent squared cubed sqrt root log ln sin
-    cos tan exp abs max min floor ceil mod gcd lcm choose""".split()
+    cos tan exp abs max min floor ceil gcd lcm choose""".split()
 )
 
-RELATION_OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
+RELATION_OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "≈", "≡")
 ASSIGNMENT, EQUALITY, INEQUALITY = "assignment", "equality", "inequality"
+APPROXIMATION, CONGRUENCE = "approximation", "congruence"
+
+# Letters read as functions when a parenthesis follows at once: f(3), g(x), P(2). Any other
+# letter before a parenthesis multiplies: x(x + 1), p(1 - p).
+FUNCTION_LETTERS = frozenset("fghPQ")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One asserted relation. `relation` is an unevaluated sympy relational."""
+    """One stated relation. `relation` is an unevaluated sympy relational (`Eq` for ≈ and ≡)."""
 
     relation: Any  # sympy.core.relational.Relational
     text: str  # "21 - 3 = 18", rebuilt from the two sides' source text
     left_text: str
     right_text: str
     operator: str  # one of RELATION_OPERATORS
-    kind: str  # ASSIGNMENT, EQUALITY or INEQUALITY
+    kind: str  # ASSIGNMENT, EQUALITY, INEQUALITY, APPROXIMATION or CONGRUENCE
+    modulus: Any = None  # a sympy Integer for a congruence (and the other links of its chain)
 
     @property
     def lhs(self) -> Any:
@@ -71,10 +80,15 @@ class Claim:
     def free_symbols(self) -> frozenset:
         return frozenset(self.relation.lhs.free_symbols | self.relation.rhs.free_symbols)
 
+    @property
+    def is_binding(self) -> bool:
+        """`name = value`: an assignment (the left side is one symbol)."""
+        return self.kind == ASSIGNMENT
+
 
 @dataclass(frozen=True)
 class Unparsed:
-    """A fragment that asserts a relation we could not read, and why."""
+    """A fragment that states a relation we could not read, and why."""
 
     text: str
     reason: str
@@ -88,7 +102,7 @@ class Extraction:
 
 @dataclass(frozen=True)
 class Premises:
-    """What a step may rely on, as claims and numbers."""
+    """Every relation of the problem and the earlier steps, whatever its role (see roles.py)."""
 
     quantities: tuple[Fraction, ...]  # numbers given in the problem (not constraints)
     given: tuple[Claim, ...]  # relations stated in the problem: `x = 5`, `2x + 3 = 11`
@@ -104,6 +118,31 @@ class _CannotParse(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
+# Reading items: what read_items returns, in reading order
+
+WORD, PUNCT, BREAK, MARKER, FRAGMENT, MATH = "word", "punct", "break", "marker", "fragment", "math"
+ITEM_MARKER, CASE_MARKER = "item", "case"
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One relation-bearing piece of math: its chain of claims, or why it could not be read."""
+
+    text: str
+    claims: tuple[Claim, ...] = ()
+    problem: str | None = None
+    annotation: bool = False  # a GSM8K calculator annotation: always a plain computation
+    values_follow: bool = False  # "n = 2, 3, 4": more values follow the relation
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str  # WORD, PUNCT, BREAK, MARKER, FRAGMENT or MATH
+    text: str  # the word (lower case), the punctuation mark, the marker kind, the math text
+    fragment: Fragment | None = None
+
+
+# ---------------------------------------------------------------------------------------------
 # Text preparation
 
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
@@ -116,9 +155,24 @@ _SPECIAL = re.compile(
     re.DOTALL,
 )
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
-_UNICODE = {"−": "-", "×": "*", "·": "*", "⋅": "*", "÷": "/", "≤": "<=", "≥": ">=", "≠": "!="}
+_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+_UNICODE = {"−": "-", "×": "*", "·": "*", "⋅": "*", "÷": "/", "≤": "<=", "≥": ">=", "≠": "!=", "⇒": "→"}
+
+# Markers become private-use characters, so no later step can read them as numbers.
+_ITEM_CHAR, _CASE_CHAR = "\ue000", "\ue001"
+_HEADER = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?step[ \t]*\d+[ \t]*(?:\*\*)?[:.)]?(?:\*\*)?[ \t]*",
+                     re.IGNORECASE | re.MULTILINE)
+_LIST_ITEM = re.compile(r"^[ \t]*(?:\d{1,2}[.)]|\(?[a-h][.)]|\((?:i{1,3}|iv|v|vi{0,3})\)|[-*•])[ \t]+", re.MULTILINE)
+_PART = re.compile(r"(?:(?<=^)|(?<=[.;:]\s)|(?<=\n))\s*\((?:[a-h]|i{1,3}|iv|v)\)\s+", re.MULTILINE)
+_CASE = re.compile(
+    r"(?:\*\*)?\b(?:sub)?case\s*(?:\d+|[a-h]|[ivx]{1,4})\b(?:\*\*)?\s*(?:[:.)]|\s-)?(?:\*\*)?\s*", re.IGNORECASE
+)
+_ABBREVIATIONS = ((re.compile(r"\bi\.\s?e\.,?", re.IGNORECASE), " ie "), (re.compile(r"\be\.\s?g\.,?", re.IGNORECASE), " eg "),
+                  (re.compile(r"\bvs\.", re.IGNORECASE), " vs "))
 
 PROSE, LATEX, ANNOTATION = "prose", "latex", "annotation"
+# "40% of 450" and "3/4 of 120" are products; "of" before anything but a number stays words.
+_SHARE_OF = re.compile(r"(\d+(?:\.\d+)?\s*%|\b\d+\s*/\s*\d+)\s+of\s+(?=\$?\d)")
 
 
 def _normalize_unicode(text: str) -> str:
@@ -127,16 +181,40 @@ def _normalize_unicode(text: str) -> str:
     return text
 
 
+def _mark(text: str) -> str:
+    """Headers dropped; list items, parts and cases replaced by their marker characters."""
+    text = _HEADER.sub("", text)
+    text = _LIST_ITEM.sub(f" {_ITEM_CHAR} ", text)
+    text = _PART.sub(f" {_ITEM_CHAR} ", text)
+    text = _CASE.sub(f" {_CASE_CHAR} ", text)
+    for pattern, replacement in _ABBREVIATIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _is_math_region(content: str, following: str) -> bool:
+    """Whether `$content$` is math rather than two currency signs (`$5 + $3 = $8`).
+
+    LaTeX (a backslash or a brace) always is; otherwise math has no space at either end and the
+    closing sign does not start an amount.
+    """
+    if "\\" in content or "{" in content:
+        return True
+    return bool(content.strip()) and content == content.strip() and not following.isdigit() and "\n" not in content
+
+
 def _segments(text: str) -> list[tuple[str, str]]:
     """The step's text as (kind, text) pieces in reading order: prose, LaTeX regions, annotations.
 
     Code, the answer line and GSM8K `<<...>>` annotations leave the prose (an annotation becomes
-    its own piece). A `$` whose pair encloses no LaTeX (no backslash or brace) is a currency sign
-    or a plain delimiter and is dropped: `$5 + $3 = $8` reads as `5 + 3 = 8`.
+    its own piece). A `$` that does not open math is a currency sign and is dropped:
+    `$5 + $3 = $8` reads as `5 + 3 = 8`.
     """
     text = _FENCE.sub("\n", text)
     text = _PROMPT_LINE.sub("", text)
     text = _ANSWER_LINE.sub("", text)
+    text = _BOXED.sub(lambda match: match.group(1), text)
+    text = _mark(text)
     segments: list[tuple[str, str]] = []
     prose: list[str] = []
 
@@ -145,7 +223,8 @@ def _segments(text: str) -> list[tuple[str, str]]:
         prose.clear()
         if joined.strip():
             joined = _TEXT_COMMAND.sub(lambda match: f" {match.group(1)} ", joined)
-            segments.append((PROSE, _TIMES_X.sub(" * ", _normalize_unicode(joined))))
+            joined = _SHARE_OF.sub(r"\1 * ", _normalize_unicode(joined))
+            segments.append((PROSE, _TIMES_X.sub(" * ", joined)))
 
     index = 0
     while True:
@@ -161,7 +240,7 @@ def _segments(text: str) -> list[tuple[str, str]]:
         elif match.group() == "$":
             closing = text.find("$", match.end())
             content = text[match.end() : closing] if closing > 0 else ""
-            if closing > 0 and ("\\" in content or "{" in content):
+            if closing > 0 and _is_math_region(content, text[closing + 1 : closing + 2]):
                 flush()
                 segments.append((LATEX, content))
                 index = closing + 1
@@ -179,10 +258,11 @@ def _segments(text: str) -> list[tuple[str, str]]:
 
 _TOKEN = re.compile(
     r"""
-    (?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|\d+(?:\.\d+)?|\.\d+)
+    (?P<modulus>\(\s*(?:mod|modulo)\s+\d+\s*\)|\\pmod\s*\{?\s*\d+\s*\}?)
+    |(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|\d+(?:\.\d+)?|\.\d+)
     |(?P<command>\\[A-Za-z]+)
-    |(?P<relation><=|>=|!=|==|=|<|>|≈)
-    |(?P<operator>\*\*|[-+*/^%])
+    |(?P<relation><=|>=|!=|==|=|<|>|≈|≡)
+    |(?P<operator>\*\*|[-+*/^%]|\bmod\b)
     |(?P<open>[({\[])
     |(?P<close>[)}\]])
     |(?P<word>[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?)
@@ -206,7 +286,9 @@ def _tokens(text: str) -> list[_Token]:
     tokens = []
     for match in _TOKEN.finditer(text):
         kind = match.lastgroup or "other"
-        if kind == "word" and (len(match.group()) == 1 or "_" in match.group()):
+        if kind == "word" and match.group() == "mod":
+            kind = "operator"
+        elif kind == "word" and (len(match.group()) == 1 or "_" in match.group()):
             kind = "variable"
         elif kind == "command" and match.group() in _LATEX_OPERATOR_COMMANDS:
             kind = "operator"
@@ -218,42 +300,35 @@ def _tokens(text: str) -> list[_Token]:
 
 _LATEX_OPERATOR_COMMANDS = frozenset({"\\times", "\\cdot", "\\div", "\\pm", "\\mp", "\\ast"})
 _LATEX_RELATION_COMMANDS = frozenset(
-    {
-        "\\le",
-        "\\leq",
-        "\\ge",
-        "\\geq",
-        "\\ne",
-        "\\neq",
-        "\\lt",
-        "\\gt",
-        "\\leqslant",
-        "\\geqslant",
-        "\\approx",
-    }
+    {"\\le", "\\leq", "\\ge", "\\geq", "\\ne", "\\neq", "\\lt", "\\gt", "\\leqslant", "\\geqslant", "\\approx", "\\equiv"}
 )
-_MATH_KINDS = frozenset({"number", "command", "relation", "operator", "open", "close", "variable"})
+_MATH_KINDS = frozenset({"number", "command", "relation", "operator", "open", "close", "variable", "modulus"})
 _OPERAND_END = frozenset({"number", "variable", "close"})
 _OPERAND_START = frozenset({"number", "variable", "open", "command"})
 
 
-def _spans(text: str) -> list[tuple[list[_Token], _Token | None, _Token | None]]:
-    """Maximal runs of math tokens, each with the break token before and after it."""
-    runs: list[tuple[list[_Token], _Token | None, _Token | None]] = []
+def _runs(tokens: list[_Token]) -> list[tuple[list[_Token], _Token | None, _Token | None, int, int]]:
+    """Maximal runs of math tokens (a line break ends one): tokens, the tokens before and after it,
+    and the index range [first, last) of the run in `tokens`."""
+    runs = []
     current: list[_Token] = []
+    first = 0
     before: _Token | None = None
-    for token in _tokens(text):
-        if token.kind in _MATH_KINDS or (token.kind == "space" and current):
+    for index, token in enumerate(tokens):
+        if token.kind in _MATH_KINDS or (token.kind == "space" and current and "\n" not in token.text):
+            if not current:
+                first = index
             current.append(token)
             continue
-        if token.kind == "space":
-            continue
         if current:
-            runs.append((_trimmed(current), before, token))
+            trimmed = _trimmed(current)
+            runs.append((trimmed, before, token, first, first + len(trimmed)))
             current = []
-        before = token
+        if token.kind != "space":
+            before = token
     if current:
-        runs.append((_trimmed(current), before, None))
+        trimmed = _trimmed(current)
+        runs.append((trimmed, before, None, first, first + len(trimmed)))
     return runs
 
 
@@ -267,8 +342,6 @@ def _span_problem(text: str, tokens: list[_Token], before: _Token | None, after:
     """Why this relation-bearing span cannot be read as a whole claim, or None if it can."""
     significant = [token for token in tokens if token.kind != "space"]
     first, last = significant[0], significant[-1]
-    if any(token.text in ("≈", "\\approx") for token in significant):
-        return "approximate relation is not an exact claim"
     if first.kind == "relation" or (first.kind == "operator" and first.text not in "+-"):
         return f"incomplete expression: starts with {first.text!r}"
     if last.kind in ("relation", "operator") and last.text != "%":
@@ -280,7 +353,8 @@ def _span_problem(text: str, tokens: list[_Token], before: _Token | None, after:
         return f"a word touches the expression ({before.text!r})"
     if after is not None and after.kind == "word" and after.start == tokens[-1].end:
         return f"a word touches the expression ({after.text!r})"
-    # Notation that is not arithmetic glued to the span: a ratio 3:4, a list 1,2, a factorial 5!.
+    # Notation that is not arithmetic glued to the span: a ratio 3:4, a list 1,2, a factorial 5!,
+    # a time 9:45.
     if before is not None and before.text in ":,." and before.end == tokens[0].start:
         if before.start > 0 and text[before.start - 1].isalnum():
             return f"{text[before.start - 1 : tokens[0].start + 1]!r} is not arithmetic"
@@ -315,6 +389,8 @@ def _relation(operator: str, left: Any, right: Any) -> Any:
 
     makers = {
         "=": sympy.Eq,
+        "≈": sympy.Eq,
+        "≡": sympy.Eq,
         "!=": sympy.Ne,
         "<": sympy.Lt,
         "<=": sympy.Le,
@@ -324,15 +400,21 @@ def _relation(operator: str, left: Any, right: Any) -> Any:
     return makers[operator](left, right, evaluate=False)
 
 
-def _link_claims(sides: list[tuple[str, Any]], operators: list[str]) -> list[Claim]:
+def _kind(operator: str, left: Any) -> str:
+    if operator == "≈":
+        return APPROXIMATION
+    if operator == "≡":
+        return CONGRUENCE
+    if operator == "=" and _is_symbol(left):
+        return ASSIGNMENT
+    return EQUALITY if operator == "=" else INEQUALITY
+
+
+def _link_claims(sides: list[tuple[str, Any]], operators: list[str], modulus: Any = None) -> list[Claim]:
     claims = []
     for index, operator in enumerate(operators):
         (left_text, left), (right_text, right) = sides[index], sides[index + 1]
         left_text, right_text = " ".join(left_text.split()), " ".join(right_text.split())
-        if operator == "=" and _is_symbol(left):
-            kind = ASSIGNMENT
-        else:
-            kind = EQUALITY if operator == "=" else INEQUALITY
         claims.append(
             Claim(
                 relation=_relation(operator, left, right),
@@ -340,13 +422,16 @@ def _link_claims(sides: list[tuple[str, Any]], operators: list[str]) -> list[Cla
                 left_text=left_text,
                 right_text=right_text,
                 operator=operator,
-                kind=kind,
+                kind=_kind(operator, left),
+                modulus=modulus,
             )
         )
     return claims
 
 
-_PLAIN_RELATION = re.compile(r"(<=|>=|!=|==|=|<|>)")
+_PLAIN_RELATION = re.compile(r"(<=|>=|!=|==|=|<|>|≈|≡)")
+_PLAIN_MODULUS = re.compile(r"\(\s*(?:mod|modulo)\s+(\d+)\s*\)\s*$|\\pmod\s*\{?\s*(\d+)\s*\}?\s*$")
+_PLAIN_NAME = re.compile(r"[A-Za-z](?:_[A-Za-z0-9]+)?")
 
 
 def _plain_expression(source: str) -> Any:
@@ -356,28 +441,33 @@ def _plain_expression(source: str) -> Any:
     text = re.sub(r"(\d),(?=\d{3}(?!\d))", r"\1", source)
     text = _TIMES_X.sub(" * ", text)
     text = text.replace("^", "**")
+    text = re.sub(r"\bmod\b", "@", text)
     text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
     if "%" in text:
         raise _CannotParse("'%' that is not a percentage")
     text = re.sub(r"(\d|\))\s*(?=[A-Za-z(])", r"\1*", text)
-    text = re.sub(r"(?<![A-Za-z])([A-Za-z])(?=\()", r"\1*", text)
+    text = re.sub(r"(?<![A-Za-z_])([A-Za-z])(?=\()", lambda m: m.group(1) if m.group(1) in FUNCTION_LETTERS else f"{m.group(1)}*", text)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
         raise _CannotParse(f"not an arithmetic expression: {source.strip()!r}") from error
 
     def build(node: ast.AST) -> Any:
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, int)
-            and not isinstance(node.value, bool)
-        ):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
             return sympy.Integer(node.value)
         if isinstance(node, ast.Constant) and isinstance(node.value, float):
             literal = ast.get_source_segment(text.strip(), node) or repr(node.value)
             return sympy.Rational(literal)
-        if isinstance(node, ast.Name) and re.fullmatch(r"[A-Za-z](?:_[A-Za-z0-9]+)?", node.id):
+        if isinstance(node, ast.Name) and _PLAIN_NAME.fullmatch(node.id):
             return sympy.Symbol(node.id)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in FUNCTION_LETTERS
+            and node.args
+            and not node.keywords
+        ):
+            return sympy.Function(node.func.id)(*[build(argument) for argument in node.args])
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             operand = build(node.operand)
             if isinstance(node.op, ast.UAdd):
@@ -397,6 +487,8 @@ def _plain_expression(source: str) -> Any:
                 return sympy.Mul(left, sympy.Pow(right, sympy.Integer(-1), evaluate=False), evaluate=False)
             if isinstance(node.op, ast.Pow):
                 return sympy.Pow(left, right, evaluate=False)
+            if isinstance(node.op, ast.MatMult):
+                return sympy.Mod(left, right, evaluate=False)
         raise _CannotParse(f"unsupported syntax {type(node).__name__} in {source.strip()!r}")
 
     try:
@@ -405,7 +497,21 @@ def _plain_expression(source: str) -> Any:
         raise _CannotParse("expression nested too deeply") from error
 
 
+def _modulus_suffix(text: str) -> tuple[str, Any]:
+    """The text without a trailing `(mod m)` / `\\pmod{m}`, and m as a sympy Integer (or None)."""
+    import sympy
+
+    match = _PLAIN_MODULUS.search(text)
+    if match is None:
+        return text, None
+    modulus = int(match.group(1) or match.group(2))
+    if modulus < 1:
+        raise _CannotParse(f"modulus {modulus} is not positive")
+    return text[: match.start()], sympy.Integer(modulus)
+
+
 def _parse_plain(span: str) -> list[Claim]:
+    span, modulus = _modulus_suffix(span)
     parts = _PLAIN_RELATION.split(span)
     sides_text, operators = parts[0::2], ["=" if op == "==" else op for op in parts[1::2]]
     for side in sides_text:
@@ -414,11 +520,11 @@ def _parse_plain(span: str) -> list[Claim]:
         if not side.strip():
             raise _CannotParse("empty side of a relation")
     sides = [(side.strip(), _plain_expression(side)) for side in sides_text]
-    return _link_claims(sides, operators)
+    return _link_claims(sides, operators, modulus)
 
 
 _LATEX_RELATION = re.compile(
-    r"(\\leqslant|\\geqslant|\\leq|\\geq|\\neq|\\le|\\ge|\\ne|\\lt|\\gt|<=|>=|!=|=|<|>)(?![A-Za-z])"
+    r"(\\leqslant|\\geqslant|\\leq|\\geq|\\neq|\\le|\\ge|\\ne|\\lt|\\gt|\\approx|\\equiv|<=|>=|!=|=|<|>|≈|≡)(?![A-Za-z])"
 )
 _LATEX_OPERATOR_NAMES = {
     "\\leqslant": "<=",
@@ -431,10 +537,23 @@ _LATEX_OPERATOR_NAMES = {
     "\\ne": "!=",
     "\\lt": "<",
     "\\gt": ">",
+    "\\approx": "≈",
+    "\\equiv": "≡",
 }
 _LATEX_SPACING = re.compile(
-    r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\\$"
+    r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\\$|~"
 )
+_LATEX_MODULUS = re.compile(
+    r"\\pmod\s*\{\s*(\d+)\s*\}|\\pmod\s*(\d+)|\(\s*\\(?:bmod|mod)\s*\{?\s*(\d+)\s*\}?\s*\)|\\mod\s*\{?\s*(\d+)\s*\}?\s*$"
+    r"|\(\s*(?:\\text\{\s*)?mod(?:ulo)?(?:\s*\})?\s*(\d+)\s*\)"
+)
+_LATEX_NEGATED = re.compile(r"\\not\s*(?:\\equiv|=|<|>|\\le|\\ge)|\\nmid|\\not\\mid|\\nless|\\ngtr")
+# Two or three letters in math are a product of names (mn, abc) unless they spell a word or unit.
+_WORDS_IN_MATH = frozenset(
+    """and or is if so the for are but not all any cm km mm kg mg ml min sec hr hrs mph ft lb lbs
+    oz yd mi deg rad per mod log ln sin cos tan exp max min gcd lcm lim det cot sec csc cm""".split()
+)
+_SUBSCRIPT_BRACES = re.compile(r"_\{([A-Za-z0-9]+)\}")
 
 
 def _split_top_level(text: str, pattern: re.Pattern[str]) -> list[str]:
@@ -455,23 +574,63 @@ def _split_top_level(text: str, pattern: re.Pattern[str]) -> list[str]:
     return pieces
 
 
+def canonical_symbols(expression: Any) -> Any:
+    """The expression with subscripts written one way: `a_{20}` and `a_20` are one symbol."""
+    import sympy
+
+    renames = {}
+    for symbol in expression.free_symbols:
+        name = _SUBSCRIPT_BRACES.sub(r"_\1", str(symbol))
+        if name != str(symbol):
+            renames[symbol] = sympy.Symbol(name)
+    return expression.xreplace(renames) if renames else expression
+
+
 def _latex_expression(source: str) -> Any:
     import sympy
 
     try:
         from latex2sympy2_extended import latex2sympy
+        from latex2sympy2_extended.latex2sympy2 import ConversionConfig
     except ImportError as error:  # pragma: no cover - math-verify installs it
         raise _CannotParse("LaTeX parser unavailable (install latex2sympy2_extended)") from error
     try:
-        expression = latex2sympy(source)
+        expression = latex2sympy(source, conversion_config=_latex_conversion(ConversionConfig))
     except Exception as error:  # noqa: BLE001 - the parser raises many types; all mean "cannot read"
         raise _CannotParse(f"LaTeX parser failed on {source.strip()!r}: {type(error).__name__}") from error
     if not isinstance(expression, sympy.Expr):
         raise _CannotParse(f"not an expression: {source.strip()!r}")
     for symbol in expression.free_symbols:
-        if len(str(symbol).split("_")[0]) != 1:
+        stem = str(symbol).split("_")[0]
+        if len(stem) != 1 and stem not in _GREEK:
             raise _CannotParse(f"word {str(symbol)!r} inside math")
-    return expression
+    return canonical_symbols(expression)
+
+
+_GREEK = frozenset(
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi rho sigma tau phi chi psi omega".split()
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _latex_conversion(config_class: Any) -> Any:
+    # Upper and lower case are different names (A is not a); 4\frac{1}{2} is four and a half.
+    return config_class(lowercase_symbols=False, interpret_as_mixed_fractions=True)
+
+
+def _latex_modulus(text: str) -> tuple[str, Any]:
+    import sympy
+
+    found = list(_LATEX_MODULUS.finditer(text))
+    if not found:
+        return text, None
+    values = {int(next(group for group in match.groups() if group)) for match in found}
+    if len(values) != 1:
+        raise _CannotParse("two moduli in one relation")
+    modulus = values.pop()
+    if modulus < 1:
+        raise _CannotParse(f"modulus {modulus} is not positive")
+    return _LATEX_MODULUS.sub(" ", text), sympy.Integer(modulus)
 
 
 def _parse_latex(span: str) -> list[Claim]:
@@ -479,22 +638,31 @@ def _parse_latex(span: str) -> list[Claim]:
         words = match.group(1).split()
         if any(word.lower() in CONNECTIVES for word in words):
             raise _CannotParse(f"arithmetic continues in words ({match.group(1).strip()!r})")
+        if any(word.lower() in ("mod", "modulo") for word in words):
+            return match.group(0)
         return " "
 
-    text = _TEXT_COMMAND.sub(replace_text, span)
+    if _LATEX_NEGATED.search(span):
+        raise _CannotParse("negated relation (not ≡, ∤) is not read")
+    text, modulus = _latex_modulus(span)
+    text = _TEXT_COMMAND.sub(replace_text, text)
+    text, more_modulus = _latex_modulus(text)
+    modulus = modulus if modulus is not None else more_modulus
     text = _LATEX_SPACING.sub(" ", _normalize_unicode(text))
     text = re.sub(r"(\d)(?:,|\{,\})(?=\d{3}(?!\d))", r"\1", text)
-    if re.search(r"(?<![\\A-Za-z])[A-Za-z]{2,}", text):
-        raise _CannotParse("words inside math")
-    if "\\approx" in text or "\\equiv" in text or "≈" in text:
-        raise _CannotParse("approximate relation is not an exact claim")
+    text = re.sub(r"\^\s*\\circ|\^\s*\{\\circ\}|°", " ", text)
+    if re.search(r"\\(?:bmod|mod)(?![A-Za-z])", text):
+        raise _CannotParse("'mod' as an operator inside LaTeX is not read")
+    for run in re.findall(r"(?<![\\A-Za-z])[A-Za-z]{2,}", text):
+        if len(run) > 3 or run.lower() in _WORDS_IN_MATH:
+            raise _CannotParse(f"word {run!r} inside math")
     parts = _split_top_level(text, _LATEX_RELATION)
     sides_text = [part.strip() for part in parts[0::2]]
     operators = [_LATEX_OPERATOR_NAMES.get(op, op) for op in parts[1::2]]
     if any(not side for side in sides_text):
         raise _CannotParse("empty side of a relation")
     sides = [(side, _latex_expression(side)) for side in sides_text]
-    return _link_claims(sides, operators)
+    return _link_claims(sides, operators, modulus)
 
 
 def _parse_span(span: str, latex: bool) -> list[Claim]:
@@ -504,16 +672,156 @@ def _parse_span(span: str, latex: bool) -> list[Claim]:
 
 
 def _has_relation(text: str) -> bool:
-    return bool(_LATEX_RELATION.search(text) or "≈" in text or "\\approx" in text)
+    return bool(_LATEX_RELATION.search(text))
+
+
+def _math_fragment(text: str) -> Fragment:
+    """A piece of delimited math: plain arithmetic reads fastest, LaTeX's parser takes the rest."""
+    if not re.search(r"[\\{}!]", text):
+        plain = _fragment(text, latex=False)
+        if plain.problem is None:
+            return plain
+    return _fragment(text, latex=True)
+
+
+def _fragment(text: str, latex: bool, annotation: bool = False, values_follow: bool = False) -> Fragment:
+    fragment_text = " ".join(text.split())
+    try:
+        return Fragment(fragment_text, tuple(_parse_span(text, latex)), None, annotation, values_follow)
+    except _CannotParse as error:
+        return Fragment(fragment_text, (), str(error), annotation, values_follow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading order: words, punctuation, markers and math
+
+
+_LATEX_SEPARATOR = re.compile(
+    r"(,\s+|;\s*|\\quad|\\qquad|\\\\|\\text\{\s*(?:and|or|so|then|hence|thus|i\.e\.|where|with|for)\s*,?\s*\})"
+)
+_NUMBER_LIKE = re.compile(r"^\s*[-+]?\s*(?:\d[\d,]*(?:\.\d+)?|\\frac\{[^{}]*\}\{[^{}]*\})\s*$")
+
+
+_ALIGNED = re.compile(r"\\(?:begin|end)\{(?:aligned|align\*?|gathered|split|cases|array)\}(?:\{[^{}]*\})?")
+_CONTINUED_LINE = re.compile(r"\\\\\s*(?=[=<>]|\\(?:le|ge|leq|geq|approx|equiv|neq|lt|gt)(?![A-Za-z]))")
+
+
+def _latex_items(content: str) -> list[Item]:
+    """A LaTeX region as items: each relation-bearing piece a fragment, separators as words.
+
+    An aligned chain (`a &= b \\\\ &= c`) reads as one chain.
+    """
+    items: list[Item] = []
+    content = _CONTINUED_LINE.sub(" ", _ALIGNED.sub(" ", content).replace("&", " "))
+    pieces = _split_top_level(content, _LATEX_SEPARATOR)
+    texts, separators = pieces[0::2], pieces[1::2] + [""]
+    for index, (piece, separator) in enumerate(zip(texts, separators, strict=True)):
+        stripped = piece.strip()
+        trailing = ""
+        while stripped and stripped[-1] in ".:":
+            trailing = stripped[-1] + trailing
+            stripped = stripped[:-1].rstrip()
+        if stripped:
+            if _has_relation(stripped):
+                items.append(Item(FRAGMENT, stripped, _math_fragment(stripped)))
+            else:
+                items.append(Item(MATH, stripped))
+        items.extend(Item(PUNCT, mark) for mark in trailing)
+        word = separator.strip()
+        if word.startswith("\\text"):
+            items.append(Item(WORD, re.sub(r"[^a-z. ]", "", word[5:].lower()).strip().replace("i.e.", "ie")))
+        elif word in (",", ";"):
+            items.append(Item(PUNCT, word))
+        elif word:
+            items.append(Item(PUNCT, ","))
+    return items
+
+
+def _prose_items(text: str) -> list[Item]:
+    tokens = _tokens(text)
+    runs = {first: (run, before, after, end) for run, before, after, first, end in _runs(tokens)}
+    items: list[Item] = []
+    index = 0
+    while index < len(tokens):
+        if index in runs:
+            run, before, after, end = runs[index]
+            span = text[run[0].start : run[-1].end]
+            if any(token.kind == "relation" for token in run):
+                problem = _span_problem(text, run, before, after)
+                if problem is not None:
+                    items.append(Item(FRAGMENT, span, Fragment(" ".join(span.split()), (), problem)))
+                else:
+                    latex = any(token.text[0] in "\\{}" for token in run)
+                    items.append(Item(FRAGMENT, span, _fragment(span, latex)))
+            else:
+                items.append(Item(MATH, span))
+            index = end
+            continue
+        token = tokens[index]
+        index += 1
+        if token.kind == "space":
+            if token.text.count("\n") >= 2:
+                items.append(Item(BREAK, "\n\n"))
+        elif token.kind == "word":
+            items.append(Item(WORD, token.text.lower()))
+        elif token.text == _ITEM_CHAR:
+            items.append(Item(MARKER, ITEM_MARKER))
+        elif token.text == _CASE_CHAR:
+            items.append(Item(MARKER, CASE_MARKER))
+        elif token.text in ".,;:?!→'":
+            items.append(Item(PUNCT, token.text))
+    return items
+
+
+@functools.lru_cache(maxsize=4096)
+def read_items(text: str) -> tuple[Item, ...]:
+    """The step as items in reading order: words, punctuation, markers, math and relation fragments.
+
+    >>> [item.kind for item in read_items("If $n = 2$, then 3 + 4 = 7.")]
+    ['word', 'fragment', 'punct', 'word', 'fragment', 'punct']
+    """
+    items: list[Item] = []
+    for kind, segment in _segments(text):
+        if kind == ANNOTATION:
+            if _has_relation(segment):
+                fragment = _fragment(segment, latex=False, annotation=True)
+                items.append(Item(FRAGMENT, segment, fragment))
+        elif kind == LATEX:
+            items.extend(_latex_items(segment))
+        else:
+            items.extend(_prose_items(segment))
+    return tuple(_mark_value_lists(items))
+
+
+def _mark_value_lists(items: list[Item]) -> list[Item]:
+    """`n = 2, 3, 4`: a relation followed by a comma and a bare value offers a list of values."""
+    marked = list(items)
+    for index, item in enumerate(items):
+        if item.fragment is None or index + 2 >= len(items):
+            continue
+        following, value = items[index + 1], items[index + 2]
+        if following.kind == PUNCT and following.text == "," and value.kind == MATH and _NUMBER_LIKE.match(value.text):
+            marked[index] = replace(item, fragment=replace(item.fragment, values_follow=True))
+    return marked
+
+
+def with_modulus(claim: Claim, modulus: Any) -> Claim:
+    return replace(claim, modulus=modulus)
 
 
 # ---------------------------------------------------------------------------------------------
 # Public functions
 
 
+def _claim_key(claim: Claim) -> str:
+    return f"{claim.operator}|{claim.relation.func.__name__}|{claim.relation.lhs}|{claim.relation.rhs}|{claim.modulus}"
+
+
 @functools.lru_cache(maxsize=4096)
 def extract_claims(text: str) -> Extraction:
-    """Every relation the text asserts, in order, and the relation-like fragments we could not read.
+    """Every relation the text states, in order, and the relation-like fragments we could not read.
+
+    Whatever its role: `tasks.verifiers.roles.read_step` says which of them are asserted.
 
     >>> [c.text for c in extract_claims("Step 2: 21 - 3 = 18\\nThe answer is 18.").claims]
     ['21 - 3 = 18']
@@ -522,35 +830,16 @@ def extract_claims(text: str) -> Extraction:
     """
     claims: list[Claim] = []
     unparsed: list[Unparsed] = []
-
-    def take(fragment: str, latex: bool) -> None:
-        try:
-            claims.extend(_parse_span(fragment, latex))
-        except _CannotParse as error:
-            unparsed.append(Unparsed(" ".join(fragment.split()), str(error)))
-
-    for kind, segment in _segments(text):
-        if kind == ANNOTATION and _has_relation(segment):
-            take(segment, latex=False)
-        elif kind == LATEX:
-            for piece in re.split(r",\s+|;|\\quad|\\qquad|\\text\{\s*(?:and|so|then)\s*\}", segment):
-                if _has_relation(piece):
-                    take(piece, latex=True)
-        elif kind == PROSE:
-            for tokens, before, after in _spans(segment):
-                if not any(token.kind == "relation" for token in tokens):
-                    continue
-                fragment = segment[tokens[0].start : tokens[-1].end].strip()
-                problem = _span_problem(segment, tokens, before, after)
-                if problem is not None:
-                    unparsed.append(Unparsed(" ".join(fragment.split()), problem))
-                    continue
-                take(fragment, latex=any(token.text[0] in "\\{}" for token in tokens))
-
+    for item in read_items(text):
+        if item.fragment is None:
+            continue
+        if item.fragment.problem is not None:
+            unparsed.append(Unparsed(item.fragment.text, item.fragment.problem))
+        claims.extend(item.fragment.claims)
     seen: set[str] = set()
     unique = []
     for claim in claims:
-        key = f"{claim.relation.func.__name__}|{claim.relation.lhs}|{claim.relation.rhs}"
+        key = _claim_key(claim)
         if key not in seen:
             seen.add(key)
             unique.append(claim)
