@@ -12,12 +12,12 @@ Names take their values from the bindings in force (`tasks.verifiers.knowledge`)
 How a relation is read:
 - `=` is exact. When it fails exactly it is read the ways people write it before it is called
   false: modulo m when the chain names one (`64 = 1 (mod 7)`), as a rounded decimal
-  (`1/3 = 0.333`: valid; `2/3 = 0.66`, truncated: unknown), as the whole part of a division
+  (`1/3 = 0.333`: valid; `2/3 = 0.66`, cut short: unknown), as the whole part of a division
   (`7 / 2 = 3` full boxes: unknown).
 - `≡` holds when m divides the difference; a congruence with no modulus in its sentence or
   step is unknown.
 - `≈` holds within half a unit of the last shown digit (or 0.1%); it is invalid only when off by
-  more than 3% and ten units; anything between is unknown. pi and roots are evaluated in floats
+  more than 3% and three units; anything between is unknown. pi and roots are evaluated in floats
   for this only.
 """
 
@@ -56,7 +56,7 @@ MAX_LOG_RESULT = 4_096
 # Approximations (see the module docstring).
 APPROX_RELATIVE_OK = 0.001
 APPROX_RELATIVE_WRONG = 0.03
-APPROX_UNITS_WRONG = 10
+APPROX_UNITS_WRONG = 3
 
 
 class NotEvaluable(Exception):
@@ -257,7 +257,7 @@ def _equality_readings(claim: Claim, left: Any, right: Any) -> ClaimCheck:
         gap = abs(other - literal)
         if gap <= unit / 2:
             return ClaimCheck(claim, VALID, f"{text} holds rounded to {places} decimal places (exact {other})")
-        if gap < unit:
+        if gap < unit and abs(literal) < abs(other):
             return ClaimCheck(claim, UNKNOWN, f"{text}: {literal} is {other} cut short, not rounded")
     for integer_text, integer, other in ((claim.right_text, right, left), (claim.left_text, left, right)):
         if _INTEGER.match(integer_text) and other.q != 1 and integer in (sympy.floor(other), sympy.ceiling(other)):

@@ -825,7 +825,7 @@ def extract_claims(text: str) -> Extraction:
 
     >>> [c.text for c in extract_claims("Step 2: 21 - 3 = 18\\nThe answer is 18.").claims]
     ['21 - 3 = 18']
-    >>> extract_claims("20% of 50 = 10").unparsed[0].reason
+    >>> extract_claims("half of 50 = 25").unparsed[0].reason
     "arithmetic continues in words ('of')"
     """
     claims: list[Claim] = []

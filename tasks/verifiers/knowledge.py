@@ -144,7 +144,9 @@ class _Knowledge:
     def renamed(self, claim: Claim) -> Claim:
         if not claim.free_symbols and not _has_applications(claim.relation):
             return claim
-        return replace(claim, relation=self.rename(claim.relation))
+        # Each side on its own: a rebuilt Eq(a, a) would evaluate to True.
+        relation = claim.relation.func(self.rename(claim.lhs), self.rename(claim.rhs), evaluate=False)
+        return replace(claim, relation=relation)
 
     def add(self, claim: Claim, binding: bool, given: bool = False) -> Fact:
         fact = Fact(claim, binding, given)

@@ -45,6 +45,7 @@ from tasks.verifiers.knowledge import ALTERNATIVES, CHECK, NOTE, REBIND, REJECT,
 
 
 MAX_SYMBOLIC_EXPONENT = 16
+MIN_CALL_MS = 5  # less time left than this for a solver call: the step's budget is spent
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ class _Session:
         """('sat', model), ('unsat', None) or ('unknown', reason), within the remaining budget."""
         z3 = self._z3
         budget = int(min(self.verifier.config.call_timeout_ms, self.deadline.remaining_ms()))
-        if budget <= 0:
+        if budget < MIN_CALL_MS:
             raise VerifierTimeout(f"timeout after {self.verifier.config.timeout_ms:g} ms")
         solver = z3.Solver(ctx=self.context)
         solver.set("timeout", budget)

@@ -31,15 +31,18 @@ def test_the_file_is_read_whole(report):
 @pytest.mark.parametrize("name", ["arith", "z3"])
 def test_arithmetic_verifiers_exact_scores(report, name):
     score = next(s for s in report["verifiers"] if s["verifier"] == name)
-    # Unknown: Weng's "12/60 = 0.2 per minute", Natalia's "#### 72", the boxes' answer line, the doctest step.
-    assert (score["steps_known"], score["steps"]) == (24, 28)
-    # Invalid: four real errors at or after the label, and 7 / 2 = 3 on the correct "full boxes" row.
-    assert (score["invalid_verdicts"], score["invalid_correct"], score["invalid_precision"]) == (5, 4, 0.8)
+    # Unknown: Weng's "12/60 = 0.2 per minute", Natalia's "#### 72", both steps of the boxes row
+    # ("7 / 2 = 3 full boxes" is the whole part of a division, not a false claim; its answer
+    # line), the doctest step.
+    assert (score["steps_known"], score["steps"]) == (23, 28)
+    # Invalid: the four real errors at or after the label, and no false alarm.
+    assert (score["invalid_verdicts"], score["invalid_correct"], score["invalid_precision"]) == (4, 4, 1.0)
+    assert (score["false_alarms"], score["false_alarm_rate"]) == (0, 0.0)
     # Exact on the slip rows (synthetic, Weng, LaTeX); missed: the copy error, Betty's reasoning
     # error (flagged one step late), the code row.
     assert (score["erroneous_exact"], score["erroneous"], score["accuracy_erroneous"]) == (3, 6, 0.5)
-    assert (score["correct_exact"], score["correct"], score["accuracy_correct"]) == (4, 5, 0.8)
-    assert score["f1"] == pytest.approx(2 * 0.5 * 0.8 / 1.3)
+    assert (score["correct_exact"], score["correct"], score["accuracy_correct"]) == (5, 5, 1.0)
+    assert score["f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
 
 
 def test_code_verifier_exact_scores(report):
@@ -53,7 +56,8 @@ def test_the_table_names_every_verifier(runner):
     result = runner.invoke(app, ["verify", "--processbench", str(HANDMADE), "--verifiers", "arith,lean"])
     assert result.exit_code == 0, result.output
     assert "11 solutions (6 erroneous), 0 bad rows" in result.stdout
-    assert "0.615" in result.stdout  # arith's F1
+    assert "0.667" in result.stdout  # arith's F1
+    assert "alarms" in result.stdout and "(0/11)" in result.stdout  # the false-alarm column
     assert "lean" in result.stdout
 
 

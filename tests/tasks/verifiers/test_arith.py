@@ -40,7 +40,22 @@ def test_inequalities(arith):
 def test_exact_rationals_no_floats(arith):
     assert arith.verify("0.1 + 0.2 = 0.3", PROBLEM).verdict == "valid"
     assert arith.verify("1/3 + 1/6 = 1/2", PROBLEM).verdict == "valid"
-    assert arith.verify("1/3 = 0.333", PROBLEM).evidence == "1/3 = 0.333 is false: left 1/3, right 333/1000"
+    assert arith.verify("1/3 = 0.334", PROBLEM).evidence == "1/3 = 0.334 is false: left 1/3, right 167/500"
+
+
+def test_a_decimal_that_rounds_the_exact_value_is_read_as_rounded(arith):
+    assert arith.verify("1/3 = 0.333", PROBLEM).evidence == "1/3 = 0.333 holds rounded to 3 decimal places (exact 1/3)"
+    assert arith.verify("So 47/60 = 0.78 hours", PROBLEM).verdict == "valid"
+    truncated = arith.verify("2/3 = 0.66", PROBLEM)
+    assert (truncated.verdict, truncated.reason) == ("unknown", "2/3 = 0.66: 33/50 is 2/3 cut short, not rounded")
+    assert arith.verify("1,200 / 8,000 = 0.12", PROBLEM).verdict == "invalid"
+
+
+def test_the_whole_part_of_a_division_is_unknown_not_false(arith):
+    verdict = arith.verify("She can fill 7 / 2 = 3 full boxes.", PROBLEM)
+    assert (verdict.verdict, verdict.reason) == ("unknown", "7 / 2 = 3: 3 is the whole part of 7/2 (a count of full groups?)")
+    assert arith.verify("7 * 8 = 54", PROBLEM).verdict == "invalid"
+    assert arith.verify("3,600 / 45 = 90", PROBLEM).verdict == "invalid"
 
 
 def test_latex(arith):
@@ -57,9 +72,10 @@ def test_no_claims_is_unknown_with_reason(arith):
 
 
 def test_unparseable_is_unknown_never_invalid(arith):
-    verdict = arith.verify("20% of 50 = 11", PROBLEM)
+    verdict = arith.verify("half of 50 = 26", PROBLEM)
     assert verdict.verdict == "unknown"
-    assert verdict.reason == "cannot parse '50 = 11': arithmetic continues in words ('of')"
+    assert verdict.reason == "cannot parse '50 = 26': arithmetic continues in words ('of')"
+    assert arith.verify("20% of 50 = 11", PROBLEM).evidence == "20% * 50 = 11 is false: left 10, right 11"
 
 
 def test_free_symbol_is_unknown(arith):
