@@ -13,7 +13,8 @@ How a relation is read:
 - `=` is exact. When it fails exactly it is read the ways people write it before it is called
   false: modulo m when the chain names one (`64 = 1 (mod 7)`), as a rounded decimal
   (`1/3 = 0.333`: valid; `2/3 = 0.66`, cut short: unknown), as the whole part of a division
-  (`7 / 2 = 3` full boxes: unknown).
+  when the sentence speaks of whole groups or rounding (`7 / 2 = 3` full boxes: unknown; a bare
+  `13 / 2 = 7`: invalid).
 - `≡` holds when m divides the difference; a congruence with no modulus in its sentence or
   step is unknown.
 - `≈` holds within half a unit of the last shown digit (or 0.1%); it is invalid only when off by
@@ -239,7 +240,7 @@ class ClaimCheck:
     detail: str
 
 
-def _equality_readings(claim: Claim, left: Any, right: Any) -> ClaimCheck:
+def _equality_readings(claim: Claim, left: Any, right: Any, whole_hint: bool = False) -> ClaimCheck:
     """`=` failed exactly: modulo, rounded, or the whole part of a division, before false."""
     import sympy
 
@@ -260,7 +261,7 @@ def _equality_readings(claim: Claim, left: Any, right: Any) -> ClaimCheck:
         if gap < unit and abs(literal) < abs(other):
             return ClaimCheck(claim, UNKNOWN, f"{text}: {literal} is {other} cut short, not rounded")
     for integer_text, integer, other in ((claim.right_text, right, left), (claim.left_text, left, right)):
-        if _INTEGER.match(integer_text) and other.q != 1 and integer in (sympy.floor(other), sympy.ceiling(other)):
+        if whole_hint and _INTEGER.match(integer_text) and other.q != 1 and integer in (sympy.floor(other), sympy.ceiling(other)):
             return ClaimCheck(claim, UNKNOWN, f"{text}: {integer} is the whole part of {other} (a count of full groups?)")
     return ClaimCheck(claim, INVALID, f"{text} is false: left {left}, right {right}")
 
@@ -280,8 +281,14 @@ def _check_approximation(claim: Claim, bindings: dict[Any, Any]) -> ClaimCheck:
     return ClaimCheck(claim, UNKNOWN, f"{text}: left {left:.6g} and right {right:.6g} differ, loosely approximate?")
 
 
-def check_relation(claim: Claim, bindings: dict[Any, Any], deadline: Deadline | None = None) -> ClaimCheck:
-    """The outcome of one relation under `bindings` (see the module docstring)."""
+def check_relation(
+    claim: Claim, bindings: dict[Any, Any], deadline: Deadline | None = None, whole_hint: bool = False
+) -> ClaimCheck:
+    """The outcome of one relation under `bindings` (see the module docstring).
+
+    `whole_hint`: the sentence speaks of whole groups or rounding, so `7 / 2 = 3` may mean 3 full
+    boxes (unknown rather than invalid).
+    """
     text = display(claim.text)
     try:
         if claim.operator == "≈":
@@ -301,7 +308,7 @@ def check_relation(claim: Claim, bindings: dict[Any, Any], deadline: Deadline | 
     if holds(claim.operator, left, right):
         return ClaimCheck(claim, VALID, f"{text} holds (left {left}, right {right})")
     if claim.operator == "=":
-        return _equality_readings(claim, left, right)
+        return _equality_readings(claim, left, right, whole_hint)
     return ClaimCheck(claim, INVALID, f"{text} is false: left {left}, right {right}")
 
 
@@ -413,7 +420,7 @@ def judge_plan(plan: Plan, deadline: Deadline | None = None) -> StepOutcome:
             if claim.kind == ASSIGNMENT and claim.lhs not in bindings:
                 bind_assignments([claim], bindings, deadline)  # a constrained name's value, for arithmetic
             else:
-                outcome.add(check_relation(claim, bindings, deadline))
+                outcome.add(check_relation(claim, bindings, deadline, item.statement.whole_hint))
         elif item.mode == REBIND:
             _rebind(item, bindings, outcome, deadline)
         elif item.mode == REJECT:

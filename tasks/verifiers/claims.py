@@ -51,9 +51,9 @@ RELATION_OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "≈", "≡")
 ASSIGNMENT, EQUALITY, INEQUALITY = "assignment", "equality", "inequality"
 APPROXIMATION, CONGRUENCE = "approximation", "congruence"
 
-# Letters read as functions when a parenthesis follows at once: f(3), g(x), P(2). Any other
+# Letters read as functions when a parenthesis follows at once: f(3), g(x), h(2). Any other
 # letter before a parenthesis multiplies: x(x + 1), p(1 - p).
-FUNCTION_LETTERS = frozenset("fghPQ")
+FUNCTION_LETTERS = frozenset("fgh")
 
 
 @dataclass(frozen=True)
@@ -586,8 +586,94 @@ def canonical_symbols(expression: Any) -> Any:
     return expression.xreplace(renames) if renames else expression
 
 
+_BRACED_COMMANDS = {"\\frac": 2, "\\dfrac": 2, "\\tfrac": 2, "\\sqrt": 1}
+_SIMPLE_COMMANDS = {"\\cdot": "*", "\\times": "*", "\\div": "/", "\\%": "%", "\\left": "", "\\right": ""}
+_COMMAND = re.compile(r"\\[A-Za-z]+|\\%")
+
+
+def _braced(text: str, start: int) -> tuple[str, int]:
+    """The content of the brace group opening at `start` and the index after it."""
+    if start >= len(text) or text[start] != "{":
+        raise _CannotParse("expected a brace group")
+    depth = 0
+    for index in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start + 1 : index], index + 1
+    raise _CannotParse("unbalanced braces")
+
+
+def latex_to_plain(text: str) -> str:
+    """Common LaTeX arithmetic as plain text, or _CannotParse for anything else.
+
+    >>> latex_to_plain(r"\\frac{3}{4} \\cdot 2^{10} + 4\\frac{1}{2} - \\sqrt{16}")
+    '((3)/(4)) * 2**(10) + (4+((1)/(2))) - ((16)**(1/2))'
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            match = _COMMAND.match(text, index)
+            command = match.group() if match else "\\"
+            index += len(command)
+            if command in _SIMPLE_COMMANDS:
+                out.append(f" {_SIMPLE_COMMANDS[command]} " if _SIMPLE_COMMANDS[command] in "*/" else _SIMPLE_COMMANDS[command])
+                continue
+            if command not in _BRACED_COMMANDS:
+                raise _CannotParse(f"LaTeX command {command} is left to the LaTeX parser")
+            if command == "\\sqrt":
+                while index < len(text) and text[index] == " ":
+                    index += 1
+                if index < len(text) and text[index] == "[":
+                    raise _CannotParse("an n-th root is left to the LaTeX parser")
+                body, index = _braced(text, index)
+                out.append(f"(({latex_to_plain(body)})**(1/2))")
+                continue
+            numerator, index = _braced(text, index)
+            denominator, index = _braced(text, index)
+            fraction = f"(({latex_to_plain(numerator)})/({latex_to_plain(denominator)}))"
+            whole = re.search(r"(?<![\d.*/^])(\d+)\s*$", "".join(out))
+            if whole and re.fullmatch(r"\d+", numerator.strip()) and re.fullmatch(r"\d+", denominator.strip()):
+                joined = "".join(out)
+                out = [joined[: whole.start(1)], f"({whole.group(1)}+{fraction})"]  # 4\frac{1}{2}: a mixed number
+            else:
+                out.append(fraction)
+            continue
+        if char == "^":
+            index += 1
+            while index < len(text) and text[index] == " ":
+                index += 1
+            if index < len(text) and text[index] == "{":
+                body, index = _braced(text, index)
+                out.append(f"**({latex_to_plain(body)})")
+            else:
+                out.append("**")
+            continue
+        if char == "_":
+            if index + 1 < len(text) and text[index + 1] == "{":
+                body, after = _braced(text, index + 1)
+                if not re.fullmatch(r"[A-Za-z0-9]+", body):
+                    raise _CannotParse("a compound subscript is left to the LaTeX parser")
+                out.append(f"_{body}")
+                index = after
+                continue
+        if char in "{}":
+            out.append("(" if char == "{" else ")")
+            index += 1
+            continue
+        out.append(char)
+        index += 1
+    return re.sub(r"\s+", " ", "".join(out)).strip()
+
+
 def _latex_expression(source: str) -> Any:
     import sympy
+
+    try:
+        return canonical_symbols(_plain_expression(latex_to_plain(source)))
+    except _CannotParse:
+        pass
 
     try:
         from latex2sympy2_extended import latex2sympy

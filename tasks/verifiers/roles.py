@@ -81,6 +81,11 @@ _CONDITION_WORDS = frozenset(
 _CONDITION_PHRASES = (("such", "that"), ("so", "that"), ("only", "if"), ("as", "long", "as"))
 _QUESTION_WORDS = frozenset("whether".split())
 _NEGATION_WORDS = frozenset("not no never neither nor cannot".split())
+# Words that say a division may be meant in whole numbers: "7 / 2 = 3 full boxes", "need 5 buses".
+_WHOLE_WORDS = frozenset(
+    """full whole complete completely remainder remain remaining left leftover rounded round rounding
+    nearest need needed needs least most maximum minimum integer""".split()
+)
 _COORDINATORS = frozenset("and or ie namely equivalently both respectively".split())
 _CANDIDATE_WORDS = frozenset("gives give yields yield leads makes works work fails into in back satisfies".split())
 _CANDIDATE_PHRASES = (("is", "too"), ("is", "not", "a"), ("is", "a"), ("is", "not"), ("does", "not"), ("is", "also"))
@@ -102,6 +107,7 @@ class Statement:
     scope: int  # 0: before the step's first case or assumption; k: its k-th
     fragment: int  # the links of one chain share it
     alternative: bool = False  # one of several values offered for a name: never a binding
+    whole_hint: bool = False  # its sentence speaks of whole groups or rounding ("full boxes", "need")
 
 
 @dataclass(frozen=True)
@@ -307,6 +313,7 @@ def read_step(text: str) -> Reading:
     seen: set[str] = set()
     for sentence in _sentences(read_items(text)):
         roles = iter(_sentence_roles(sentence))
+        whole_hint = not _WHOLE_WORDS.isdisjoint(_words(sentence))
         sentence_moduli = _moduli([c for item in sentence if item.fragment for c in item.fragment.claims])
         modulus = next(iter(sentence_moduli)) if len(sentence_moduli) == 1 else None
         if modulus is None and not sentence_moduli and len(step_moduli) == 1:
@@ -339,5 +346,7 @@ def read_step(text: str) -> Reading:
                     continue
                 seen.add(key)
                 binding_alternative = alternative and link == 0 and _binding_shaped(item)
-                statements.append(Statement(claim, link_role, cue, scope, fragment_index, binding_alternative))
+                statements.append(
+                    Statement(claim, link_role, cue, scope, fragment_index, binding_alternative, whole_hint)
+                )
     return Reading(tuple(statements), tuple(unread))

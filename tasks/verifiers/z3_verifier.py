@@ -112,13 +112,16 @@ class _Translator:
             raise Unsupported(str(error)) from error
         if exponent_value.q != 1 or abs(exponent_value) > MAX_SYMBOLIC_EXPONENT:
             raise Unsupported(f"exponent {exponent_value} in {node}")
+        import sympy
+
         translated = self.expression(base)
-        result = self.number(type(exponent_value)(1))
+        one = self.number(sympy.Integer(1))  # not type(exponent)(1): -1 and 1 are singletons
+        result = one
         for _ in range(abs(int(exponent_value))):
             result = result * translated
         # z3's x/0 is unspecified rather than an error, so a symbolic divisor may make a claim
         # neither provable nor refutable; that only yields unknown.
-        return result if exponent_value >= 0 else self.number(type(exponent_value)(1)) / result
+        return result if exponent_value >= 0 else one / result
 
     def relation(self, claim: Claim) -> Any:
         if claim.operator in ("≈", "≡") or claim.modulus is not None:
@@ -184,7 +187,7 @@ class Z3Verifier:
                 session.alternatives(alternatives, facts_at_alternatives, outcome)
                 alternatives = []
             if item.mode == CHECK:
-                outcome.add(session.check(item.claim, facts))
+                outcome.add(session.check(item.claim, facts, item.statement.whole_hint))
             elif item.mode == REBIND:
                 _rebind(item, facts, outcome, deadline)
             elif item.mode == REJECT:
@@ -267,10 +270,10 @@ class _Session:
             return "unknown", f"z3 timeout after {budget} ms"
         return "unknown", f"z3 returned unknown: {reason}"
 
-    def check(self, claim: Claim, facts: list[Fact]) -> ClaimCheck:
+    def check(self, claim: Claim, facts: list[Fact], whole_hint: bool = False) -> ClaimCheck:
         text = display(claim.text)
         if not claim.free_symbols:
-            return check_relation(claim, {}, self.deadline)
+            return check_relation(claim, {}, self.deadline, whole_hint)
         z3 = self._start()
         try:
             formula = self.translator.relation(claim)

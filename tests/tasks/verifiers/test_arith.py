@@ -54,6 +54,8 @@ def test_a_decimal_that_rounds_the_exact_value_is_read_as_rounded(arith):
 def test_the_whole_part_of_a_division_is_unknown_not_false(arith):
     verdict = arith.verify("She can fill 7 / 2 = 3 full boxes.", PROBLEM)
     assert (verdict.verdict, verdict.reason) == ("unknown", "7 / 2 = 3: 3 is the whole part of 7/2 (a count of full groups?)")
+    assert arith.verify("We need 200 / 45 = 5 buses.", PROBLEM).verdict == "unknown"
+    assert arith.verify("Step 2: 13 / 2 = 7", PROBLEM).evidence == "13 / 2 = 7 is false: left 13/2, right 7"
     assert arith.verify("7 * 8 = 54", PROBLEM).verdict == "invalid"
     assert arith.verify("3,600 / 45 = 90", PROBLEM).verdict == "invalid"
 
