@@ -19,7 +19,9 @@ How a relation is read:
   step is unknown.
 - `≈` holds within half a unit of the last shown digit (or 0.1%); it is invalid only when off by
   more than 3% and three units; anything between is unknown. pi and roots are evaluated in floats
-  for this only.
+  for this only, and an `=` with pi or an irrational root on one side is read as `≈` (people
+  write `pi r^2 = 3.14 x 25`); an inequality between irrationals is decided in floats when the
+  sides are further apart than float error.
 """
 
 from __future__ import annotations
@@ -281,6 +283,26 @@ def _check_approximation(claim: Claim, bindings: dict[Any, Any]) -> ClaimCheck:
     return ClaimCheck(claim, UNKNOWN, f"{text}: left {left:.6g} and right {right:.6g} differ, loosely approximate?")
 
 
+_IRRATIONAL = re.compile(r"irrational|has no exact rational value")
+NUMERIC_MARGIN = 1e-9
+
+
+def _check_irrational(claim: Claim, bindings: dict[Any, Any]) -> ClaimCheck:
+    """A closed relation with pi, e or an irrational root, in floats.
+
+    `=` is read as people write it with pi (`pi r^2 = 3.14 x 25 = 78.5`): as an approximation.
+    An inequality is decided when the sides are further apart than float error.
+    """
+    if claim.operator == "=":
+        return _check_approximation(claim, bindings)
+    text = display(claim.text)
+    left, right = evaluate_approximately(claim.lhs, bindings), evaluate_approximately(claim.rhs, bindings)
+    if abs(left - right) <= NUMERIC_MARGIN * max(abs(left), abs(right), 1.0):
+        return ClaimCheck(claim, UNKNOWN, f"{text}: the sides are too close to compare in floats")
+    verdict = VALID if holds(claim.operator, left, right) else INVALID
+    return ClaimCheck(claim, verdict, f"{text} {'holds' if verdict == VALID else 'is false'}: left {left:.6g}, right {right:.6g}")
+
+
 def check_relation(
     claim: Claim, bindings: dict[Any, Any], deadline: Deadline | None = None, whole_hint: bool = False
 ) -> ClaimCheck:
@@ -296,6 +318,11 @@ def check_relation(
         left = evaluate_exact(claim.lhs, bindings, deadline)
         right = evaluate_exact(claim.rhs, bindings, deadline)
     except NotEvaluable as error:
+        if _IRRATIONAL.search(str(error)) and claim.operator in ("=", "<", "<=", ">", ">="):
+            try:
+                return _check_irrational(claim, bindings)
+            except NotEvaluable:
+                pass
         return ClaimCheck(claim, UNKNOWN, f"{text}: {error}")
     if claim.operator == "≡":
         if claim.modulus is None:

@@ -783,8 +783,10 @@ def _fragment(text: str, latex: bool, annotation: bool = False, values_follow: b
 
 
 _LATEX_SEPARATOR = re.compile(
-    r"(,\s+|;\s*|\\quad|\\qquad|\\\\|\\text\{\s*(?:and|or|so|then|hence|thus|i\.e\.|where|with|for)\s*,?\s*\})"
+    r"(,\s+|;\s*|\\quad|\\qquad|\\\\|\\(?:implies|Rightarrow|Longrightarrow|iff|Leftrightarrow)(?![A-Za-z])"
+    r"|\\text\{\s*(?:and|or|so|then|hence|thus|i\.e\.|where|with|for)\s*,?\s*\})"
 )
+_ARROW_WORDS = {"\\implies": "so", "\\Rightarrow": "so", "\\Longrightarrow": "so", "\\iff": "ie", "\\Leftrightarrow": "ie"}
 _NUMBER_LIKE = re.compile(r"^\s*[-+]?\s*(?:\d[\d,]*(?:\.\d+)?|\\frac\{[^{}]*\}\{[^{}]*\})\s*$")
 
 
@@ -814,7 +816,9 @@ def _latex_items(content: str) -> list[Item]:
                 items.append(Item(MATH, stripped))
         items.extend(Item(PUNCT, mark) for mark in trailing)
         word = separator.strip()
-        if word.startswith("\\text"):
+        if word in _ARROW_WORDS:
+            items.append(Item(WORD, _ARROW_WORDS[word]))
+        elif word.startswith("\\text"):
             items.append(Item(WORD, re.sub(r"[^a-z. ]", "", word[5:].lower()).strip().replace("i.e.", "ie")))
         elif word in (",", ";"):
             items.append(Item(PUNCT, word))

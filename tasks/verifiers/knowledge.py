@@ -5,9 +5,11 @@
 verifier does with it (`mode`), the facts it may use, and the facts it adds.
 
 Premises come from
-- the problem: its definitions, assumptions and plain statements (`Let x = 12`, `Solve
-  2x + 3 = 11`); not its questions or conditions (`For which n is 2^n ≤ n^2?`, `Find all n
-  such that 3^n < 10n`: candidates for n are not facts about n);
+- the problem: its definitions and assumptions (`Let x = 12`, `Solve 2x + 3 = 11`, `with
+  a + b = 10`), plain values (`a_1 = 7`) and function definitions; not its questions or
+  conditions (`For which n is 2^n ≤ n^2?`, `Find all n such that 3^n < 10n`: candidates for n
+  are not facts about n), nor a relation it only describes (`the roots of x^2 - 9x + 14 = 0`,
+  `the line y = 2x + 1 meets y = x^2`: x there is any point, not one value);
 - each earlier step: what it asserted or defined before its first case (scope 0);
 - this step: what came before the statement in its own case, and scope 0.
 
@@ -16,8 +18,8 @@ gives the name a new version (`x'1`), so a value bound in one case is never cont
 bound in another, and `S = 96` then `S = 96 - 20` are two names. An assertion `x = 13` of a name
 an earlier step bound to 12 is a rebinding: compared, never invalid. Only a name the problem
 binds keeps its value: asserting `x = 13` when the problem says `x = 12` is checked. An
-assumption about a name that is constrained but not bound (`If u = 1`, after `u = x^2`) keeps
-the link (`u'1 = u`), so `x^2 = 1` follows inside that case.
+assumption about a name that is constrained but has no value of its own (`If u = 1`, after
+`u = x^2`) keeps the link (`u'2 = u'1`), so `x^2 = 1` follows inside that case.
 
 Functions: `f(x) = 2x^2 - 3x + 1` (the arguments distinct names) defines f; `f(3)` is then its
 body at 3. `f(3)` of an undefined f is a name.
@@ -122,22 +124,34 @@ class _Knowledge:
         self.versions[name] = self.versions.get(name, 0) + 1
         return self.symbol(name)
 
-    def rename(self, expression: Any) -> Any:
-        """The expression in the versions in force, with defined functions expanded."""
+    def expand(self, expression: Any) -> Any:
+        """Defined functions replaced by their bodies; `h(2)` of an undefined h becomes a name."""
         import sympy
         from sympy.core.function import AppliedUndef
 
         applications = expression.atoms(AppliedUndef)
-        if applications:
-            replacements = {}
-            for application in applications:
-                name, arguments = str(application.func), application.args
-                definition = self.functions.get(name)
-                if definition is not None and len(definition[0]) == len(arguments):
-                    replacements[application] = definition[1].xreplace(dict(zip(definition[0], arguments, strict=True)))
-                elif all(argument.is_number for argument in arguments):
-                    replacements[application] = sympy.Symbol(str(application))
-            expression = expression.xreplace(replacements)
+        if not applications:
+            return expression
+        replacements = {}
+        for application in applications:
+            name, arguments = str(application.func), application.args
+            definition = self.functions.get(name)
+            if definition is not None and len(definition[0]) == len(arguments):
+                replacements[application] = definition[1].xreplace(dict(zip(definition[0], arguments, strict=True)))
+            elif all(argument.is_number for argument in arguments):
+                replacements[application] = sympy.Symbol(str(application))
+        return expression.xreplace(replacements)
+
+    def expanded(self, claim: Claim) -> Claim:
+        if not _has_applications(claim.relation):
+            return claim
+        left, right = self.expand(claim.lhs), self.expand(claim.rhs)
+        kind = ASSIGNMENT if claim.operator == "=" and left.is_Symbol else claim.kind
+        return replace(claim, relation=claim.relation.func(left, right, evaluate=False), kind=kind)
+
+    def rename(self, expression: Any) -> Any:
+        """The expression in the versions in force, with defined functions expanded."""
+        expression = self.expand(expression)
         renames = {symbol: self.symbol(str(symbol)) for symbol in expression.free_symbols if self.versions.get(str(symbol))}
         return expression.xreplace(renames) if renames else expression
 
@@ -209,6 +223,8 @@ def _plan(knowledge: _Knowledge, statement: Statement, given: bool, fresh_scope:
         name, arguments, body = definition
         knowledge.functions[name] = (arguments, body)
         return Planned(statement, claim, PREMISE, fresh_scope)
+    claim = knowledge.expanded(claim)
+    statement = replace(statement, claim=claim)
     if role == ASSERTION:
         return _plan_assertion(knowledge, statement, given, fresh_scope)
     # An assumption or a definition: a premise in its scope.
@@ -216,7 +232,9 @@ def _plan(knowledge: _Knowledge, statement: Statement, given: bool, fresh_scope:
         name = str(claim.lhs)
         old = knowledge.symbol(name)
         rhs = knowledge.rename(claim.rhs)
-        linked = role == ASSUMPTION and old in knowledge.mentioned and old not in knowledge.bound
+        previous = knowledge.bound.get(old)
+        held = previous is not None and not previous.claim.rhs.free_symbols  # old had a value of its own
+        linked = role == ASSUMPTION and old in knowledge.mentioned and not held
         new = knowledge.fresh(name)
         renamed = replace(claim, relation=claim.relation.func(new, rhs, evaluate=False))
         adds = [knowledge.add(renamed, binding=True, given=given)]
@@ -252,14 +270,23 @@ def _plan_assertion(knowledge: _Knowledge, statement: Statement, given: bool, fr
     return Planned(statement, renamed, BIND if previous is None else REBIND, fresh_scope, (fact,), previous)
 
 
-_PROBLEM_ROLES = (ASSERTION, ASSUMPTION, DEFINITION)
+def _given(statement: Statement) -> bool:
+    """Whether a relation of the problem statement is a premise (see the module docstring)."""
+    if statement.alternative:
+        return False
+    if statement.role in (ASSUMPTION, DEFINITION):
+        return True
+    claim = statement.claim
+    if statement.role != ASSERTION:
+        return False
+    return _function_definition(claim) is not None or (_is_name_binding(claim) and not claim.rhs.free_symbols)
 
 
 @functools.lru_cache(maxsize=512)
 def _after_problem(problem: str) -> _Knowledge:
     knowledge = _Knowledge()
     reading = read_step(problem)
-    statements = tuple(s for s in reading.statements if s.role in _PROBLEM_ROLES and not s.alternative)
+    statements = tuple(s for s in reading.statements if _given(s))
     _, top = _walk(knowledge, Reading(statements, ()), given=True)
     return top
 

@@ -64,7 +64,9 @@ _ASSERT_WORDS = frozenset(
     subtracting multiplying dividing squaring combining find finding see verify confirms confirm
     indeed also which total altogether overall""".split()
 )
-_ASSUME_WORDS = frozenset("if suppose supposing assume assuming assumed when whenever provided unless".split())
+_ASSUME_WORDS = frozenset(
+    "if suppose supposing assume assuming assumed when whenever provided unless given solve solving".split()
+)
 _BINDING_WORDS = frozenset(
     """for with at take taking try trying tried test testing tested check checking checked
     substitute substituting substituted substitution plug plugging plugged put putting choose
@@ -183,10 +185,17 @@ def _left_cue(before: list[Item], item: Item) -> tuple[str, str] | None:
                 return (ASSUMPTION, word)
             if word in ("for", "with") and _is_range(item):
                 return (CONDITION, word)
+            if word == "with" and _is_symbolic(item):
+                return (ASSUMPTION, word)  # "reals a and b with a + b = 10": a given constraint
             continue
         if word in _ASSERT_WORDS:
             return (ASSERTION, word)
     return None
+
+
+def _is_symbolic(item: Item) -> bool:
+    claims = item.fragment.claims if item.fragment is not None else ()
+    return any(claim.free_symbols for claim in claims)
 
 
 def _is_range(item: Item) -> bool:
@@ -281,6 +290,16 @@ def _mark_alternatives(
     return marked
 
 
+_RETRACTION = re.compile(
+    r"^(?:wait|oops|hmm|correction|actually|no|sorry|mistake)\b|^(?:that|this|it) (?:s |is )?(?:wrong|incorrect|not right|a mistake)"
+)
+
+
+def _retracts(sentence: list[Item]) -> bool:
+    """The sentence takes back the one before: "Wait, that's wrong.", "Actually, ...", "Oops"."""
+    return bool(_RETRACTION.match(" ".join(_words(sentence[:6]))))
+
+
 def _link_role(role: str, claim: Claim, link: int, claims: tuple[Claim, ...]) -> str:
     """A chain's links share its role, except computations: `Let x = 3 + 4 = 7` asserts `3 + 4 = 7`,
     and `50 > 7.2^2 = 51.84, which is false` rejects `50 > 7.2^2` and asserts `7.2^2 = 51.84`."""
@@ -311,8 +330,13 @@ def read_step(text: str) -> Reading:
     step_claims = [claim for item in read_items(text) if item.fragment for claim in item.fragment.claims]
     step_moduli = _moduli(step_claims)
     seen: set[str] = set()
-    for sentence in _sentences(read_items(text)):
-        roles = iter(_sentence_roles(sentence))
+    sentences = _sentences(read_items(text))
+    for number, sentence in enumerate(sentences):
+        sentence_roles = _sentence_roles(sentence)
+        if number + 1 < len(sentences) and _retracts(sentences[number + 1]):
+            sentence_roles = [(REJECTED, "retracted", False) if role == ASSERTION else (role, cue, alt)
+                              for role, cue, alt in sentence_roles]
+        roles = iter(sentence_roles)
         whole_hint = not _WHOLE_WORDS.isdisjoint(_words(sentence))
         sentence_moduli = _moduli([c for item in sentence if item.fragment for c in item.fragment.claims])
         modulus = next(iter(sentence_moduli)) if len(sentence_moduli) == 1 else None

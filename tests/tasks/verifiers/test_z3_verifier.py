@@ -93,3 +93,30 @@ def test_step_budget_is_a_hard_timeout():
 def test_bad_config_fails_fast():
     with pytest.raises(ValueError, match="symbol_sort must be 'real' or 'int'"):
         Z3Config(symbol_sort="bool")
+
+
+def test_each_case_is_judged_against_its_own_assumption(z3_verifier):
+    problem = "Solve $|2x - 3| = 7$."
+    steps = ("Case 1: $2x - 3 = 7$. Then $2x = 10$, so $x = 5$.", "Case 2: $2x - 3 = -7$. Then $2x = -4$, so $x = -2$.")
+    assert [z3_verifier.verify(s, StepContext(problem, steps[:i])).verdict for i, s in enumerate(steps)] == [
+        "valid", "valid"
+    ]
+    assert z3_verifier.verify("The solutions are $x = 5$ and $x = -2$.", StepContext(problem, steps)).evidence == (
+        "x = 5 or x = -2 follows from the premises"
+    )
+    slip = z3_verifier.verify("Case 2: $2x - 3 = -7$, so $x = -3$.", StepContext(problem, steps[:1]))
+    assert (slip.verdict, slip.evidence) == (
+        "invalid", "x = -3 contradicts the premises; model of premises and not claim: [x = -2]"
+    )
+
+
+def test_a_substitution_is_an_assumption_and_what_follows_is_judged(z3_verifier):
+    context = StepContext("Solve the system $2x + y = 11$ and $x - y = 1$.", ("Adding: $3x = 12$, so $x = 4$.",))
+    verdict = z3_verifier.verify("Substituting $x = 4$ into $x - y = 1$: $4 - y = 1$, so $y = 3$.", context)
+    assert verdict.verdict == "valid"
+    assert z3_verifier.verify("so $y = 2$", context).verdict == "invalid"
+
+
+def test_a_relation_the_problem_only_describes_is_no_premise(z3_verifier):
+    context = StepContext("The line $y = 2x + 1$ meets the parabola $y = x^2$.")
+    assert z3_verifier.verify("$y = 2(0) + 1 = 1$", context).verdict == "valid"
