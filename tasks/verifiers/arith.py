@@ -35,6 +35,7 @@ from typing import Any
 from schemas.records import Verdict
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, run_guarded
 from tasks.verifiers.claims import ASSIGNMENT, Claim
+from tasks.verifiers.units import unit_value
 from tasks.verifiers.knowledge import (
     ALTERNATIVES,
     BIND,
@@ -283,6 +284,38 @@ def _check_approximation(claim: Claim, bindings: dict[Any, Any]) -> ClaimCheck:
     return ClaimCheck(claim, UNKNOWN, f"{text}: left {left:.6g} and right {right:.6g} differ, loosely approximate?")
 
 
+_UNIT_WORDS = re.compile(r"\s+[A-Za-z][A-Za-z/^0-9]*$")
+
+
+def _check_units(claim: Claim, bindings: dict[Any, Any], deadline: Deadline | None, whole_hint: bool) -> ClaimCheck:
+    """A relation with units (tasks.verifiers.units): numbers compared, invalid only in one unit."""
+    from dataclasses import replace
+
+    text = display(claim.text)
+
+    def evaluate(expression: Any) -> Any:
+        return evaluate_exact(expression, bindings, deadline)
+
+    try:
+        left, left_units = unit_value(claim.lhs, evaluate)
+        right, right_units = unit_value(claim.rhs, evaluate)
+    except (ValueError, NotEvaluable) as error:
+        return ClaimCheck(claim, UNKNOWN, f"{text}: {error}")
+    numbers = replace(
+        claim,
+        relation=claim.relation.func(left, right, evaluate=False),
+        left_text=_UNIT_WORDS.sub("", claim.left_text),
+        right_text=_UNIT_WORDS.sub("", claim.right_text),
+        units=frozenset(),
+    )
+    check = check_relation(numbers, {}, deadline, whole_hint)
+    if left_units == right_units:
+        return ClaimCheck(claim, check.outcome, check.detail.replace(display(numbers.text), text, 1))
+    if check.outcome == VALID:
+        return ClaimCheck(claim, VALID, f"{text} holds in its numbers (left {left}, right {right}; the units differ)")
+    return ClaimCheck(claim, UNKNOWN, f"{text}: left {left} and right {right} are in different units (a conversion?)")
+
+
 _IRRATIONAL = re.compile(r"irrational|has no exact rational value")
 NUMERIC_MARGIN = 1e-9
 
@@ -312,6 +345,8 @@ def check_relation(
     boxes (unknown rather than invalid).
     """
     text = display(claim.text)
+    if claim.units:
+        return _check_units(claim, bindings, deadline, whole_hint)
     try:
         if claim.operator == "≈":
             return _check_approximation(claim, bindings)

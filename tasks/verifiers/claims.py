@@ -34,6 +34,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from tasks.verifiers.units import UNIT_PREFIX, mark_units
+
 if TYPE_CHECKING:
     from tasks.verifiers.base import StepContext
 
@@ -67,6 +69,7 @@ class Claim:
     operator: str  # one of RELATION_OPERATORS
     kind: str  # ASSIGNMENT, EQUALITY, INEQUALITY, APPROXIMATION or CONGRUENCE
     modulus: Any = None  # a sympy Integer for a congruence (and the other links of its chain)
+    units: frozenset = frozenset()  # names of the unit symbols in it (tasks.verifiers.units)
 
     @property
     def lhs(self) -> Any:
@@ -78,7 +81,11 @@ class Claim:
 
     @property
     def free_symbols(self) -> frozenset:
-        return frozenset(self.relation.lhs.free_symbols | self.relation.rhs.free_symbols)
+        """The names in the claim (unit symbols are not names)."""
+        symbols = self.relation.lhs.free_symbols | self.relation.rhs.free_symbols
+        if self.units:
+            symbols = {symbol for symbol in symbols if str(symbol) not in self.units}
+        return frozenset(symbols)
 
     @property
     def is_binding(self) -> bool:
@@ -224,7 +231,7 @@ def _segments(text: str) -> list[tuple[str, str]]:
         if joined.strip():
             joined = _TEXT_COMMAND.sub(lambda match: f" {match.group(1)} ", joined)
             joined = _SHARE_OF.sub(r"\1 * ", _normalize_unicode(joined))
-            segments.append((PROSE, _TIMES_X.sub(" * ", joined)))
+            segments.append((PROSE, mark_units(_TIMES_X.sub(" * ", joined))))
 
     index = 0
     while True:
@@ -332,6 +339,12 @@ def _runs(tokens: list[_Token]) -> list[tuple[list[_Token], _Token | None, _Toke
     return runs
 
 
+def _trimmed_start(tokens: list[_Token]) -> list[_Token]:
+    while tokens and tokens[0].kind == "space":
+        tokens = tokens[1:]
+    return tokens
+
+
 def _trimmed(tokens: list[_Token]) -> list[_Token]:
     while tokens and tokens[-1].kind == "space":
         tokens = tokens[:-1]
@@ -410,11 +423,23 @@ def _kind(operator: str, left: Any) -> str:
     return EQUALITY if operator == "=" else INEQUALITY
 
 
+def _without_units(text: str) -> str:
+    """`(80 * unit_km / unit_h)` -> `80 km/h`, for evidence."""
+    text = re.sub(r"\s*\*\s*" + UNIT_PREFIX + r"([a-z]+)(\*\*\d)?", lambda m: f" {m.group(1)}{'^' + m.group(2)[2:] if m.group(2) else ''}", text)
+    text = re.sub(r"\s*/\s*" + UNIT_PREFIX + r"([a-z]+)", r"/\1", text)
+    return re.sub(r"\((\S+(?: [a-z/^0-9]+)?)\)", r"\1", text)
+
+
 def _link_claims(sides: list[tuple[str, Any]], operators: list[str], modulus: Any = None) -> list[Claim]:
     claims = []
     for index, operator in enumerate(operators):
         (left_text, left), (right_text, right) = sides[index], sides[index + 1]
         left_text, right_text = " ".join(left_text.split()), " ".join(right_text.split())
+        units = frozenset(
+            str(symbol) for symbol in left.free_symbols | right.free_symbols if str(symbol).startswith(UNIT_PREFIX)
+        )
+        if units:
+            left_text, right_text = _without_units(left_text), _without_units(right_text)
         claims.append(
             Claim(
                 relation=_relation(operator, left, right),
@@ -422,8 +447,9 @@ def _link_claims(sides: list[tuple[str, Any]], operators: list[str], modulus: An
                 left_text=left_text,
                 right_text=right_text,
                 operator=operator,
-                kind=_kind(operator, left),
+                kind=EQUALITY if units and operator == "=" else _kind(operator, left),
                 modulus=modulus,
+                units=units,
             )
         )
     return claims
@@ -431,7 +457,7 @@ def _link_claims(sides: list[tuple[str, Any]], operators: list[str], modulus: An
 
 _PLAIN_RELATION = re.compile(r"(<=|>=|!=|==|=|<|>|≈|≡)")
 _PLAIN_MODULUS = re.compile(r"\(\s*(?:mod|modulo)\s+(\d+)\s*\)\s*$|\\pmod\s*\{?\s*(\d+)\s*\}?\s*$")
-_PLAIN_NAME = re.compile(r"[A-Za-z](?:_[A-Za-z0-9]+)?")
+_PLAIN_NAME = re.compile(rf"[A-Za-z](?:_[A-Za-z0-9]+)?|{UNIT_PREFIX}[a-z]+")
 
 
 def _plain_expression(source: str) -> Any:
@@ -835,6 +861,11 @@ def _prose_items(text: str) -> list[Item]:
     while index < len(tokens):
         if index in runs:
             run, before, after, end = runs[index]
+            if run[0].kind == "relation" and before is not None and before.kind == "word" and before.text.lower() not in CONNECTIVES:
+                # "Distance = 18 × 2 = 36": a label before the first relation names the quantity.
+                rest = _trimmed_start(run[1:])
+                if rest and any(token.kind == "relation" for token in rest):
+                    run = rest
             span = text[run[0].start : run[-1].end]
             if any(token.kind == "relation" for token in run):
                 problem = _span_problem(text, run, before, after)

@@ -253,6 +253,8 @@ def _plan(knowledge: _Knowledge, statement: Statement, given: bool, fresh_scope:
 
 def _plan_assertion(knowledge: _Knowledge, statement: Statement, given: bool, fresh_scope: bool) -> Planned:
     claim = statement.claim
+    if claim.units:  # a computation with units is never a premise about names
+        return Planned(statement, knowledge.renamed(claim), CHECK, fresh_scope)
     if not _is_name_binding(claim):
         renamed = knowledge.renamed(claim)
         return Planned(statement, renamed, CHECK, fresh_scope, (knowledge.add(renamed, binding=False, given=given),))

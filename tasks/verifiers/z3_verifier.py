@@ -272,7 +272,7 @@ class _Session:
 
     def check(self, claim: Claim, facts: list[Fact], whole_hint: bool = False) -> ClaimCheck:
         text = display(claim.text)
-        if not claim.free_symbols:
+        if not claim.free_symbols or claim.units:
             return check_relation(claim, {}, self.deadline, whole_hint)
         z3 = self._start()
         try:
