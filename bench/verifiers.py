@@ -54,6 +54,7 @@ BASELINE_PACKAGE = "baseline_verifiers"
 BASELINE_FILES = ("__init__.py", "base.py", "claims.py", "arith.py", "z3_verifier.py")
 VERIFIERS = (("arith", "ArithVerifier"), ("z3", "Z3Verifier"))
 CORPUS = ROOT / "tests" / "data" / "verifier_corpus"
+PINS = CORPUS / "verdicts.json"
 
 
 def baseline_package(revision: str, folder: Path) -> str:
@@ -149,6 +150,28 @@ def table(title: str, rows: list[ProcessBenchRow], before: list, after: list) ->
     return times
 
 
+def corpus_verdicts() -> dict[str, dict[str, dict[str, str]]]:
+    """part -> row id -> verifier -> one letter per step (v valid, i invalid, u unknown)."""
+    from tasks.verifiers.arith import ArithConfig, ArithVerifier
+    from tasks.verifiers.z3_verifier import Z3Config, Z3Verifier
+
+    # Generous step limits: a pinned verdict must not depend on how busy the machine is.
+    verifiers = [ArithVerifier(ArithConfig(timeout_ms=60_000)), Z3Verifier(Z3Config(timeout_ms=60_000))]
+    pins: dict[str, dict[str, dict[str, str]]] = {}
+    for part in ("dev", "heldout"):
+        rows, _ = read_processbench(CORPUS / f"{part}.jsonl")
+        pins[part] = {
+            row.id: {verifier.name: "".join(v.verdict[0] for v in run(verifier, [row])[0]) for verifier in verifiers}
+            for row in rows
+        }
+    return pins
+
+
+def write_pins() -> None:
+    PINS.write_text(json.dumps(corpus_verdicts(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {PINS.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default=BASELINE, help="git revision of the verifiers to compare with")
@@ -156,7 +179,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", default="dev,heldout", help="corpus parts to score (dev, heldout)")
+    parser.add_argument("--write-pins", action="store_true",
+                        help=f"only write the current verdicts of both corpus parts to {PINS.relative_to(ROOT)}")
     args = parser.parse_args()
+    if args.write_pins:
+        write_pins()
+        return
 
     with tempfile.TemporaryDirectory(prefix="prmforge-baseline-") as folder:
         before = load(baseline_package(args.baseline, Path(folder)))

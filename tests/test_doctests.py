@@ -10,7 +10,7 @@ MODULES = [
     "tasks.labelers.mc", "tasks.dataset", "tasks.labelers.search", "tasks.labelers.progress",
     "tasks.augment", "tasks.ground_truth", "tasks.policies.vllm_policy", "tasks.policies.openai_policy",
     "tasks.policies.cache", "warehouse.connection", "warehouse.lock",
-    "tasks.verifiers.claims", "tasks.verifiers.roles", "tasks.verifiers.knowledge", "tasks.verifiers.units",
+    "tasks.verifiers.claims", "tasks.verifiers.reading", "tasks.verifiers.roles", "tasks.verifiers.knowledge", "tasks.verifiers.units",
     "tasks.verifiers.arith",
 ]
 

@@ -26,6 +26,7 @@ How a relation is read:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -34,7 +35,7 @@ from typing import Any
 
 from schemas.records import Verdict
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, run_guarded
-from tasks.verifiers.claims import ASSIGNMENT, Claim
+from tasks.verifiers.claims import ASSIGNMENT, Claim, load_parsers
 from tasks.verifiers.units import unit_value
 from tasks.verifiers.knowledge import (
     ALTERNATIVES,
@@ -190,6 +191,14 @@ def evaluate_exact(
     return value(expression)
 
 
+@functools.lru_cache(maxsize=1)
+def _approximable() -> tuple[type, ...]:
+    import sympy
+
+    return (sympy.Number, sympy.Symbol, sympy.Add, sympy.Mul, sympy.Pow, sympy.Abs, sympy.exp,
+            type(sympy.pi), type(sympy.E), sympy.UnevaluatedExpr)
+
+
 def evaluate_approximately(expression: Any, bindings: dict[Any, Any] | None = None) -> float:
     """A float value, for approximations only: exact where possible, else pi, e and roots in floats."""
     try:
@@ -199,6 +208,10 @@ def evaluate_approximately(expression: Any, bindings: dict[Any, Any] | None = No
     import sympy
 
     bindings = bindings or {}
+    for node in sympy.preorder_traversal(expression):
+        # Only pi, e and roots: a trig function may be in degrees (sin 30°), a bare log in any base.
+        if not isinstance(node, _approximable()) and not (isinstance(node, sympy.log) and len(node.args) == 2):
+            raise NotEvaluable(f"{node} is not evaluated, even approximately")
     if expression.free_symbols - set(bindings):
         raise NotEvaluable(f"free symbol {display(str(sorted(expression.free_symbols - set(bindings), key=str)[0]))}")
     if any(isinstance(node, sympy.Pow) and node.args[1].is_number and abs(node.args[1]) > MAX_EXPONENT
@@ -517,6 +530,7 @@ class ArithVerifier:
         self.config = config or ArithConfig()
 
     def verify(self, step_text: str, context: StepContext) -> Verdict:
+        load_parsers(step_text, context.problem, *context.previous_steps)
         return run_guarded(
             self.name, self.config.timeout_ms, lambda deadline: self._judge(step_text, context, deadline)
         )

@@ -507,7 +507,7 @@ def same_number(printed: str, claimed: Fraction) -> bool | None:
 def claimed_result(step_text: str) -> Fraction | None:
     """The right side of the last equality in the step's prose that has an exact value."""
     from tasks.verifiers.arith import NotEvaluable, check_claims, evaluate_exact
-    from tasks.verifiers.claims import extract_claims
+    from tasks.verifiers.reading import extract_claims
 
     claims = extract_claims(step_text).claims
     bindings: dict[Any, Any] = {}

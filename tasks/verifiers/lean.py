@@ -243,7 +243,7 @@ def emit_lean_file(
 
     Assignments to a symbol not yet bound are definitions: they bind and are not emitted.
 
-    >>> from tasks.verifiers.claims import extract_claims
+    >>> from tasks.verifiers.reading import extract_claims
     >>> print(emit_lean_file(extract_claims("21 - 3 = 18").claims).text)
     -- prmforge: each claim of one step, stated and refuted; exactly one of each pair should check.
     <BLANKLINE>

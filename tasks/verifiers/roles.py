@@ -34,20 +34,8 @@ import functools
 import re
 from dataclasses import dataclass
 
-from tasks.verifiers.claims import (
-    BREAK,
-    CASE_MARKER,
-    CONGRUENCE,
-    FRAGMENT,
-    INEQUALITY,
-    MARKER,
-    PUNCT,
-    WORD,
-    Claim,
-    Item,
-    read_items,
-    with_modulus,
-)
+from tasks.verifiers.claims import CONGRUENCE, INEQUALITY, Claim, with_modulus
+from tasks.verifiers.reading import BREAK, CASE_MARKER, FRAGMENT, MARKER, PUNCT, WORD, Item, read_items
 
 ASSERTION, ASSUMPTION, DEFINITION = "assertion", "assumption", "definition"
 CONDITION, REJECTED, QUESTION = "condition", "rejected", "question"
@@ -154,7 +142,7 @@ def _words(items: list[Item]) -> list[str]:
 
 def _left_cue(before: list[Item], item: Item) -> tuple[str, str] | None:
     """(role, cue) from the words before a relation, nearest first; None if no word decides."""
-    words = [entry for entry in before]
+    words = before
     for position in range(len(words) - 1, -1, -1):
         entry = words[position]
         if entry.kind == MARKER:
@@ -206,7 +194,7 @@ def _is_range(item: Item) -> bool:
 def _right_cue(after: list[Item], item: Item) -> tuple[str, str] | None:
     """(role, cue) from what follows a relation up to the next one: a rejection, or a candidate."""
     words = " ".join(entry.text for entry in after if entry.kind == WORD)
-    words = words.replace("doesn t", "doesn t").replace("isn t", "is not")
+    words = words.replace("isn t", "is not")
     if _REJECTION.match(words):
         return (REJECTED, _REJECTION.match(words).group(0).strip())
     if not after:

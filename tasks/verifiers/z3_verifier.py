@@ -40,7 +40,7 @@ from tasks.verifiers.arith import (
     unread_into,
 )
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, VerifierTimeout, run_guarded
-from tasks.verifiers.claims import Claim
+from tasks.verifiers.claims import Claim, load_parsers
 from tasks.verifiers.knowledge import ALTERNATIVES, CHECK, NOTE, REBIND, REJECT, Fact, display, plan_step
 
 
@@ -168,6 +168,12 @@ class Z3Verifier:
         self.config = config or Z3Config()
 
     def verify(self, step_text: str, context: StepContext) -> Verdict:
+        load_parsers(step_text, context.problem, *context.previous_steps)
+        try:
+            import z3  # noqa: F401 - loaded before the deadline, like the parsers
+        except ImportError:  # pragma: no cover - the judge reports it as an internal error: unknown
+            pass
+
         return run_guarded(
             self.name, self.config.timeout_ms, lambda deadline: self._judge(step_text, context, deadline)
         )

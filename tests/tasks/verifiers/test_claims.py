@@ -3,14 +3,8 @@ from fractions import Fraction
 import sympy
 
 from tasks.verifiers.base import StepContext
-from tasks.verifiers.claims import (
-    ASSIGNMENT,
-    EQUALITY,
-    INEQUALITY,
-    extract_claims,
-    given_quantities,
-    premises_of,
-)
+from tasks.verifiers.claims import ASSIGNMENT, EQUALITY, INEQUALITY
+from tasks.verifiers.reading import extract_claims, given_quantities, premises_of
 
 
 def texts(step: str) -> list[str]:

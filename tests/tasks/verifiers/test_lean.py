@@ -6,7 +6,7 @@ import pytest
 import sympy
 
 from tasks.verifiers.base import StepContext
-from tasks.verifiers.claims import extract_claims
+from tasks.verifiers.reading import extract_claims
 from tasks.verifiers.lean import (
     LeanConfig,
     LeanFile,
