@@ -279,6 +279,15 @@ def _parse_plain(span: str) -> list[Claim]:
         if not side.strip():
             raise CannotParse("empty side of a relation")
     sides = [(side.strip(), _plain_expression(side)) for side in sides_text]
+    trailing = re.match(r"^(.*?)\s*\bmod\s+(\d+)\s*$", sides[-1][0])
+    if modulus is None and trailing and len(sides) > 1 and "mod" not in sides[-2][0]:
+        # "1024 = 2 mod 7": the chain is read modulo 7, not as 1024 = (2 mod 7).
+        import sympy
+
+        modulus = sympy.Integer(int(trailing.group(2)))
+        if modulus < 1:
+            raise CannotParse(f"modulus {modulus} is not positive")
+        sides[-1] = (trailing.group(1), _plain_expression(trailing.group(1)))
     return _link_claims(sides, operators, modulus)
 
 

@@ -1,5 +1,10 @@
 """Lean 4: each claim is stated as a theorem and as its negation, and the user's Lean checks both.
 
+Which claims. Only what the step asserts (roles: tasks.verifiers.roles), case by case, with the
+values in force substituted (tasks.verifiers.knowledge): the claims arith judges. A claim arith
+reads other than exactly (a rounded decimal, a congruence, an approximation) is not stated, since
+Lean would refute what the step means.
+
 Emission. A claim becomes a closed proposition over `Int` when it has only integers, sums,
 products and natural powers, and over `Rat` otherwise (division, fractions, decimals). Symbols
 bound by assignments (from the problem, earlier steps or this step) are replaced by their exact
