@@ -530,15 +530,24 @@ def has_relation(text: str) -> bool:
 
 
 def load_parsers(*texts: str) -> None:
-    """Imports sympy, and the LaTeX parser when a text has a backslash: a verifier calls this
-    before its deadline starts, so a one-off import is never a step's timeout."""
+    """Imports sympy, and readies the LaTeX parser when a text has a backslash: a verifier calls
+    this before its deadline starts, so a one-off start-up is never a step's timeout."""
     try:
         import sympy  # noqa: F401
 
         if any("\\" in text for text in texts):
-            import latex2sympy2_extended.latex2sympy2  # noqa: F401
+            _warm_latex_parser()
     except ImportError:  # pragma: no cover - reported as unknown by the parse itself
         pass
+
+
+@functools.lru_cache(maxsize=1)
+def _warm_latex_parser() -> None:
+    """The LaTeX parser builds its grammar on its first call (a second or more): done once, here."""
+    from latex2sympy2_extended import latex2sympy
+    from latex2sympy2_extended.latex2sympy2 import ConversionConfig
+
+    latex2sympy("x_{1} + 1", conversion_config=_latex_conversion(ConversionConfig))
 
 
 def with_modulus(claim: Claim, modulus: Any) -> Claim:

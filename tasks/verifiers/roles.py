@@ -70,6 +70,7 @@ _CONDITION_WORDS = frozenset(
 )
 _CONDITION_PHRASES = (("such", "that"), ("so", "that"), ("only", "if"), ("as", "long", "as"))
 _QUESTION_WORDS = frozenset("whether".split())
+_HYPOTHETICAL_WORDS = frozenset("would could might".split())
 _NEGATION_WORDS = frozenset("not no never neither nor cannot".split())
 # Words that say a division may be meant in whole numbers: "7 / 2 = 3 full boxes", "need 5 buses".
 _WHOLE_WORDS = frozenset(
@@ -199,6 +200,9 @@ def _right_cue(after: list[Item], item: Item) -> tuple[str, str] | None:
         return (REJECTED, _REJECTION.match(words).group(0).strip())
     if not after:
         return None
+    leading = _words(after[:3])
+    if leading and leading[0] in _HYPOTHETICAL_WORDS:
+        return (CONDITION, leading[0])  # "X would mean Y": X is supposed, not asserted
     first = after[0]
     symbolic = item.fragment is not None and any(claim.free_symbols for claim in item.fragment.claims)
     if first.kind == PUNCT and first.text in ":→" and symbolic:
@@ -248,7 +252,9 @@ def _sentence_roles(sentence: list[Item]) -> list[tuple[str, str, bool]]:
                 role = previous[:2]
         if role is None:
             role = _left_cue(between, item)
-        if right is not None and (role is None or (role[0] == ASSERTION and role[1] not in _STRONG_ASSERT)):
+        if right is not None and (
+            role is None or (role[0] == ASSERTION and (role[1] not in _STRONG_ASSERT or right[0] == CONDITION))
+        ):
             role = right
         roles.append((*(role or (ASSERTION, "")), alternative))
     return _mark_alternatives(sentence, positions, roles)

@@ -54,6 +54,7 @@ def test_definitions():
         ("This holds for $j \\ge 3$.", [("j >= 3", CONDITION)]),
         ("Pick the largest $a$ such that $2a < 9$.", [("2a < 9", CONDITION)]),
         ("That would mean $5 \\cdot 3 > 16$.", [("5 \\cdot 3 > 16", CONDITION)]),
+        ("So $\\frac{2}{3} > \\frac{3}{4}$ would mean $8 > 9$.", [("\\frac{2}{3} > \\frac{3}{4}", CONDITION), ("8 > 9", CONDITION)]),
     ],
 )
 def test_conditions_and_hypotheticals(text, expected):
