@@ -14,6 +14,9 @@ copied from `git show` into a temporary package and imported beside the current 
 run in one process on the same machine state. Each timed pass runs after an untimed warm-up
 pass over the same rows (the readers' caches are filled in both).
 
+Both versions run with a per-step limit of 60 s instead of their defaults, so a busy machine
+cannot turn verdicts into timeouts (the scores would then measure the load).
+
 Times: the verdicts' own milliseconds (wall time inside the verifier, as `prmforge verify` and the
 verdicts table report them) and the process's CPU milliseconds per step over the timed pass. The
 machines are shared, so wall time swings with other work; the ratios use CPU time.
@@ -54,6 +57,7 @@ BASELINE_PACKAGE = "baseline_verifiers"
 BASELINE_FILES = ("__init__.py", "base.py", "claims.py", "arith.py", "z3_verifier.py")
 VERIFIERS = (("arith", "ArithVerifier"), ("z3", "Z3Verifier"))
 CORPUS = ROOT / "tests" / "data" / "verifier_corpus"
+STEP_LIMIT_MS = 60_000.0
 PINS = CORPUS / "verdicts.json"
 
 
@@ -73,10 +77,16 @@ def baseline_package(revision: str, folder: Path) -> str:
 
 
 def load(package: str) -> list:
+    """The package's arith and z3 verifiers, with step limits no busy machine reaches.
+
+    The machines are shared: with the default limits (arith 2 s, z3 10 s a step) a loaded machine
+    turns some verdicts into timeouts, and the scores would measure the load, not the verifiers.
+    """
     verifiers = []
     for module_name, class_name in VERIFIERS:
         module = importlib.import_module(f"{package}.{'arith' if module_name == 'arith' else 'z3_verifier'}")
-        verifiers.append(getattr(module, class_name)())
+        config_class = getattr(module, "ArithConfig" if module_name == "arith" else "Z3Config")
+        verifiers.append(getattr(module, class_name)(config_class(timeout_ms=STEP_LIMIT_MS)))
     return verifiers
 
 
@@ -156,7 +166,7 @@ def corpus_verdicts() -> dict[str, dict[str, dict[str, str]]]:
     from tasks.verifiers.z3_verifier import Z3Config, Z3Verifier
 
     # Generous step limits: a pinned verdict must not depend on how busy the machine is.
-    verifiers = [ArithVerifier(ArithConfig(timeout_ms=60_000)), Z3Verifier(Z3Config(timeout_ms=60_000))]
+    verifiers = [ArithVerifier(ArithConfig(timeout_ms=STEP_LIMIT_MS)), Z3Verifier(Z3Config(timeout_ms=STEP_LIMIT_MS))]
     pins: dict[str, dict[str, dict[str, str]]] = {}
     for part in ("dev", "heldout"):
         rows, _ = read_processbench(CORPUS / f"{part}.jsonl")
