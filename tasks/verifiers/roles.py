@@ -34,7 +34,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from tasks.verifiers.claims import CONGRUENCE, INEQUALITY, Claim, with_modulus
+from tasks.verifiers.claims import ASSIGNMENT, CONGRUENCE, INEQUALITY, Claim, with_modulus
 from tasks.verifiers.reading import BREAK, CASE_MARKER, FRAGMENT, MARKER, PUNCT, WORD, Item, read_items
 
 ASSERTION, ASSUMPTION, DEFINITION = "assertion", "assumption", "definition"
@@ -115,9 +115,6 @@ class Reading:
     statements: tuple[Statement, ...] = ()
     unread: tuple[Unread, ...] = ()
 
-    def judged(self) -> tuple[Statement, ...]:
-        return tuple(statement for statement in self.statements if statement.role in (ASSERTION, REJECTED))
-
 
 def _sentences(items: tuple[Item, ...]) -> list[list[Item]]:
     sentences: list[list[Item]] = [[]]
@@ -134,16 +131,15 @@ def _sentences(items: tuple[Item, ...]) -> list[list[Item]]:
 def _binding_shaped(item: Item) -> bool:
     """The fragment starts `name = value`: it can bind a name (an assumption's or a definition's)."""
     claims = item.fragment.claims if item.fragment is not None else ()
-    return bool(claims) and claims[0].kind in ("assignment", CONGRUENCE) and bool(claims[0].lhs.is_Symbol)
+    return bool(claims) and claims[0].kind in (ASSIGNMENT, CONGRUENCE) and bool(claims[0].lhs.is_Symbol)
 
 
 def _words(items: list[Item]) -> list[str]:
     return [item.text for item in items if item.kind == WORD]
 
 
-def _left_cue(before: list[Item], item: Item) -> tuple[str, str] | None:
+def _left_cue(words: list[Item], item: Item) -> tuple[str, str] | None:
     """(role, cue) from the words before a relation, nearest first; None if no word decides."""
-    words = before
     for position in range(len(words) - 1, -1, -1):
         entry = words[position]
         if entry.kind == MARKER:
@@ -204,8 +200,7 @@ def _right_cue(after: list[Item], item: Item) -> tuple[str, str] | None:
     if leading and leading[0] in _HYPOTHETICAL_WORDS:
         return (CONDITION, leading[0])  # "X would mean Y": X is supposed, not asserted
     first = after[0]
-    symbolic = item.fragment is not None and any(claim.free_symbols for claim in item.fragment.claims)
-    if first.kind == PUNCT and first.text in ":→" and symbolic:
+    if first.kind == PUNCT and first.text in ":→" and _is_symbolic(item):
         return (ASSUMPTION, first.text)
     if not _binding_shaped(item):
         return None
