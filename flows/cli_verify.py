@@ -24,7 +24,7 @@ def verify(
         float, typer.Option("--budget-ms", help="Time budget per solution, all verifiers together.")
     ] = 60_000.0,
 ) -> None:
-    """Per verifier: coverage, precision of invalid verdicts, first-error accuracy and F1."""
+    """Per verifier: coverage, precision of invalid verdicts, false-alarm rate, first-error accuracy and F1."""
     from flows.cli import fail
     from tasks.processbench import ProcessBenchError, evaluate_verifiers, read_processbench
     from tasks.verification import load_verifiers, parse_verifier_names
@@ -68,12 +68,15 @@ def _print_table(path, rows, bad, scores) -> None:
 
     erroneous = sum(row.label != -1 for row in rows)
     typer.echo(f"{path}: {len(rows)} solutions ({erroneous} erroneous), {len(bad)} bad rows")
-    table = Table("verifier", "coverage", "invalid precision", "acc. erroneous", "acc. correct", "F1", "ms/step")
+    table = Table(
+        "verifier", "coverage", "invalid precision", "false alarms", "acc. erroneous", "acc. correct", "F1", "ms/step"
+    )
     for score in scores:
         table.add_row(
             score.verifier,
             f"{_share(score.coverage)} ({score.steps_known}/{score.steps})",
             f"{_share(score.invalid_precision)} ({score.invalid_correct}/{score.invalid_verdicts})",
+            f"{_share(score.false_alarm_rate)} ({score.false_alarms}/{len(rows)})",
             f"{_share(score.accuracy_erroneous)} ({score.erroneous_exact}/{score.erroneous})",
             f"{_share(score.accuracy_correct)} ({score.correct_exact}/{score.correct})",
             _share(score.f1),

@@ -8,6 +8,10 @@ verifier:
   label (the prefix already holds an error), and as wrong when it is before the label or the
   solution has no error. Steps after the first error are not all wrong, so this is an upper
   bound on step-level precision; None when the verifier says invalid nowhere.
+- false-alarm rate: the stricter score, per solution: the share of solutions whose first invalid
+  verdict comes before the first wrong step, or that get any invalid verdict though they have no
+  error. A verifier that cries wolf once per solution has a high rate even when most of its
+  invalid verdicts fall after an error.
 - first-error accuracy, as ProcessBench defines it: the predicted first error is the first
   invalid step (-1 if none). Accuracy on erroneous solutions counts exact index matches; on
   correct ones, predictions of -1. F1 is their harmonic mean (`processbench_f1`).
@@ -141,6 +145,8 @@ class VerifierScore:
     invalid_verdicts: int
     invalid_correct: int
     invalid_precision: float | None
+    false_alarms: int  # solutions with an invalid verdict before the first wrong step (or none)
+    false_alarm_rate: float
     erroneous: int
     erroneous_exact: int
     accuracy_erroneous: float | None
@@ -154,6 +160,7 @@ class VerifierScore:
 def score_verifier(name: str, rows: Sequence[ProcessBenchRow], verdicts: Sequence[Sequence[Verdict]]) -> VerifierScore:
     """One verifier's scores from its verdicts, `verdicts[r][s]` for row r, step s."""
     steps = known = invalid = invalid_right = erroneous = erroneous_exact = correct = correct_exact = 0
+    false_alarms = 0
     ms = 0.0
     for row, row_verdicts in zip(rows, verdicts, strict=True):
         for index, verdict in enumerate(row_verdicts):
@@ -164,6 +171,7 @@ def score_verifier(name: str, rows: Sequence[ProcessBenchRow], verdicts: Sequenc
                 invalid += 1
                 invalid_right += row.label != -1 and index >= row.label
         predicted = predicted_first_error(row_verdicts)
+        false_alarms += predicted != -1 and (row.label == -1 or predicted < row.label)
         if row.label == -1:
             correct += 1
             correct_exact += predicted == -1
@@ -183,6 +191,8 @@ def score_verifier(name: str, rows: Sequence[ProcessBenchRow], verdicts: Sequenc
         invalid_verdicts=invalid,
         invalid_correct=invalid_right,
         invalid_precision=invalid_right / invalid if invalid else None,
+        false_alarms=false_alarms,
+        false_alarm_rate=false_alarms / len(rows) if rows else 0.0,
         erroneous=erroneous,
         erroneous_exact=erroneous_exact,
         accuracy_erroneous=accuracy_erroneous,

@@ -1,24 +1,18 @@
-"""Claim extraction: the equalities, inequalities and assignments a step asserts, as sympy.
+"""Claims: the relations a piece of math states, parsed into sympy without evaluating them.
 
-What counts as a claim:
-- A math span in prose (`Step 2: 21 - 3 = 18`, `so 14 + 7 = 21 apples`), a LaTeX region
-  (`$3 \\cdot 4 = 12$`, `\\(...\\)`, `\\[...\\]`) or bare LaTeX (`\\frac{1}{2} \\times 8 = 4`), and
-  GSM8K calculator annotations (`<<48/2=24>>`).
+`parse_span` reads one span of plain arithmetic (`21 - 3 = 18`, `1024 mod 7 = 2`) or LaTeX
+(`\\frac{1}{2} \\times 8 = 4`):
 - A chain `a = b = c` gives two claims, `a = b` and `b = c`; `1 < x < 5` gives two as well.
-- A link whose left side is a lone symbol (`x = 3*4`) is an assignment. Verifiers treat an
-  assignment to a symbol that nothing bound yet as a definition (not checked), and one to a
-  symbol already bound as an equality to check.
+- `a ≈ b` is an approximation (operator `≈`), `a ≡ b (mod m)` a congruence (operator `≡`, the
+  modulus on the claim; every link of a chain that names a modulus carries it).
+- A link whose left side is a lone symbol (`x = 3*4`) is an assignment.
+- Units inside prose arithmetic are unit symbols (`tasks.verifiers.units`).
 
-What is not a claim:
-- The answer line (`The answer is 18.`, `#### 18`): the final answer is judged against the
-  reference by the answer checker, not by step verifiers, so it is removed before extraction.
-- Python code (fenced blocks, `>>>` lines): that is the code verifier's input.
-
-A relation we cannot read with certainty (`20% of 50 = 10`, `3 apples * 4 = 12`, an
-approximate `≈`) is never guessed at: it is returned in `Extraction.unparsed` with the reason,
-and verifiers turn it into `unknown`.
-
-sympy and the LaTeX parser are imported lazily: importing this module is cheap.
+Anything it cannot read with certainty raises CannotParse with the reason; it never guesses.
+Where the spans are in a step's text, and which words stand around them, is
+`tasks.verifiers.reading`; what each relation is doing there is `tasks.verifiers.roles`.
+Common LaTeX (fractions, powers, products, roots) is translated and parsed like plain text; the
+rest goes to the LaTeX parser of math-verify, imported lazily like sympy.
 """
 
 from __future__ import annotations
@@ -26,13 +20,11 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from tasks.verifiers.base import StepContext
+from tasks.verifiers.units import UNIT_PREFIX
 
 # The longest span we hand to a parser: model output can hold pathological text.
 MAX_SPAN_CHARS = 400
@@ -41,23 +33,30 @@ MAX_SPAN_CHARS = 400
 CONNECTIVES = frozenset(
     """of times plus minus over per by divided multiplied add added subtract subtracted less
     more fewer than half twice double triple thrice percent squared cubed sqrt root log ln sin
-    cos tan exp abs max min floor ceil mod gcd lcm choose""".split()
+    cos tan exp abs max min floor ceil gcd lcm choose""".split()
 )
 
-RELATION_OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
+RELATION_OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "≈", "≡")
 ASSIGNMENT, EQUALITY, INEQUALITY = "assignment", "equality", "inequality"
+APPROXIMATION, CONGRUENCE = "approximation", "congruence"
+
+# Letters read as functions when a parenthesis follows at once: f(3), g(x), h(2). Any other
+# letter before a parenthesis multiplies: x(x + 1), p(1 - p).
+FUNCTION_LETTERS = frozenset("fgh")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One asserted relation. `relation` is an unevaluated sympy relational."""
+    """One stated relation. `relation` is an unevaluated sympy relational (`Eq` for ≈ and ≡)."""
 
     relation: Any  # sympy.core.relational.Relational
     text: str  # "21 - 3 = 18", rebuilt from the two sides' source text
     left_text: str
     right_text: str
     operator: str  # one of RELATION_OPERATORS
-    kind: str  # ASSIGNMENT, EQUALITY or INEQUALITY
+    kind: str  # ASSIGNMENT, EQUALITY, INEQUALITY, APPROXIMATION or CONGRUENCE
+    modulus: Any = None  # a sympy Integer for a congruence (and the other links of its chain)
+    units: frozenset = frozenset()  # names of the unit symbols in it (tasks.verifiers.units)
 
     @property
     def lhs(self) -> Any:
@@ -69,12 +68,16 @@ class Claim:
 
     @property
     def free_symbols(self) -> frozenset:
-        return frozenset(self.relation.lhs.free_symbols | self.relation.rhs.free_symbols)
+        """The names in the claim (unit symbols are not names)."""
+        symbols = self.relation.lhs.free_symbols | self.relation.rhs.free_symbols
+        if self.units:
+            symbols = {symbol for symbol in symbols if str(symbol) not in self.units}
+        return frozenset(symbols)
 
 
 @dataclass(frozen=True)
 class Unparsed:
-    """A fragment that asserts a relation we could not read, and why."""
+    """A fragment that states a relation we could not read, and why."""
 
     text: str
     reason: str
@@ -88,7 +91,7 @@ class Extraction:
 
 @dataclass(frozen=True)
 class Premises:
-    """What a step may rely on, as claims and numbers."""
+    """Every relation of the problem and the earlier steps, whatever its role (see roles.py)."""
 
     quantities: tuple[Fraction, ...]  # numbers given in the problem (not constraints)
     given: tuple[Claim, ...]  # relations stated in the problem: `x = 5`, `2x + 3 = 11`
@@ -99,205 +102,22 @@ class Premises:
         return self.given + self.earlier
 
 
-class _CannotParse(Exception):
+class CannotParse(Exception):
     pass
 
 
 # ---------------------------------------------------------------------------------------------
-# Text preparation
+# Shared with the reader
 
-_FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
-_PROMPT_LINE = re.compile(r"^[ \t]*(?:>>>|\.\.\.)(?: .*)?$", re.MULTILINE)
-_ANSWER_LINE = re.compile(
-    r"^[ \t]*(?:####.*|(?:so,? )?the (?:final )?answer is\b.*)$", re.IGNORECASE | re.MULTILINE
-)
-_SPECIAL = re.compile(
-    r"<<(?P<annotation>[^<>]*)>>|\$\$(?P<display>.+?)\$\$|\\\((?P<inline>.+?)\\\)|\\\[(?P<bracket>.+?)\\\]|\$",
-    re.DOTALL,
-)
-_TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
-_UNICODE = {"−": "-", "×": "*", "·": "*", "⋅": "*", "÷": "/", "≤": "<=", "≥": ">=", "≠": "!="}
-
-PROSE, LATEX, ANNOTATION = "prose", "latex", "annotation"
+TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname)\s*\{([^{}]*)\}")
+_UNICODE = {"−": "-", "×": "*", "·": "*", "⋅": "*", "÷": "/", "≤": "<=", "≥": ">=", "≠": "!=", "⇒": "→"}
+TIMES_X = re.compile(r"(?<=\d)\s*[xX]\s*(?=\d)")
 
 
-def _normalize_unicode(text: str) -> str:
+def normalize_unicode(text: str) -> str:
     for symbol, ascii_form in _UNICODE.items():
         text = text.replace(symbol, ascii_form)
     return text
-
-
-def _segments(text: str) -> list[tuple[str, str]]:
-    """The step's text as (kind, text) pieces in reading order: prose, LaTeX regions, annotations.
-
-    Code, the answer line and GSM8K `<<...>>` annotations leave the prose (an annotation becomes
-    its own piece). A `$` whose pair encloses no LaTeX (no backslash or brace) is a currency sign
-    or a plain delimiter and is dropped: `$5 + $3 = $8` reads as `5 + 3 = 8`.
-    """
-    text = _FENCE.sub("\n", text)
-    text = _PROMPT_LINE.sub("", text)
-    text = _ANSWER_LINE.sub("", text)
-    segments: list[tuple[str, str]] = []
-    prose: list[str] = []
-
-    def flush() -> None:
-        joined = "".join(prose)
-        prose.clear()
-        if joined.strip():
-            joined = _TEXT_COMMAND.sub(lambda match: f" {match.group(1)} ", joined)
-            segments.append((PROSE, _TIMES_X.sub(" * ", _normalize_unicode(joined))))
-
-    index = 0
-    while True:
-        match = _SPECIAL.search(text, index)
-        if match is None:
-            prose.append(text[index:])
-            break
-        prose.append(text[index : match.start()])
-        index = match.end()
-        if match["annotation"] is not None:
-            segments.append((ANNOTATION, match["annotation"]))
-            prose.append(" ")
-        elif match.group() == "$":
-            closing = text.find("$", match.end())
-            content = text[match.end() : closing] if closing > 0 else ""
-            if closing > 0 and ("\\" in content or "{" in content):
-                flush()
-                segments.append((LATEX, content))
-                index = closing + 1
-            else:
-                prose.append(" ")
-        else:
-            flush()
-            segments.append((LATEX, match["display"] or match["inline"] or match["bracket"]))
-    flush()
-    return segments
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding math spans in prose
-
-_TOKEN = re.compile(
-    r"""
-    (?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|\d+(?:\.\d+)?|\.\d+)
-    |(?P<command>\\[A-Za-z]+)
-    |(?P<relation><=|>=|!=|==|=|<|>|≈)
-    |(?P<operator>\*\*|[-+*/^%])
-    |(?P<open>[({\[])
-    |(?P<close>[)}\]])
-    |(?P<word>[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?)
-    |(?P<space>\s+)
-    |(?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-_TIMES_X = re.compile(r"(?<=\d)\s*[xX]\s*(?=\d)")
-
-
-@dataclass
-class _Token:
-    kind: str
-    text: str
-    start: int
-    end: int
-
-
-def _tokens(text: str) -> list[_Token]:
-    tokens = []
-    for match in _TOKEN.finditer(text):
-        kind = match.lastgroup or "other"
-        if kind == "word" and (len(match.group()) == 1 or "_" in match.group()):
-            kind = "variable"
-        elif kind == "command" and match.group() in _LATEX_OPERATOR_COMMANDS:
-            kind = "operator"
-        elif kind == "command" and match.group() in _LATEX_RELATION_COMMANDS:
-            kind = "relation"
-        tokens.append(_Token(kind, match.group(), match.start(), match.end()))
-    return tokens
-
-
-_LATEX_OPERATOR_COMMANDS = frozenset({"\\times", "\\cdot", "\\div", "\\pm", "\\mp", "\\ast"})
-_LATEX_RELATION_COMMANDS = frozenset(
-    {
-        "\\le",
-        "\\leq",
-        "\\ge",
-        "\\geq",
-        "\\ne",
-        "\\neq",
-        "\\lt",
-        "\\gt",
-        "\\leqslant",
-        "\\geqslant",
-        "\\approx",
-    }
-)
-_MATH_KINDS = frozenset({"number", "command", "relation", "operator", "open", "close", "variable"})
-_OPERAND_END = frozenset({"number", "variable", "close"})
-_OPERAND_START = frozenset({"number", "variable", "open", "command"})
-
-
-def _spans(text: str) -> list[tuple[list[_Token], _Token | None, _Token | None]]:
-    """Maximal runs of math tokens, each with the break token before and after it."""
-    runs: list[tuple[list[_Token], _Token | None, _Token | None]] = []
-    current: list[_Token] = []
-    before: _Token | None = None
-    for token in _tokens(text):
-        if token.kind in _MATH_KINDS or (token.kind == "space" and current):
-            current.append(token)
-            continue
-        if token.kind == "space":
-            continue
-        if current:
-            runs.append((_trimmed(current), before, token))
-            current = []
-        before = token
-    if current:
-        runs.append((_trimmed(current), before, None))
-    return runs
-
-
-def _trimmed(tokens: list[_Token]) -> list[_Token]:
-    while tokens and tokens[-1].kind == "space":
-        tokens = tokens[:-1]
-    return tokens
-
-
-def _span_problem(text: str, tokens: list[_Token], before: _Token | None, after: _Token | None) -> str | None:
-    """Why this relation-bearing span cannot be read as a whole claim, or None if it can."""
-    significant = [token for token in tokens if token.kind != "space"]
-    first, last = significant[0], significant[-1]
-    if any(token.text in ("≈", "\\approx") for token in significant):
-        return "approximate relation is not an exact claim"
-    if first.kind == "relation" or (first.kind == "operator" and first.text not in "+-"):
-        return f"incomplete expression: starts with {first.text!r}"
-    if last.kind in ("relation", "operator") and last.text != "%":
-        return f"incomplete expression: ends with {last.text!r}"
-    for neighbour in (before, after):
-        if neighbour is not None and neighbour.kind == "word" and neighbour.text.lower() in CONNECTIVES:
-            return f"arithmetic continues in words ({neighbour.text!r})"
-    if before is not None and before.kind == "word" and before.end == tokens[0].start:
-        return f"a word touches the expression ({before.text!r})"
-    if after is not None and after.kind == "word" and after.start == tokens[-1].end:
-        return f"a word touches the expression ({after.text!r})"
-    # Notation that is not arithmetic glued to the span: a ratio 3:4, a list 1,2, a factorial 5!.
-    if before is not None and before.text in ":,." and before.end == tokens[0].start:
-        if before.start > 0 and text[before.start - 1].isalnum():
-            return f"{text[before.start - 1 : tokens[0].start + 1]!r} is not arithmetic"
-    if after is not None and after.start == tokens[-1].end:
-        following = text[after.end : after.end + 1]
-        if after.text == "!" or (after.text in ":," and following.isalnum()):
-            return f"{text[tokens[-1].start : after.end + 1]!r} is not arithmetic"
-    previous: _Token | None = None
-    spaced = False
-    for token in tokens:
-        if token.kind == "space":
-            spaced = True
-            continue
-        if previous is not None and spaced and previous.kind in _OPERAND_END and token.kind in _OPERAND_START:
-            return f"two operands side by side ({previous.text!r} {token.text!r})"
-        previous, spaced = token, False
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +135,8 @@ def _relation(operator: str, left: Any, right: Any) -> Any:
 
     makers = {
         "=": sympy.Eq,
+        "≈": sympy.Eq,
+        "≡": sympy.Eq,
         "!=": sympy.Ne,
         "<": sympy.Lt,
         "<=": sympy.Le,
@@ -324,15 +146,33 @@ def _relation(operator: str, left: Any, right: Any) -> Any:
     return makers[operator](left, right, evaluate=False)
 
 
-def _link_claims(sides: list[tuple[str, Any]], operators: list[str]) -> list[Claim]:
+def _kind(operator: str, left: Any) -> str:
+    if operator == "≈":
+        return APPROXIMATION
+    if operator == "≡":
+        return CONGRUENCE
+    if operator == "=" and _is_symbol(left):
+        return ASSIGNMENT
+    return EQUALITY if operator == "=" else INEQUALITY
+
+
+def _without_units(text: str) -> str:
+    """`(80 * unit_km / unit_h)` -> `80 km/h`, for evidence."""
+    text = re.sub(r"\s*\*\s*" + UNIT_PREFIX + r"([a-z]+)(\*\*\d)?", lambda m: f" {m.group(1)}{'^' + m.group(2)[2:] if m.group(2) else ''}", text)
+    text = re.sub(r"\s*/\s*" + UNIT_PREFIX + r"([a-z]+)", r"/\1", text)
+    return re.sub(r"\((\S+(?: [a-z/^0-9]+)?)\)", r"\1", text)
+
+
+def _link_claims(sides: list[tuple[str, Any]], operators: list[str], modulus: Any = None) -> list[Claim]:
     claims = []
     for index, operator in enumerate(operators):
         (left_text, left), (right_text, right) = sides[index], sides[index + 1]
         left_text, right_text = " ".join(left_text.split()), " ".join(right_text.split())
-        if operator == "=" and _is_symbol(left):
-            kind = ASSIGNMENT
-        else:
-            kind = EQUALITY if operator == "=" else INEQUALITY
+        units = frozenset(
+            str(symbol) for symbol in left.free_symbols | right.free_symbols if str(symbol).startswith(UNIT_PREFIX)
+        )
+        if units:
+            left_text, right_text = _without_units(left_text), _without_units(right_text)
         claims.append(
             Claim(
                 relation=_relation(operator, left, right),
@@ -340,13 +180,17 @@ def _link_claims(sides: list[tuple[str, Any]], operators: list[str]) -> list[Cla
                 left_text=left_text,
                 right_text=right_text,
                 operator=operator,
-                kind=kind,
+                kind=EQUALITY if units and operator == "=" else _kind(operator, left),
+                modulus=modulus,
+                units=units,
             )
         )
     return claims
 
 
-_PLAIN_RELATION = re.compile(r"(<=|>=|!=|==|=|<|>)")
+_PLAIN_RELATION = re.compile(r"(<=|>=|!=|==|=|<|>|≈|≡)")
+_PLAIN_MODULUS = re.compile(r"\(\s*(?:mod|modulo)\s+(\d+)\s*\)\s*$|\\pmod\s*\{?\s*(\d+)\s*\}?\s*$")
+_PLAIN_NAME = re.compile(rf"[A-Za-z](?:_[A-Za-z0-9]+)?|{UNIT_PREFIX}[a-z]+")
 
 
 def _plain_expression(source: str) -> Any:
@@ -354,30 +198,35 @@ def _plain_expression(source: str) -> Any:
     import sympy
 
     text = re.sub(r"(\d),(?=\d{3}(?!\d))", r"\1", source)
-    text = _TIMES_X.sub(" * ", text)
+    text = TIMES_X.sub(" * ", text)
     text = text.replace("^", "**")
+    text = re.sub(r"\bmod\b", "@", text)
     text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
     if "%" in text:
-        raise _CannotParse("'%' that is not a percentage")
+        raise CannotParse("'%' that is not a percentage")
     text = re.sub(r"(\d|\))\s*(?=[A-Za-z(])", r"\1*", text)
-    text = re.sub(r"(?<![A-Za-z])([A-Za-z])(?=\()", r"\1*", text)
+    text = re.sub(r"(?<![A-Za-z_])([A-Za-z])(?=\()", lambda m: m.group(1) if m.group(1) in FUNCTION_LETTERS else f"{m.group(1)}*", text)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
-        raise _CannotParse(f"not an arithmetic expression: {source.strip()!r}") from error
+        raise CannotParse(f"not an arithmetic expression: {source.strip()!r}") from error
 
     def build(node: ast.AST) -> Any:
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, int)
-            and not isinstance(node.value, bool)
-        ):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
             return sympy.Integer(node.value)
         if isinstance(node, ast.Constant) and isinstance(node.value, float):
             literal = ast.get_source_segment(text.strip(), node) or repr(node.value)
             return sympy.Rational(literal)
-        if isinstance(node, ast.Name) and re.fullmatch(r"[A-Za-z](?:_[A-Za-z0-9]+)?", node.id):
+        if isinstance(node, ast.Name) and _PLAIN_NAME.fullmatch(node.id):
             return sympy.Symbol(node.id)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in FUNCTION_LETTERS
+            and node.args
+            and not node.keywords
+        ):
+            return sympy.Function(node.func.id)(*[build(argument) for argument in node.args])
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             operand = build(node.operand)
             if isinstance(node.op, ast.UAdd):
@@ -397,28 +246,53 @@ def _plain_expression(source: str) -> Any:
                 return sympy.Mul(left, sympy.Pow(right, sympy.Integer(-1), evaluate=False), evaluate=False)
             if isinstance(node.op, ast.Pow):
                 return sympy.Pow(left, right, evaluate=False)
-        raise _CannotParse(f"unsupported syntax {type(node).__name__} in {source.strip()!r}")
+            if isinstance(node.op, ast.MatMult):
+                return sympy.Mod(left, right, evaluate=False)
+        raise CannotParse(f"unsupported syntax {type(node).__name__} in {source.strip()!r}")
 
     try:
         return build(tree.body)
     except RecursionError as error:
-        raise _CannotParse("expression nested too deeply") from error
+        raise CannotParse("expression nested too deeply") from error
+
+
+def _modulus_suffix(text: str) -> tuple[str, Any]:
+    """The text without a trailing `(mod m)` / `\\pmod{m}`, and m as a sympy Integer (or None)."""
+    import sympy
+
+    match = _PLAIN_MODULUS.search(text)
+    if match is None:
+        return text, None
+    modulus = int(match.group(1) or match.group(2))
+    if modulus < 1:
+        raise CannotParse(f"modulus {modulus} is not positive")
+    return text[: match.start()], sympy.Integer(modulus)
 
 
 def _parse_plain(span: str) -> list[Claim]:
+    span, modulus = _modulus_suffix(span)
     parts = _PLAIN_RELATION.split(span)
     sides_text, operators = parts[0::2], ["=" if op == "==" else op for op in parts[1::2]]
     for side in sides_text:
         if side.count("(") != side.count(")"):
-            raise _CannotParse("relation inside parentheses or unbalanced parentheses")
+            raise CannotParse("relation inside parentheses or unbalanced parentheses")
         if not side.strip():
-            raise _CannotParse("empty side of a relation")
+            raise CannotParse("empty side of a relation")
     sides = [(side.strip(), _plain_expression(side)) for side in sides_text]
-    return _link_claims(sides, operators)
+    trailing = re.match(r"^(.*?)\s*\bmod\s+(\d+)\s*$", sides[-1][0])
+    if modulus is None and trailing and len(sides) > 1 and "mod" not in sides[-2][0]:
+        # "1024 = 2 mod 7": the chain is read modulo 7, not as 1024 = (2 mod 7).
+        import sympy
+
+        modulus = sympy.Integer(int(trailing.group(2)))
+        if modulus < 1:
+            raise CannotParse(f"modulus {modulus} is not positive")
+        sides[-1] = (trailing.group(1), _plain_expression(trailing.group(1)))
+    return _link_claims(sides, operators, modulus)
 
 
 _LATEX_RELATION = re.compile(
-    r"(\\leqslant|\\geqslant|\\leq|\\geq|\\neq|\\le|\\ge|\\ne|\\lt|\\gt|<=|>=|!=|=|<|>)(?![A-Za-z])"
+    r"(\\leqslant|\\geqslant|\\leq|\\geq|\\neq|\\le|\\ge|\\ne|\\lt|\\gt|\\approx|\\equiv|<=|>=|!=|=|<|>|≈|≡)(?![A-Za-z])"
 )
 _LATEX_OPERATOR_NAMES = {
     "\\leqslant": "<=",
@@ -431,13 +305,26 @@ _LATEX_OPERATOR_NAMES = {
     "\\ne": "!=",
     "\\lt": "<",
     "\\gt": ">",
+    "\\approx": "≈",
+    "\\equiv": "≡",
 }
 _LATEX_SPACING = re.compile(
-    r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\\$"
+    r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\\$|~"
 )
+_LATEX_MODULUS = re.compile(
+    r"\\pmod\s*\{\s*(\d+)\s*\}|\\pmod\s*(\d+)|\(\s*\\(?:bmod|mod)\s*\{?\s*(\d+)\s*\}?\s*\)|\\mod\s*\{?\s*(\d+)\s*\}?\s*$"
+    r"|\(\s*(?:\\text\{\s*)?mod(?:ulo)?(?:\s*\})?\s*(\d+)\s*\)"
+)
+_LATEX_NEGATED = re.compile(r"\\not\s*(?:\\equiv|=|<|>|\\le|\\ge)|\\nmid|\\not\\mid|\\nless|\\ngtr")
+# Two or three letters in math are a product of names (mn, abc) unless they spell a word or unit.
+_WORDS_IN_MATH = frozenset(
+    """and or is if so the for are but not all any cm km mm kg mg ml min sec hr hrs mph ft lb lbs
+    oz yd mi deg rad per mod log ln sin cos tan exp max min gcd lcm lim det cot sec csc cm""".split()
+)
+_SUBSCRIPT_BRACES = re.compile(r"_\{([A-Za-z0-9]+)\}")
 
 
-def _split_top_level(text: str, pattern: re.Pattern[str]) -> list[str]:
+def split_top_level(text: str, pattern: re.Pattern[str]) -> list[str]:
     """re.split, but only at matches outside braces and parentheses (keeps the separators)."""
     pieces, depth, last = [], 0, 0
     depths = []
@@ -455,128 +342,213 @@ def _split_top_level(text: str, pattern: re.Pattern[str]) -> list[str]:
     return pieces
 
 
+def canonical_symbols(expression: Any) -> Any:
+    """The expression with subscripts written one way: `a_{20}` and `a_20` are one symbol."""
+    import sympy
+
+    renames = {}
+    for symbol in expression.free_symbols:
+        name = _SUBSCRIPT_BRACES.sub(r"_\1", str(symbol))
+        if name != str(symbol):
+            renames[symbol] = sympy.Symbol(name)
+    return expression.xreplace(renames) if renames else expression
+
+
+_BRACED_COMMANDS = {"\\frac": 2, "\\dfrac": 2, "\\tfrac": 2, "\\sqrt": 1}
+_SIMPLE_COMMANDS = {"\\cdot": "*", "\\times": "*", "\\div": "/", "\\%": "%", "\\left": "", "\\right": ""}
+_COMMAND = re.compile(r"\\[A-Za-z]+|\\%")
+
+
+def _braced(text: str, start: int) -> tuple[str, int]:
+    """The content of the brace group opening at `start` and the index after it."""
+    if start >= len(text) or text[start] != "{":
+        raise CannotParse("expected a brace group")
+    depth = 0
+    for index in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start + 1 : index], index + 1
+    raise CannotParse("unbalanced braces")
+
+
+def latex_to_plain(text: str) -> str:
+    """Common LaTeX arithmetic as plain text, or CannotParse for anything else.
+
+    >>> latex_to_plain(r"\\frac{3}{4} \\cdot 2^{10} + 4\\frac{1}{2} - \\sqrt{16}")
+    '((3)/(4)) * 2**(10) + (4+((1)/(2))) - ((16)**(1/2))'
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            match = _COMMAND.match(text, index)
+            command = match.group() if match else "\\"
+            index += len(command)
+            if command in _SIMPLE_COMMANDS:
+                out.append(f" {_SIMPLE_COMMANDS[command]} " if _SIMPLE_COMMANDS[command] in "*/" else _SIMPLE_COMMANDS[command])
+                continue
+            if command not in _BRACED_COMMANDS:
+                raise CannotParse(f"LaTeX command {command} is left to the LaTeX parser")
+            if command == "\\sqrt":
+                while index < len(text) and text[index] == " ":
+                    index += 1
+                if index < len(text) and text[index] == "[":
+                    raise CannotParse("an n-th root is left to the LaTeX parser")
+                body, index = _braced(text, index)
+                out.append(f"(({latex_to_plain(body)})**(1/2))")
+                continue
+            numerator, index = _braced(text, index)
+            denominator, index = _braced(text, index)
+            fraction = f"(({latex_to_plain(numerator)})/({latex_to_plain(denominator)}))"
+            whole = re.search(r"(?<![\d.*/^])(\d+)\s*$", "".join(out))
+            if whole and re.fullmatch(r"\d+", numerator.strip()) and re.fullmatch(r"\d+", denominator.strip()):
+                joined = "".join(out)
+                out = [joined[: whole.start(1)], f"({whole.group(1)}+{fraction})"]  # 4\frac{1}{2}: a mixed number
+            else:
+                out.append(fraction)
+            continue
+        if char == "^":
+            index += 1
+            while index < len(text) and text[index] == " ":
+                index += 1
+            if index < len(text) and text[index] == "{":
+                body, index = _braced(text, index)
+                out.append(f"**({latex_to_plain(body)})")
+            else:
+                out.append("**")
+            continue
+        if char == "_":
+            if index + 1 < len(text) and text[index + 1] == "{":
+                body, after = _braced(text, index + 1)
+                if not re.fullmatch(r"[A-Za-z0-9]+", body):
+                    raise CannotParse("a compound subscript is left to the LaTeX parser")
+                out.append(f"_{body}")
+                index = after
+                continue
+        if char in "{}":
+            out.append("(" if char == "{" else ")")
+            index += 1
+            continue
+        out.append(char)
+        index += 1
+    return re.sub(r"\s+", " ", "".join(out)).strip()
+
+
 def _latex_expression(source: str) -> Any:
     import sympy
 
     try:
-        from latex2sympy2_extended import latex2sympy
-    except ImportError as error:  # pragma: no cover - math-verify installs it
-        raise _CannotParse("LaTeX parser unavailable (install latex2sympy2_extended)") from error
+        return canonical_symbols(_plain_expression(latex_to_plain(source)))
+    except CannotParse:
+        pass
+
     try:
-        expression = latex2sympy(source)
+        from latex2sympy2_extended import latex2sympy
+        from latex2sympy2_extended.latex2sympy2 import ConversionConfig
+    except ImportError as error:  # pragma: no cover - math-verify installs it
+        raise CannotParse("LaTeX parser unavailable (install latex2sympy2_extended)") from error
+    try:
+        expression = latex2sympy(source, conversion_config=_latex_conversion(ConversionConfig))
     except Exception as error:  # noqa: BLE001 - the parser raises many types; all mean "cannot read"
-        raise _CannotParse(f"LaTeX parser failed on {source.strip()!r}: {type(error).__name__}") from error
+        raise CannotParse(f"LaTeX parser failed on {source.strip()!r}: {type(error).__name__}") from error
     if not isinstance(expression, sympy.Expr):
-        raise _CannotParse(f"not an expression: {source.strip()!r}")
+        raise CannotParse(f"not an expression: {source.strip()!r}")
     for symbol in expression.free_symbols:
-        if len(str(symbol).split("_")[0]) != 1:
-            raise _CannotParse(f"word {str(symbol)!r} inside math")
-    return expression
+        stem = str(symbol).split("_")[0]
+        if len(stem) != 1 and stem not in _GREEK:
+            raise CannotParse(f"word {str(symbol)!r} inside math")
+    return canonical_symbols(expression)
+
+
+_GREEK = frozenset(
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi rho sigma tau phi chi psi omega".split()
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _latex_conversion(config_class: Any) -> Any:
+    # Upper and lower case are different names (A is not a); 4\frac{1}{2} is four and a half.
+    return config_class(lowercase_symbols=False, interpret_as_mixed_fractions=True)
+
+
+def _latex_modulus(text: str) -> tuple[str, Any]:
+    import sympy
+
+    found = list(_LATEX_MODULUS.finditer(text))
+    if not found:
+        return text, None
+    values = {int(next(group for group in match.groups() if group)) for match in found}
+    if len(values) != 1:
+        raise CannotParse("two moduli in one relation")
+    modulus = values.pop()
+    if modulus < 1:
+        raise CannotParse(f"modulus {modulus} is not positive")
+    return _LATEX_MODULUS.sub(" ", text), sympy.Integer(modulus)
 
 
 def _parse_latex(span: str) -> list[Claim]:
     def replace_text(match: re.Match[str]) -> str:
         words = match.group(1).split()
         if any(word.lower() in CONNECTIVES for word in words):
-            raise _CannotParse(f"arithmetic continues in words ({match.group(1).strip()!r})")
+            raise CannotParse(f"arithmetic continues in words ({match.group(1).strip()!r})")
+        if any(word.lower() in ("mod", "modulo") for word in words):
+            return match.group(0)
         return " "
 
-    text = _TEXT_COMMAND.sub(replace_text, span)
-    text = _LATEX_SPACING.sub(" ", _normalize_unicode(text))
+    if _LATEX_NEGATED.search(span):
+        raise CannotParse("negated relation (not ≡, ∤) is not read")
+    text, modulus = _latex_modulus(span)
+    text = TEXT_COMMAND.sub(replace_text, text)
+    text, more_modulus = _latex_modulus(text)
+    modulus = modulus if modulus is not None else more_modulus
+    text = _LATEX_SPACING.sub(" ", normalize_unicode(text))
     text = re.sub(r"(\d)(?:,|\{,\})(?=\d{3}(?!\d))", r"\1", text)
-    if re.search(r"(?<![\\A-Za-z])[A-Za-z]{2,}", text):
-        raise _CannotParse("words inside math")
-    if "\\approx" in text or "\\equiv" in text or "≈" in text:
-        raise _CannotParse("approximate relation is not an exact claim")
-    parts = _split_top_level(text, _LATEX_RELATION)
+    text = re.sub(r"\^\s*\\circ|\^\s*\{\\circ\}|°", " ", text)
+    if re.search(r"\\(?:bmod|mod)(?![A-Za-z])", text):
+        raise CannotParse("'mod' as an operator inside LaTeX is not read")
+    for run in re.findall(r"(?<![\\A-Za-z])[A-Za-z]{2,}", text):
+        if len(run) > 3 or run.lower() in _WORDS_IN_MATH:
+            raise CannotParse(f"word {run!r} inside math")
+    parts = split_top_level(text, _LATEX_RELATION)
     sides_text = [part.strip() for part in parts[0::2]]
     operators = [_LATEX_OPERATOR_NAMES.get(op, op) for op in parts[1::2]]
     if any(not side for side in sides_text):
-        raise _CannotParse("empty side of a relation")
+        raise CannotParse("empty side of a relation")
     sides = [(side, _latex_expression(side)) for side in sides_text]
-    return _link_claims(sides, operators)
+    return _link_claims(sides, operators, modulus)
 
 
-def _parse_span(span: str, latex: bool) -> list[Claim]:
+def parse_span(span: str, latex: bool) -> list[Claim]:
     if len(span) > MAX_SPAN_CHARS:
-        raise _CannotParse(f"expression longer than {MAX_SPAN_CHARS} characters")
+        raise CannotParse(f"expression longer than {MAX_SPAN_CHARS} characters")
     return _parse_latex(span) if latex else _parse_plain(span)
 
 
-def _has_relation(text: str) -> bool:
-    return bool(_LATEX_RELATION.search(text) or "≈" in text or "\\approx" in text)
+def has_relation(text: str) -> bool:
+    return bool(_LATEX_RELATION.search(text))
 
 
-# ---------------------------------------------------------------------------------------------
-# Public functions
+def load_parsers(*texts: str) -> None:
+    """Imports sympy, and readies the LaTeX parser when a text has a backslash: a verifier calls
+    this before its deadline starts, so a one-off start-up is never a step's timeout."""
+    try:
+        import sympy  # noqa: F401
+
+        if any("\\" in text for text in texts):
+            _warm_latex_parser()
+    except ImportError:  # pragma: no cover - reported as unknown by the parse itself
+        pass
 
 
-@functools.lru_cache(maxsize=4096)
-def extract_claims(text: str) -> Extraction:
-    """Every relation the text asserts, in order, and the relation-like fragments we could not read.
+@functools.lru_cache(maxsize=1)
+def _warm_latex_parser() -> None:
+    """The LaTeX parser builds its grammar on its first call (a second or more): done once, here."""
+    from latex2sympy2_extended import latex2sympy
+    from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 
-    >>> [c.text for c in extract_claims("Step 2: 21 - 3 = 18\\nThe answer is 18.").claims]
-    ['21 - 3 = 18']
-    >>> extract_claims("20% of 50 = 10").unparsed[0].reason
-    "arithmetic continues in words ('of')"
-    """
-    claims: list[Claim] = []
-    unparsed: list[Unparsed] = []
-
-    def take(fragment: str, latex: bool) -> None:
-        try:
-            claims.extend(_parse_span(fragment, latex))
-        except _CannotParse as error:
-            unparsed.append(Unparsed(" ".join(fragment.split()), str(error)))
-
-    for kind, segment in _segments(text):
-        if kind == ANNOTATION and _has_relation(segment):
-            take(segment, latex=False)
-        elif kind == LATEX:
-            for piece in re.split(r",\s+|;|\\quad|\\qquad|\\text\{\s*(?:and|so|then)\s*\}", segment):
-                if _has_relation(piece):
-                    take(piece, latex=True)
-        elif kind == PROSE:
-            for tokens, before, after in _spans(segment):
-                if not any(token.kind == "relation" for token in tokens):
-                    continue
-                fragment = segment[tokens[0].start : tokens[-1].end].strip()
-                problem = _span_problem(segment, tokens, before, after)
-                if problem is not None:
-                    unparsed.append(Unparsed(" ".join(fragment.split()), problem))
-                    continue
-                take(fragment, latex=any(token.text[0] in "\\{}" for token in tokens))
-
-    seen: set[str] = set()
-    unique = []
-    for claim in claims:
-        key = f"{claim.relation.func.__name__}|{claim.relation.lhs}|{claim.relation.rhs}"
-        if key not in seen:
-            seen.add(key)
-            unique.append(claim)
-    return Extraction(claims=tuple(unique), unparsed=tuple(unparsed))
+    latex2sympy("x_{1} + 1", conversion_config=_latex_conversion(ConversionConfig))
 
 
-_QUANTITY = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|(?<![\w.])-?\d+(?:\.\d+)?")
-
-
-def given_quantities(problem: str) -> tuple[Fraction, ...]:
-    """The numbers a problem states, in order, as exact fractions.
-
-    >>> given_quantities("Mia has 14 apples. She gets 7 more. Each costs $1,250.5.")
-    (Fraction(14, 1), Fraction(7, 1), Fraction(2501, 2))
-    """
-    return tuple(Fraction(match.group().replace(",", "")) for match in _QUANTITY.finditer(problem))
-
-
-def gather_premises(problem: str, previous_steps: Sequence[str]) -> Premises:
-    """The problem's numbers and relations, plus every claim of the earlier steps, in order."""
-    return Premises(
-        quantities=given_quantities(problem),
-        given=extract_claims(problem).claims,
-        earlier=tuple(claim for step in previous_steps for claim in extract_claims(step).claims),
-    )
-
-
-def premises_of(context: "StepContext") -> Premises:
-    return gather_premises(context.problem, context.previous_steps)
+def with_modulus(claim: Claim, modulus: Any) -> Claim:
+    return replace(claim, modulus=modulus)

@@ -515,7 +515,7 @@ def claimed_result(step_text: str) -> Fraction | None:
     (Fraction(9, 2), Fraction(4, 1))
     """
     from tasks.verifiers.arith import NotEvaluable, check_claims, evaluate_exact
-    from tasks.verifiers.claims import extract_claims
+    from tasks.verifiers.reading import extract_claims
 
     claims = extract_claims(step_text).claims
     bindings: dict[Any, Any] = {}

@@ -1,5 +1,10 @@
 """Lean 4: each claim is stated as a theorem and as its negation, and the user's Lean checks both.
 
+Which claims. Only what the step asserts (roles: tasks.verifiers.roles), case by case, with the
+values in force substituted (tasks.verifiers.knowledge): the claims arith judges. A claim arith
+reads other than exactly (a rounded decimal, a congruence, an approximation) is not stated, since
+Lean would refute what the step means.
+
 Emission. A claim becomes a closed proposition over `Int` when it has only integers, sums,
 products and natural powers, and over `Rat` otherwise (division, fractions, decimals). Symbols
 bound by assignments (from the problem, earlier steps or this step) are replaced by their exact
@@ -40,9 +45,19 @@ from pathlib import Path
 from typing import Any
 
 from schemas.records import Verdict
-from tasks.verifiers.arith import NotEvaluable, bind_assignments, context_bindings, evaluate_exact
+from tasks.verifiers.arith import (
+    NotEvaluable,
+    StepOutcome,
+    bind_assignments,
+    bind_facts,
+    check_relation,
+    evaluate_exact,
+    note_for,
+    unread_into,
+)
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, run_guarded
-from tasks.verifiers.claims import ASSIGNMENT, Claim, extract_claims
+from tasks.verifiers.claims import ASSIGNMENT, Claim
+from tasks.verifiers.knowledge import CHECK, Plan, display, plan_step
 
 LEAN_UNAVAILABLE = "lean unavailable"
 LEAN_ENVIRONMENT_VARIABLE = "PRMFORGE_LEAN"
@@ -233,7 +248,7 @@ def emit_lean_file(
 
     Assignments to a symbol not yet bound are definitions: they bind and are not emitted.
 
-    >>> from tasks.verifiers.claims import extract_claims
+    >>> from tasks.verifiers.reading import extract_claims
     >>> print(emit_lean_file(extract_claims("21 - 3 = 18").claims).text)
     -- prmforge: each claim of one step, stated and refuted; exactly one of each pair should check.
     <BLANKLINE>
@@ -430,6 +445,52 @@ def lean_status(config: LeanConfig | None = None) -> str:
     return f"lean found at {' '.join(command)}: {version}"
 
 
+def lean_claims(plan: Plan, deadline: Deadline | None = None) -> tuple[list[Claim], list[str]]:
+    """The step's asserted claims with the values in force substituted, as Lean states them.
+
+    The same statements arith judges, case by case. A claim arith reads other than exactly (a
+    rounded decimal, a congruence, an approximation) is not stated: Lean would refute what the
+    step means. Returns the claims and what could not be stated, with the reason.
+    """
+    outcome = StepOutcome()
+    claims: list[Claim] = []
+    bindings: dict[Any, Any] = {}
+    bind_facts(plan.base, bindings, deadline)
+    top = None
+    for item in plan.items:
+        if item.fresh_scope:
+            top = dict(bindings) if top is None else top
+            bindings = dict(top)
+        if item.mode == CHECK:
+            claim = item.claim
+            if claim.kind == ASSIGNMENT and claim.lhs not in bindings:
+                bind_assignments([claim], bindings, deadline)
+            elif claim.operator not in _LEAN_OPERATORS or claim.modulus is not None:
+                outcome.unclear.append(f"{display(claim.text)}: not stated in Lean (read modulo or approximately)")
+            else:
+                check = check_relation(claim, bindings, deadline)
+                exact = "rounded" not in check.detail and "whole part" not in check.detail
+                if check.outcome == UNKNOWN or not exact:
+                    outcome.unclear.append(check.detail)
+                else:
+                    values = {symbol: bindings[symbol] for symbol in claim.free_symbols if symbol in bindings}
+                    claims.append(_substituted(claim, values))
+        elif item.mode != CHECK and item.mode not in ("premise", "bind"):
+            outcome.notes.append(note_for(item))
+        bind_facts(item.adds, bindings, deadline)
+    unread_into(plan, outcome)
+    return claims, outcome.unclear
+
+
+def _substituted(claim: Claim, values: dict[Any, Any]) -> Claim:
+    if not values:
+        return claim
+    from dataclasses import replace
+
+    relation = claim.relation.func(claim.lhs.xreplace(values), claim.rhs.xreplace(values), evaluate=False)
+    return replace(claim, relation=relation)
+
+
 class LeanVerifier:
     """States each claim and its negation in Lean 4 and lets the user's toolchain decide."""
 
@@ -447,12 +508,9 @@ class LeanVerifier:
         command = find_lean(self.config)
         if command is None:
             return Verdict(self.name, UNKNOWN, evidence=lean_status(self.config), reason=LEAN_UNAVAILABLE)
-        extraction = extract_claims(step_text)
-        lean_file = emit_lean_file(
-            extraction.claims, context_bindings(context, deadline), self.config.mathlib
-        )
-        unclear = [f"cannot parse {item.text!r}: {item.reason}" for item in extraction.unparsed]
-        unclear += [f"{extraction.claims[index - 1].text}: {why}" for index, why in lean_file.skipped]
+        claims, unclear = lean_claims(plan_step(context, step_text), deadline)
+        lean_file = emit_lean_file(claims, {}, self.config.mathlib)
+        unclear += [f"{display(claims[index - 1].text)}: {why}" for index, why in lean_file.skipped]
         if not lean_file.theorems:
             return Verdict(self.name, UNKNOWN, reason="; ".join(unclear) or "no checkable claims in step")
         with tempfile.TemporaryDirectory(prefix="prmforge-lean-") as folder:
@@ -474,7 +532,7 @@ class LeanVerifier:
                 self.name, UNKNOWN, evidence=output[-2000:], reason=f"lean exited with code {code}"
             )
         outcomes = judge_lean_output(lean_file, messages)
-        text = {index: claim.text for index, claim in enumerate(extraction.claims, start=1)}
+        text = {index: display(claim.text) for index, claim in enumerate(claims, start=1)}
         failed = [f"{text[o.claim_index]}: {o.detail}" for o in outcomes if o.outcome == INVALID]
         passed = [f"{text[o.claim_index]}: {o.detail}" for o in outcomes if o.outcome == VALID]
         unclear += [f"{text[o.claim_index]}: {o.detail}" for o in outcomes if o.outcome == UNKNOWN]

@@ -1,16 +1,20 @@
 """Z3: a claim is valid if the premises entail it, invalid if it contradicts them.
 
-For each claim C of the step, with premises P (the problem's relations, the earlier steps'
-claims and this step's earlier claims):
-- P ∧ ¬C unsat: C follows from P, valid.
-- P ∧ C unsat: C contradicts P, invalid; the evidence is a model of P ∧ ¬C.
-- both sat: C is neither entailed nor refuted, unknown. A solver timeout is unknown too.
+For each asserted claim C of the step (roles: `tasks.verifiers.roles`), with premises P (what
+`tasks.verifiers.knowledge` puts in force before it: the problem's givens, the earlier steps'
+scope 0, and this step's earlier statements in the same case):
+- P ∧ ¬C unsat and P ∧ C sat: C follows from P, valid.
+- P ∧ C unsat and P ∧ ¬C sat: C contradicts P, invalid; the evidence is a model of P ∧ ¬C.
+- both unsat: the premises contradict each other, unknown. Both sat: neither, unknown. A
+  solver timeout is unknown too.
 
-Only relations with free symbols become premises. A closed relation (`3 + 4 = 8`) constrains
-nothing, and a false one would make every later claim "follow" from a contradiction. An
-assignment to a symbol no premise mentions (`x = 3*4`) is a definition: it becomes a premise
-and is not checked. Premises z3 cannot take (an unsupported form) are left out, which keeps
-both verdicts sound: fewer premises can only turn valid or invalid into unknown.
+Only the premises that share a name with C, directly or through other premises, are used, so an
+unrelated contradiction elsewhere never decides C. A closed claim (`3 + 4 = 8`) needs no
+premise: it is evaluated exactly, as arith does, and a closed relation is never a premise (a
+false one would make every later claim "follow"). Cases and assumptions are premises only in
+their scope, and a name bound anew is a new name (`x'1`), so two cases never meet. Premises z3
+cannot take (an unsupported form, an approximation, a congruence) are left out, which keeps both
+verdicts sound: fewer premises can only turn valid or invalid into unknown.
 
 Symbols are Reals by default (`symbol_sort="int"` makes them Ints); every literal is a Real, so
 `7/2` is 3.5 and never integer division. Closed subexpressions are evaluated exactly first
@@ -24,11 +28,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.records import Verdict
-from tasks.verifiers.arith import NotEvaluable, evaluate_exact
+from tasks.verifiers.arith import (
+    ClaimCheck,
+    NotEvaluable,
+    StepOutcome,
+    bind_facts,
+    check_relation,
+    evaluate_exact,
+    judge_rejections,
+    note_for,
+    unread_into,
+)
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, VerifierTimeout, run_guarded
-from tasks.verifiers.claims import ASSIGNMENT, Claim, extract_claims, premises_of
+from tasks.verifiers.claims import Claim, load_parsers
+from tasks.verifiers.knowledge import ALTERNATIVES, CHECK, NOTE, REBIND, REJECT, Fact, display, plan_step
+
 
 MAX_SYMBOLIC_EXPONENT = 16
+MIN_CALL_MS = 5  # less time left than this for a solver call: the step's budget is spent
 
 
 @dataclass(frozen=True)
@@ -95,15 +112,20 @@ class _Translator:
             raise Unsupported(str(error)) from error
         if exponent_value.q != 1 or abs(exponent_value) > MAX_SYMBOLIC_EXPONENT:
             raise Unsupported(f"exponent {exponent_value} in {node}")
+        import sympy
+
         translated = self.expression(base)
-        result = self.number(type(exponent_value)(1))
+        one = self.number(sympy.Integer(1))  # not type(exponent)(1): -1 and 1 are singletons
+        result = one
         for _ in range(abs(int(exponent_value))):
             result = result * translated
         # z3's x/0 is unspecified rather than an error, so a symbolic divisor may make a claim
         # neither provable nor refutable; that only yields unknown.
-        return result if exponent_value >= 0 else self.number(type(exponent_value)(1)) / result
+        return result if exponent_value >= 0 else one / result
 
     def relation(self, claim: Claim) -> Any:
+        if claim.operator in ("≈", "≡") or claim.modulus is not None:
+            raise Unsupported(f"{'an approximation' if claim.operator == '≈' else 'a congruence'} is not translated to z3")
         left, right = self.expression(claim.lhs), self.expression(claim.rhs)
         return {
             "=": lambda: left == right,
@@ -116,12 +138,29 @@ class _Translator:
 
 
 def _model_text(model: Any) -> str:
-    pairs = sorted((declaration.name(), str(model[declaration])) for declaration in model.decls())
+    pairs = sorted((display(declaration.name()), str(model[declaration])) for declaration in model.decls())
     return "[" + ", ".join(f"{name} = {value}" for name, value in pairs) + "]"
 
 
+def _connected(claim: Claim, facts: list[Fact]) -> list[Fact]:
+    """The facts that share a name with the claim, directly or through other such facts."""
+    names = set(claim.free_symbols)
+    remaining = [fact for fact in facts if fact.claim.free_symbols]
+    chosen: list[Fact] = []
+    grew = True
+    while grew:
+        grew = False
+        for fact in list(remaining):
+            if fact.claim.free_symbols & names:
+                names |= fact.claim.free_symbols
+                chosen.append(fact)
+                remaining.remove(fact)
+                grew = True
+    return chosen
+
+
 class Z3Verifier:
-    """Entailment and refutation of each claim by the premises, with z3."""
+    """Entailment and refutation of each asserted claim by the premises in force, with z3."""
 
     name = "z3"
 
@@ -129,16 +168,102 @@ class Z3Verifier:
         self.config = config or Z3Config()
 
     def verify(self, step_text: str, context: StepContext) -> Verdict:
+        load_parsers(step_text, context.problem, *context.previous_steps)
+        try:
+            import z3  # noqa: F401 - loaded before the deadline, like the parsers
+        except ImportError:  # pragma: no cover - the judge reports it as an internal error: unknown
+            pass
+
         return run_guarded(
             self.name, self.config.timeout_ms, lambda deadline: self._judge(step_text, context, deadline)
         )
 
-    def _check(self, z3: Any, z3_context: Any, formulas: list[Any], deadline: Deadline) -> tuple[str, Any]:
+    def _judge(self, step_text: str, context: StepContext, deadline: Deadline) -> Verdict:
+        plan = plan_step(context, step_text)
+        session = _Session(self, deadline)
+        outcome = StepOutcome()
+        facts, top = list(plan.base), None
+        rejected: dict[int, list[ClaimCheck]] = {}
+        alternatives: list[Any] = []
+        for item in plan.items:
+            if item.fresh_scope:
+                top = list(facts) if top is None else top
+                facts = list(top)
+            if alternatives and (item.mode != ALTERNATIVES or item.fresh_scope):
+                session.alternatives(alternatives, facts_at_alternatives, outcome)
+                alternatives = []
+            if item.mode == CHECK:
+                outcome.add(session.check(item.claim, facts, item.statement.whole_hint))
+            elif item.mode == REBIND:
+                _rebind(item, facts, outcome, deadline)
+            elif item.mode == REJECT:
+                rejected.setdefault(item.statement.fragment, []).append(session.check(item.claim, facts))
+            elif item.mode == ALTERNATIVES:
+                if not alternatives:
+                    facts_at_alternatives = list(facts)
+                alternatives.append(item)
+            elif item.mode == NOTE:
+                outcome.notes.append(note_for(item))
+            facts.extend(item.adds)
+        if alternatives:
+            session.alternatives(alternatives, facts_at_alternatives, outcome)
+        judge_rejections(rejected, outcome)
+        unread_into(plan, outcome)
+        return outcome.verdict(self.name)
+
+
+def _rebind(item: Any, facts: list[Fact], outcome: StepOutcome, deadline: Deadline) -> None:
+    """A bound name given a value again: the same value holds, a new one is noted, never judged."""
+    bindings: dict[Any, Any] = {}
+    bind_facts(facts, bindings, deadline)
+    old = item.previous.claim.lhs if item.previous is not None else None
+    try:
+        same = old in bindings and evaluate_exact(item.claim.rhs, bindings, deadline) == bindings[old]
+    except NotEvaluable:
+        same = False
+    if same:
+        outcome.passed.append(f"{display(item.claim.text)} holds ({display(str(old))} has that value already)")
+    else:
+        outcome.notes.append(f"{display(item.claim.text)}: {display(str(item.claim.lhs))} takes a new value")
+
+
+class _Session:
+    """One step's z3 context, translator and premise translations."""
+
+    def __init__(self, verifier: Z3Verifier, deadline: Deadline) -> None:
+        self.verifier, self.deadline = verifier, deadline
+        self._z3: Any = None
+        self._formulas: dict[int, Any] = {}
+
+    def _start(self) -> Any:
+        if self._z3 is None:
+            import z3
+
+            self._z3 = z3
+            self.context = z3.Context()
+            self.translator = _Translator(z3, self.context, self.verifier.config.symbol_sort)
+        return self._z3
+
+    def _premises(self, claim: Claim, facts: list[Fact]) -> list[Any]:
+        formulas = []
+        for fact in _connected(claim, facts):
+            key = id(fact)
+            if key not in self._formulas:
+                try:
+                    self._formulas[key] = self.translator.relation(fact.claim)
+                except Unsupported:
+                    self._formulas[key] = None
+            if self._formulas[key] is not None:
+                formulas.append(self._formulas[key])
+        return formulas
+
+    def _solve(self, formulas: list[Any]) -> tuple[str, Any]:
         """('sat', model), ('unsat', None) or ('unknown', reason), within the remaining budget."""
-        budget = int(min(self.config.call_timeout_ms, deadline.remaining_ms()))
-        if budget <= 0:
-            raise VerifierTimeout(f"timeout after {self.config.timeout_ms:g} ms")
-        solver = z3.Solver(ctx=z3_context)
+        z3 = self._z3
+        budget = int(min(self.verifier.config.call_timeout_ms, self.deadline.remaining_ms()))
+        if budget < MIN_CALL_MS:
+            raise VerifierTimeout(f"timeout after {self.verifier.config.timeout_ms:g} ms")
+        solver = z3.Solver(ctx=self.context)
         solver.set("timeout", budget)
         solver.add(*formulas)
         result = solver.check()
@@ -151,79 +276,56 @@ class Z3Verifier:
             return "unknown", f"z3 timeout after {budget} ms"
         return "unknown", f"z3 returned unknown: {reason}"
 
-    def _judge(self, step_text: str, context: StepContext, deadline: Deadline) -> Verdict:
-        extraction = extract_claims(step_text)
-        unclear = [f"cannot parse {item.text!r}: {item.reason}" for item in extraction.unparsed]
-        if not extraction.claims:
-            return Verdict(self.name, UNKNOWN, reason="; ".join(unclear) or "no checkable claims in step")
-        import z3
+    def check(self, claim: Claim, facts: list[Fact], whole_hint: bool = False) -> ClaimCheck:
+        text = display(claim.text)
+        if not claim.free_symbols or claim.units:
+            return check_relation(claim, {}, self.deadline, whole_hint)
+        z3 = self._start()
+        try:
+            formula = self.translator.relation(claim)
+        except Unsupported as error:
+            return ClaimCheck(claim, UNKNOWN, f"{text}: unsupported form: {error}")
+        premises = self._premises(claim, facts)
+        entailed, counter = self._solve([*premises, z3.Not(formula)])
+        if entailed == "unknown":
+            return ClaimCheck(claim, UNKNOWN, f"{text}: {counter}")
+        refuted, detail = self._solve([*premises, formula])
+        if refuted == "unknown":
+            return ClaimCheck(claim, UNKNOWN, f"{text}: {detail}")
+        if entailed == "unsat" and refuted == "unsat":
+            return ClaimCheck(claim, UNKNOWN, f"{text}: premises are inconsistent: earlier relations contradict each other")
+        if entailed == "unsat":
+            return ClaimCheck(claim, VALID, f"{text} follows from the premises")
+        if refuted == "unsat":
+            return ClaimCheck(
+                claim, INVALID, f"{text} contradicts the premises; model of premises and not claim: {_model_text(counter)}"
+            )
+        return ClaimCheck(
+            claim, UNKNOWN, f"{text} neither follows from nor contradicts the premises (counterexample {_model_text(counter)})"
+        )
 
-        z3_context = z3.Context()
-        translator = _Translator(z3, z3_context, self.config.symbol_sort)
-        premises: list[Any] = []
-        for claim in premises_of(context).relations:
-            if claim.free_symbols:
-                try:
-                    premises.append(translator.relation(claim))
-                except Unsupported:
-                    continue
-        if premises:
-            status, _ = self._check(z3, z3_context, premises, deadline)
-            if status == "unsat":
-                return Verdict(
-                    self.name,
-                    UNKNOWN,
-                    reason="premises are inconsistent: earlier relations contradict each other",
-                )
-
-        failed, passed = [], []
-        for claim in extraction.claims:
-            try:
-                formula = translator.relation(claim)
-            except Unsupported as error:
-                unclear.append(f"{claim.text}: unsupported form: {error}")
-                continue
-            mentioned = {str(symbol) for premise in premises for symbol in _symbols(z3, premise)}
-            if claim.kind == ASSIGNMENT and str(claim.lhs) not in mentioned:
-                premises.append(formula)  # a definition
-                continue
-            status, payload = self._check(z3, z3_context, [*premises, z3.Not(formula)], deadline)
-            if status == "unsat":
-                passed.append(f"{claim.text} follows from the premises")
-                continue
-            if status == "unknown":
-                unclear.append(f"{claim.text}: {payload}")
-                continue
-            counterexample = _model_text(payload)
-            refuted, detail = self._check(z3, z3_context, [*premises, formula], deadline)
-            if refuted == "unsat":
-                failed.append(
-                    f"{claim.text} contradicts the premises; model of premises and not claim: {counterexample}"
-                )
-            elif refuted == "unknown":
-                unclear.append(f"{claim.text}: {detail}")
+    def alternatives(self, items: list[Any], facts: list[Fact], outcome: StepOutcome) -> None:
+        """Values offered for a name: valid when the premises entail one of them, else only noted."""
+        text = " or ".join(display(item.claim.text) for item in items)
+        claims = [item.claim for item in items]
+        if not any(claim.free_symbols for claim in claims):
+            if any(check_relation(claim, {}, self.deadline).outcome == VALID for claim in claims):
+                outcome.passed.append(f"{text}: one of them holds")
             else:
-                unclear.append(
-                    f"{claim.text} neither follows from nor contradicts the premises (counterexample {counterexample})"
-                )
-                # Consistent with the premises: later claims of the step may build on it.
-                premises.append(formula)
-        if failed:
-            return Verdict(self.name, INVALID, evidence="; ".join(failed))
-        if unclear:
-            return Verdict(self.name, UNKNOWN, evidence="; ".join(passed), reason="; ".join(unclear))
-        if passed:
-            return Verdict(self.name, VALID, evidence="; ".join(passed))
-        return Verdict(self.name, UNKNOWN, reason="no checkable claims in step (only definitions)")
-
-
-def _symbols(z3: Any, formula: Any) -> set[Any]:
-    """The uninterpreted constants in a z3 formula."""
-    found, stack = set(), [formula]
-    while stack:
-        node = stack.pop()
-        if z3.is_const(node) and node.decl().kind() == z3.Z3_OP_UNINTERPRETED:
-            found.add(node)
+                outcome.notes.append(f"alternatives: {text}")
+            return
+        z3 = self._start()
+        try:
+            formulas = [self.translator.relation(claim) for claim in claims]
+        except Unsupported:
+            outcome.notes.append(f"alternatives: {text}")
+            return
+        premises = []
+        for claim in claims:
+            premises += [p for p in self._premises(claim, facts) if not any(p.eq(q) for q in premises)]
+        entailed, _ = self._solve([*premises, z3.Not(z3.Or(*formulas))])
+        consistent, _ = self._solve(premises) if entailed == "unsat" else ("", None)
+        if entailed == "unsat" and consistent == "sat":
+            outcome.passed.append(f"{text} follows from the premises")
         else:
-            stack.extend(node.children())
-    return found
+            outcome.notes.append(f"alternatives: {text}")

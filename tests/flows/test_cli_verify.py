@@ -32,15 +32,18 @@ def test_the_file_is_read_whole(report):
 @pytest.mark.parametrize("name", ["arith", "z3"])
 def test_arithmetic_verifiers_exact_scores(report, name):
     score = next(s for s in report["verifiers"] if s["verifier"] == name)
-    # Unknown: Weng's "12/60 = 0.2 per minute", Natalia's "#### 72", the boxes' answer line, the doctest step.
-    assert (score["steps_known"], score["steps"]) == (24, 28)
-    # Invalid: four real errors at or after the label, and 7 / 2 = 3 on the correct "full boxes" row.
-    assert (score["invalid_verdicts"], score["invalid_correct"], score["invalid_precision"]) == (5, 4, 0.8)
+    # Unknown: Weng's "12/60 = 0.2 per minute", Natalia's "#### 72", both steps of the boxes row
+    # ("7 / 2 = 3 full boxes" is the whole part of a division, not a false claim; its answer
+    # line), the doctest step.
+    assert (score["steps_known"], score["steps"]) == (23, 28)
+    # Invalid: the four real errors at or after the label, and no false alarm.
+    assert (score["invalid_verdicts"], score["invalid_correct"], score["invalid_precision"]) == (4, 4, 1.0)
+    assert (score["false_alarms"], score["false_alarm_rate"]) == (0, 0.0)
     # Exact on the slip rows (synthetic, Weng, LaTeX); missed: the copy error, Betty's reasoning
     # error (flagged one step late), the code row.
     assert (score["erroneous_exact"], score["erroneous"], score["accuracy_erroneous"]) == (3, 6, 0.5)
-    assert (score["correct_exact"], score["correct"], score["accuracy_correct"]) == (4, 5, 0.8)
-    assert score["f1"] == pytest.approx(2 * 0.5 * 0.8 / 1.3)
+    assert (score["correct_exact"], score["correct"], score["accuracy_correct"]) == (5, 5, 1.0)
+    assert score["f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
 
 
 def test_code_verifier_exact_scores(report):
@@ -62,16 +65,17 @@ def test_the_table_names_every_verifier(runner, monkeypatch, tmp_path):
     result = runner.invoke(app, ["verify", "--processbench", str(HANDMADE), "--verifiers", "arith,lean"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == f"{HANDMADE}: 11 solutions (6 erroneous), 0 bad rows"
-    assert "0.615" in result.stdout  # arith's F1
+    assert "0.667" in result.stdout  # arith's F1
+    assert "alarms" in result.stdout and "(0/11)" in result.stdout  # the false-alarm column
     assert "lean" in result.stdout
     rows = table_rows(result.stdout)
-    # verifier, coverage, invalid precision, acc. erroneous, acc. correct, F1 (ms/step varies): the
-    # numbers of test_arithmetic_verifiers_exact_scores; lean, absent, knows no step.
-    assert [row[:6] for row in rows] == [
-        ["arith", "0.857 (24/28)", "0.800 (4/5)", "0.500 (3/6)", "0.800 (4/5)", "0.615"],
-        ["lean", "0.000 (0/28)", "- (0/0)", "0.000 (0/6)", "1.000 (5/5)", "0.000"],
+    # verifier, coverage, invalid precision, false alarms, acc. erroneous, acc. correct, F1 (ms/step
+    # varies): the numbers of test_arithmetic_verifiers_exact_scores; lean, absent, knows no step.
+    assert [row[:7] for row in rows] == [
+        ["arith", "0.821 (23/28)", "1.000 (4/4)", "0.000 (0/11)", "0.500 (3/6)", "1.000 (5/5)", "0.667"],
+        ["lean", "0.000 (0/28)", "- (0/0)", "0.000 (0/11)", "0.000 (0/6)", "1.000 (5/5)", "0.000"],
     ]
-    assert all(re.fullmatch(r"\d+\.\d", row[6]) for row in rows), rows
+    assert all(re.fullmatch(r"\d+\.\d", row[7]) for row in rows), rows
 
 
 def test_a_missing_file_is_one_line_and_exit_code_one(runner, tmp_path):

@@ -1,3 +1,4 @@
+import polars as pl
 import pytest
 
 from schemas.records import Node, StepLabel, Verdict
@@ -318,3 +319,34 @@ def test_the_consensus_retention_view_matches_the_python_report():
         assert retention == pytest.approx(pair.retention)
         assert rate == (None if pair.agreement_rate is None else pytest.approx(pair.agreement_rate))
     assert len(rows) == 2 * (1 + 3)  # per rule: its own row and one per pair of mc, arith, code
+
+
+def test_real_verifiers_read_a_case_split_as_cases_so_consensus_keeps_the_right_solution():
+    """The verdicts generate stores and consensus reads come from role-aware reading.
+
+    Each case binds x anew; read as plain claims, `x = -13` contradicts `x = 5` of the case
+    before and the verifiers veto a correct solution.
+    """
+    from tasks.verification import load_verifiers, solution_paths, verdicts_frame, verify_tree
+
+    case_1 = Node("a", "p", None, 1, "Case 1: $x + 4 = 9$, so $x = 5$.", False)
+    case_2 = Node("b", "p", "a", 2, "Case 2: $x + 4 = -9$, so $x = -13$.", False)
+    both = Node("c", "p", "b", 3, "So $x = 5$ or $x = -13$.", True, "5, -13", True)
+    slip = Node("d", "p", "a", 2, "Case 2: $x + 4 = -9$, so $x = -5$.", False)
+    slip_end = Node("e", "p", "d", 3, "So $x = 5$ or $x = -5$.", True, "5, -5", False)
+    nodes = {node.node_id: node for node in (case_1, case_2, both, slip, slip_end)}
+    verdicts_by_node = verify_tree(nodes, {"p": "Solve $|x + 4| = 9$."}, load_verifiers(["arith", "z3"]))
+    by_verifier = {n: {v.verifier: v.verdict for v in row} for n, row in verdicts_by_node.items()}
+    assert by_verifier == {
+        "a": {"arith": "unknown", "z3": "valid"},
+        "b": {"arith": "unknown", "z3": "valid"},
+        "c": {"arith": "unknown", "z3": "valid"},
+        "d": {"arith": "unknown", "z3": "invalid"},
+        "e": {"arith": "unknown", "z3": "unknown"},
+    }
+    mc_labels = {"mc": {n: label(n, n not in ("d", "e")) for n in nodes}}
+    outcome = run_consensus(solution_paths(nodes), mc_labels, verdicts_by_node, ["arith", "z3"])
+    assert [(d.solution_id, d.kept, d.first_error) for d in outcome.decisions] == [("c", True, -1), ("e", True, 1)]
+    stored = verdicts_frame(verdicts_by_node, "run").filter(pl.col("node_id") == "b").sort("verifier")
+    assert stored.select("verifier", "verdict").rows() == [("arith", "unknown"), ("z3", "valid")]
+    assert stored["evidence"][1] == "x = -13 follows from the premises"

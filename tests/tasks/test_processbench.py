@@ -97,10 +97,23 @@ def test_score_verifier_counts_exactly():
     score = score_verifier("x", rows, verdicts)
     assert (score.steps, score.steps_known, score.coverage) == (12, 7, 7 / 12)
     assert (score.invalid_verdicts, score.invalid_correct, score.invalid_precision) == (4, 2, 0.5)
+    # b: first invalid before the label; d: an invalid on a correct solution. a is not one.
+    assert (score.false_alarms, score.false_alarm_rate) == (2, 0.4)
     assert (score.erroneous, score.erroneous_exact, score.accuracy_erroneous) == (3, 1, 1 / 3)
     assert (score.correct, score.correct_exact, score.accuracy_correct) == (2, 1, 0.5)
     assert score.f1 == pytest.approx(0.4)
     assert score.ms_per_step == 2.0
+
+
+def test_a_false_alarm_counts_once_per_solution_and_only_before_the_first_error():
+    rows = [
+        ProcessBenchRow("a", "p", ("1", "2", "3"), 1),  # invalid at 0 and 2: one false alarm
+        ProcessBenchRow("b", "p", ("1", "2", "3"), 0),  # invalid at 2, after the error: none
+        ProcessBenchRow("c", "p", ("1", "2"), -1),  # invalid twice on a correct solution: one
+    ]
+    score = score_verifier("x", rows, [verdict_row("ivi"), verdict_row("uvi"), verdict_row("ii")])
+    assert (score.false_alarms, score.false_alarm_rate) == (2, 2 / 3)
+    assert (score.invalid_verdicts, score.invalid_correct) == (5, 2)
 
 
 def test_score_without_correct_solutions_has_no_f1_and_no_invalid_has_no_precision():

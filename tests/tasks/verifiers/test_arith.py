@@ -40,7 +40,24 @@ def test_inequalities(arith):
 def test_exact_rationals_no_floats(arith):
     assert arith.verify("0.1 + 0.2 = 0.3", PROBLEM).verdict == "valid"
     assert arith.verify("1/3 + 1/6 = 1/2", PROBLEM).verdict == "valid"
-    assert arith.verify("1/3 = 0.333", PROBLEM).evidence == "1/3 = 0.333 is false: left 1/3, right 333/1000"
+    assert arith.verify("1/3 = 0.334", PROBLEM).evidence == "1/3 = 0.334 is false: left 1/3, right 167/500"
+
+
+def test_a_decimal_that_rounds_the_exact_value_is_read_as_rounded(arith):
+    assert arith.verify("1/3 = 0.333", PROBLEM).evidence == "1/3 = 0.333 holds rounded to 3 decimal places (exact 1/3)"
+    assert arith.verify("So 47/60 = 0.78 hours", PROBLEM).verdict == "valid"
+    truncated = arith.verify("2/3 = 0.66", PROBLEM)
+    assert (truncated.verdict, truncated.reason) == ("unknown", "2/3 = 0.66: 33/50 is 2/3 cut short, not rounded")
+    assert arith.verify("1,200 / 8,000 = 0.12", PROBLEM).verdict == "invalid"
+
+
+def test_the_whole_part_of_a_division_is_unknown_not_false(arith):
+    verdict = arith.verify("She can fill 7 / 2 = 3 full boxes.", PROBLEM)
+    assert (verdict.verdict, verdict.reason) == ("unknown", "7 / 2 = 3: 3 is the whole part of 7/2 (a count of full groups?)")
+    assert arith.verify("We need 200 / 45 = 5 buses.", PROBLEM).verdict == "unknown"
+    assert arith.verify("Step 2: 13 / 2 = 7", PROBLEM).evidence == "13 / 2 = 7 is false: left 13/2, right 7"
+    assert arith.verify("7 * 8 = 54", PROBLEM).verdict == "invalid"
+    assert arith.verify("3,600 / 45 = 90", PROBLEM).verdict == "invalid"
 
 
 def test_latex(arith):
@@ -57,9 +74,10 @@ def test_no_claims_is_unknown_with_reason(arith):
 
 
 def test_unparseable_is_unknown_never_invalid(arith):
-    verdict = arith.verify("20% of 50 = 11", PROBLEM)
+    verdict = arith.verify("half of 50 = 26", PROBLEM)
     assert verdict.verdict == "unknown"
-    assert verdict.reason == "cannot parse '50 = 11': arithmetic continues in words ('of')"
+    assert verdict.reason == "cannot parse '50 = 26': arithmetic continues in words ('of')"
+    assert arith.verify("20% of 50 = 11", PROBLEM).evidence == "20% * 50 = 11 is false: left 10, right 11"
 
 
 def test_free_symbol_is_unknown(arith):
@@ -81,8 +99,10 @@ def test_values_it_will_not_compute_are_unknown(arith):
         "2^{100000000} = 5: value too large to evaluate (2^100000000)"
     )
     assert (
-        arith.verify("$\\sqrt{2} = 1.41$", PROBLEM).reason == "\\sqrt{2} = 1.41: irrational value (2^(1/2))"
+        arith.verify("$\\sqrt{2} \\equiv 1 \\pmod 3$", PROBLEM).reason == "\\sqrt{2} ≡ 1: irrational value (2^(1/2))"
     )
+    # An = with an irrational side is read as an approximation.
+    assert arith.verify("$\\sqrt{2} = 1.41$", PROBLEM).evidence == "\\sqrt{2} = 1.41 holds approximately (left 1.41421, right 1.41)"
     assert arith.verify("12 / 0 = 5", PROBLEM).reason == "12 / 0 = 5: division by zero"
 
 
@@ -109,3 +129,45 @@ def test_every_synthetic_reference_step_is_valid_and_a_wrong_result_is_invalid(a
         first = steps[0].split("\n")[0]
         wrong = first[: first.rindex("=")] + f"= {int(first.rsplit('=', 1)[1]) + 1}"
         assert arith.verify(wrong, StepContext(problem.question)).verdict == "invalid", wrong
+
+
+# --- Roles: only assertions are judged ----------------------------------------------------------
+
+
+def test_case_values_are_never_checked_against_each_other(arith):
+    problem = "Find all positive integers $n$ such that $3^n < 10n$."
+    steps = ("For $n = 1$ we get $3 < 10$.", "For $n = 2$, the inequality reads $9 < 20$.")
+    assert [arith.verify(s, StepContext(problem, steps[:i])).verdict for i, s in enumerate(steps)] == ["valid", "valid"]
+    verdict = arith.verify("When $n = 4$, $n^2 + 3n + 1 = 16 + 12 + 1 = 27$.", StepContext(problem, steps))
+    assert (verdict.verdict, verdict.evidence) == ("invalid", "16 + 12 + 1 = 27 is false: left 29, right 27")
+
+
+def test_a_name_bound_again_takes_a_new_value_and_is_never_invalid(arith):
+    context = StepContext("q", ("Let $S = 8 \\times 12 = 96$.",))
+    assert arith.verify("After removing 20, $S = 96 - 20 = 76$.", context).verdict == "valid"
+    verdict = arith.verify("So $S = 70$.", context)
+    assert (verdict.verdict, verdict.reason) == ("unknown", "no checkable claims in step (S = 70: S takes a new value, 70)")
+
+
+def test_rejected_claims_are_right_when_false(arith):
+    assert arith.verify("For $n = 4$: $81 < 40$ is false.", PROBLEM).evidence == "81 < 40: rejected, and indeed false"
+    verdict = arith.verify("Then $8 < 40$, which is impossible.", PROBLEM)
+    assert (verdict.verdict, verdict.reason) == (
+        "unknown", "8 < 40: the step rejects it, but it holds (perhaps it rejects the case)"
+    )
+
+
+def test_congruences_and_approximations(arith):
+    assert arith.verify("$4^3 = 64 \\equiv 1 \\pmod 7$", PROBLEM).verdict == "valid"
+    assert arith.verify("$4^3 = 64 \\equiv 3 \\pmod 7$", PROBLEM).evidence == "64 ≡ 3 (mod 7) is false: left 64, right 3"
+    assert arith.verify("so 1024 mod 7 = 2", PROBLEM).evidence == "1024 mod 7 = 2 holds (left 2, right 2)"
+    assert arith.verify("$3^4 \\equiv 1$", PROBLEM).reason == "3^4 ≡ 1: a congruence with no modulus"
+    assert arith.verify("$\\frac{25}{\\pi} \\approx 7.96$", PROBLEM).verdict == "valid"
+    assert arith.verify("$1.08^5 \\approx 1.3605$", PROBLEM).verdict == "invalid"
+    assert arith.verify("$\\pi r^2 = 3.14 \\times 25 = 78.5$ with $r = 5$", PROBLEM).verdict != "invalid"
+
+
+def test_a_function_the_problem_defines_is_evaluated(arith):
+    context = StepContext("Let $f(x) = 2x^2 - 3x + 1$. Compute $f(3)$.")
+    assert arith.verify("$f(3) = 2 \\cdot 9 - 9 + 1 = 10$.", context).verdict == "valid"
+    assert arith.verify("$f(3) = 11$.", context).evidence == "f(3) = 11 is false: left 10, right 11"

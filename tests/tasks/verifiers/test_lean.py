@@ -6,7 +6,7 @@ import pytest
 import sympy
 
 from tasks.verifiers.base import StepContext
-from tasks.verifiers.claims import extract_claims
+from tasks.verifiers.reading import extract_claims
 from tasks.verifiers.lean import (
     LeanConfig,
     LeanFile,
@@ -68,7 +68,7 @@ def test_rational_claims_need_mathlib():
     lines = with_mathlib.text.splitlines()
     assert lines[0] == "import Mathlib"
     assert lines[3] == (
-        "theorem step_claim_1 : ((1 : Rat) / (2 : Rat)) * (8 : Rat) = (4 : Rat) := by first | norm_num | decide | omega"
+        "theorem step_claim_1 : (((1 : Rat)) / ((2 : Rat))) * (8 : Rat) = (4 : Rat) := by first | norm_num | decide | omega"
     )
 
 
