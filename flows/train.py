@@ -106,10 +106,10 @@ def fit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path, r
     train = read_split(dataset.path, "train")
     if not config.variants:
         train = originals(train)
-    model, tokenizer = load_for_training(base, config.label_kind, config.kind, config.seed, config.dropout)
+    model, tokenizer = load_for_training(base, config.label_kind, config.kind, config.seed, config.dropout, config.lm_weight)
     limit = config.max_length or max_positions(model.config)
     examples, skipped = training_examples(tokenizer, train, config.kind, config.label_kind, limit)
-    steps = total_steps(len(examples), config.batch_size, config.epochs) if examples else 0
+    steps = total_steps(len(examples), config.batch_size, config.epochs, config.steps) if examples else 0
     with stage(f"training the {config.kind.upper()} ({config.label_kind} labels, {len(examples)} solutions)", steps) as advance:
         metrics = train_loop(
             model, examples, config, tokenizer.pad_token_id, device_for(), folder, resume,

@@ -31,8 +31,19 @@ class PRMTrainConfig(BaseModel):
         "hard", description="'hard': cross-entropy on the bool labels; 'soft': BCE on the MC estimate q."
     )
     epochs: float = Field(3.0, gt=0, description="Passes over the training examples (fractions allowed).")
+    steps: int | None = Field(
+        None, ge=1, description="Optimizer steps to take, whatever the data's size; overrides epochs when set."
+    )
     batch_size: int = Field(8, ge=1, description="Solutions per optimizer step.")
-    learning_rate: float = Field(5e-4, gt=0, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate of the pretrained LM.")
+    head_learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate of the new step head.")
+    lm_weight: float = Field(
+        1.0, ge=0,
+        description=(
+            "Weight of the PRM's own next-token loss on the steps its labels call good, beside the step loss; "
+            "it keeps the surprise features a model of good steps (0: off; an ORM never has it)."
+        ),
+    )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming up linearly.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     variants: bool = Field(True, description="Also train on augmented rows (HNC merged steps), not only originals.")

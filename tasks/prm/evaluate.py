@@ -21,10 +21,11 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tasks.prm.data import StepwiseExample, originals
 from tasks.processbench import processbench_f1
+from tasks.prm.stats import mean_interval
 
 MAJORITY, RANDOM, ORACLE = "majority", "random", "oracle"
 PRM_VOTE = "prm_vote"  # majority vote weighted by the PRM's min score
@@ -149,9 +150,15 @@ class Candidate:
 
 @dataclass(frozen=True)
 class BestOfNPoint:
+    """Accuracy at N over the problems that took part, with its 95% bootstrap interval (problems
+    resampled) and each problem's own expected accuracy, in problem order, for paired comparisons."""
+
     n: int
     accuracy: float
     problems: int
+    low: float | None = None
+    high: float | None = None
+    values: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
 
 def best_of_n_sizes(largest: int) -> list[int]:
@@ -257,21 +264,22 @@ def best_of_n(
     methods = [*selectors, *weighted, MAJORITY, RANDOM, ORACLE]
     curves: dict[str, list[BestOfNPoint]] = {method: [] for method in methods}
     for n in sizes:
-        totals = dict.fromkeys(methods, 0.0)
-        taking_part = 0
+        values: dict[str, list[float]] = {method: [] for method in methods}
         for problem_index, group in enumerate(groups):
             if len(group) < n:
                 continue
-            taking_part += 1
             for selector in selectors:
-                totals[selector] += _exact_selector(group, selector, n)
+                values[selector].append(_exact_selector(group, selector, n))
             for name, weight in [*weighted.items(), (MAJORITY, None)]:
-                totals[name] += _vote(group, n, draws, random.Random(f"{seed}:{problem_index}:{n}"), weight)
-            totals[RANDOM] += sum(candidate.is_correct for candidate in group) / len(group)
-            totals[ORACLE] += _exact_oracle(group, n)
-        if taking_part:
+                values[name].append(_vote(group, n, draws, random.Random(f"{seed}:{problem_index}:{n}"), weight))
+            values[RANDOM].append(sum(candidate.is_correct for candidate in group) / len(group))
+            values[ORACLE].append(_exact_oracle(group, n))
+        if values[ORACLE]:
             for method in methods:
-                curves[method].append(BestOfNPoint(n, totals[method] / taking_part, taking_part))
+                interval = mean_interval(values[method], seed=seed)
+                curves[method].append(BestOfNPoint(
+                    n, interval.estimate, interval.units, interval.low, interval.high, tuple(values[method])
+                ))
     return curves
 
 

@@ -1,11 +1,17 @@
-"""The PRM's input format and model: a token classifier read at a step-separator token.
+"""The PRM's input format and how a model for it is built, loaded and read.
 
-A solution is laid out as the prompt, a newline, then every step followed by the separator token
-`<|step|>`. The model is `AutoModelForTokenClassification` on a causal LM base; each step's score
-is read at its separator, which has seen the prompt and every step up to and including this one.
-Hard labels train two classes (softmax, class 1 = step is fine); soft labels train one logit with
-BCE (sigmoid). The label kind, the model kind and the separator are stored in config.json, so the
-directory loads with plain `AutoModelForTokenClassification.from_pretrained`.
+A solution is laid out as the prompt and a newline, the step separator `<|step|>` (closing the
+prompt; it carries no label), then every step followed by `<|step|>`. Each step's score is read
+at the separator after it, which has seen the prompt and every step up to this one. The network
+is tasks/prm/modeling.py's StepRewardModel: the base causal LM with its LM head kept, plus a
+step head that reads the hidden state and the LM's own surprise at the step's tokens. Hard labels
+train two classes (softmax, class 1 = step is fine); soft labels one logit (sigmoid). The label
+kind, the model kind and the separator are in config.json, and the directory carries its
+modeling file: `AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=True)`
+loads it anywhere (plain `from_pretrained` once prmforge is imported).
+
+PRMs trained before StepRewardModel (GPT-2 token classifiers, no separator after the prompt)
+still load and score: `prompt_separator` says which layout a model reads.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class EncodedSolution:
     input_ids: list[int]
     separator_positions: list[int]  # one per step, where its score is read
     truncated_prompt_tokens: int = 0  # prompt tokens dropped from the left to fit max_length
+    step_starts: tuple[int, ...] = ()  # where each step's tokens begin (they end at its separator)
 
 
 def assemble(
@@ -50,26 +57,31 @@ def assemble(
     steps_ids: Sequence[Sequence[int]],
     separator_id: int,
     max_length: int | None = None,
+    prompt_separator: bool = True,
 ) -> EncodedSolution:
-    """Prompt tokens, then each step's tokens followed by the separator.
+    """Prompt tokens (closed by a separator), then each step's tokens followed by the separator.
 
     When it is too long the prompt loses tokens from its start (the question's end, next to the
     steps, matters most); the steps are never cut, since each carries a label.
 
     >>> assemble([1, 2], [[3], [4, 5]], separator_id=9)
-    EncodedSolution(input_ids=[1, 2, 3, 9, 4, 5, 9], separator_positions=[3, 6], truncated_prompt_tokens=0)
-    >>> assemble([1, 2], [[3], [4, 5]], separator_id=9, max_length=6)
-    EncodedSolution(input_ids=[2, 3, 9, 4, 5, 9], separator_positions=[2, 5], truncated_prompt_tokens=1)
-    >>> assemble([1], [[3, 4, 5]], separator_id=9, max_length=3)
+    EncodedSolution(input_ids=[1, 2, 9, 3, 9, 4, 5, 9], separator_positions=[4, 7], truncated_prompt_tokens=0, step_starts=(3, 5))
+    >>> assemble([1, 2], [[3], [4, 5]], separator_id=9, max_length=7).input_ids
+    [2, 9, 3, 9, 4, 5, 9]
+    >>> assemble([1, 2], [[3], [4, 5]], separator_id=9, prompt_separator=False).separator_positions
+    [3, 6]
+    >>> assemble([1], [[3, 4, 5]], separator_id=9, max_length=4)
     Traceback (most recent call last):
     ...
-    tasks.prm.model.SolutionTooLong: the steps take 4 tokens but the model reads at most 3
+    tasks.prm.model.SolutionTooLong: the steps take 5 tokens but the model reads at most 4
     """
     if not steps_ids:
         raise ValueError("a solution needs at least one step")
-    body: list[int] = []
+    body: list[int] = [separator_id] if prompt_separator else []
     positions: list[int] = []
+    starts: list[int] = []
     for step in steps_ids:
+        starts.append(len(body))
         body.extend(step)
         body.append(separator_id)
         positions.append(len(body) - 1)
@@ -80,19 +92,30 @@ def assemble(
             raise SolutionTooLong(f"the steps take {len(body)} tokens but the model reads at most {max_length}")
         dropped = len(prompt) + len(body) - max_length
         prompt = prompt[dropped:]
-    return EncodedSolution(prompt + body, [len(prompt) + position for position in positions], dropped)
+    return EncodedSolution(
+        prompt + body, [len(prompt) + position for position in positions], dropped,
+        tuple(len(prompt) + start for start in starts),
+    )
 
 
 def encode_solution(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, steps: Sequence[str], max_length: int | None = None
+    tokenizer: PreTrainedTokenizerBase, prompt: str, steps: Sequence[str], max_length: int | None = None,
+    prompt_separator: bool = True,
 ) -> EncodedSolution:
-    """`assemble` on the tokenizer's ids of `prompt + "\\n"` and of each step."""
+    """`assemble` on the tokenizer's ids of `prompt + "\n"` and of each step."""
     separator_id = tokenizer.convert_tokens_to_ids(STEP_TOKEN)
     if separator_id is None or separator_id == tokenizer.unk_token_id:
         raise ValueError(f"the tokenizer has no {STEP_TOKEN} token: load it with load_tokenizer()")
     prompt_ids = tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"]
     steps_ids = tokenizer(list(steps), add_special_tokens=False)["input_ids"] if steps else []
-    return assemble(prompt_ids, steps_ids, separator_id, max_length)
+    return assemble(prompt_ids, steps_ids, separator_id, max_length, prompt_separator)
+
+
+def reads_prompt_separator(config: object) -> bool:
+    """Whether a model reads the layout with a separator after the prompt (StepRewardModel does)."""
+    from tasks.prm.modeling import MODEL_TYPE
+
+    return getattr(config, "model_type", None) == MODEL_TYPE
 
 
 def resolve_base(base: str | Path | None) -> Path:
@@ -123,28 +146,51 @@ def num_labels_for(label_kind: str) -> int:
     return {"hard": 2, "soft": 1}[label_kind]
 
 
+def _base_language_model(base: Path) -> PreTrainedModel:
+    """The causal LM inside `base`: a plain HF causal LM, or the LM of a PRM trained here."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from tasks.prm.modeling import MODEL_TYPE, StepRewardModel
+
+    with quiet_transformers():
+        if json.loads((base / "config.json").read_text()).get("model_type") == MODEL_TYPE:
+            return StepRewardModel.from_pretrained(base).lm
+        return AutoModelForCausalLM.from_pretrained(base)
+
+
 def load_for_training(
-    base: Path, label_kind: str, kind: str, seed: int, dropout: bool = False
+    base: Path, label_kind: str, kind: str, seed: int, dropout: bool = False, lm_weight: float = 1.0
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A fresh classifier head on `base`, embeddings resized for the separator; seeded, so repeatable."""
+    """A fresh step head on `base`'s LM, embeddings resized for the separator; seeded, so repeatable.
+
+    A PRM reads its own surprise at each step and keeps learning its LM on the good steps
+    (`lm_weight`); an ORM reads only the hidden state at the last separator."""
     import torch
-    from transformers import AutoModelForTokenClassification
+
+    from tasks.prm.modeling import StepRewardConfig, StepRewardModel
 
     tokenizer = load_tokenizer(base)
     torch.manual_seed(seed)
+    language_model = _base_language_model(base)
+    if language_model.get_input_embeddings().num_embeddings != len(tokenizer):
+        # The separator starts at the mean of the trained embeddings, not at a tiny random vector
+        # (which the first layer norm would blow up into an arbitrary direction).
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     labels = num_labels_for(label_kind)
     label_names = {0: "error", 1: "ok"} if labels == 2 else {0: "ok"}
+    config = StepRewardConfig(
+        base_config=language_model.config, step_token_id=tokenizer.convert_tokens_to_ids(STEP_TOKEN),
+        label_kind=label_kind, step_features=kind == "prm", lm_weight=lm_weight if kind == "prm" else 0.0,
+        num_labels=labels, id2label=label_names, label2id={name: index for index, name in label_names.items()},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    setattr(config, CONFIG_STEP_TOKEN, STEP_TOKEN)
+    setattr(config, CONFIG_LABEL_KIND, label_kind)
+    setattr(config, CONFIG_KIND, kind)
     with quiet_transformers():
-        model = AutoModelForTokenClassification.from_pretrained(
-            base, num_labels=labels, id2label=label_names,
-            label2id={name: index for index, name in label_names.items()}, ignore_mismatched_sizes=True,
-        )
-        if model.get_input_embeddings().num_embeddings != len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    setattr(model.config, CONFIG_STEP_TOKEN, STEP_TOKEN)
-    setattr(model.config, CONFIG_LABEL_KIND, label_kind)
-    setattr(model.config, CONFIG_KIND, kind)
+        model = StepRewardModel(config, lm=language_model)
     if not dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
@@ -158,7 +204,8 @@ def max_positions(config: object) -> int | None:
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
-    return None
+    base = getattr(config, "base_config", None)  # a StepRewardModel: its LM's context
+    return max_positions(base) if base is not None else None
 
 
 def label_kind_of(config: object) -> str:

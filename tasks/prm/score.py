@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.policies.transformers_policy import quiet_transformers
-from tasks.prm.model import STEP_TOKEN, device_for, encode_solution, label_kind_of, max_positions, step_probabilities
+from tasks.prm.model import (
+    STEP_TOKEN, device_for, encode_solution, label_kind_of, max_positions, reads_prompt_separator, step_probabilities,
+)
 
 AGGREGATIONS = ("min", "last", "product", "mean")
 
@@ -51,6 +53,7 @@ class PRMScorer:
     def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 16) -> None:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+        import tasks.prm.modeling  # noqa: F401 - registers StepRewardModel with the Auto classes
         from tasks.prm.model import set_cpu_threads
 
         set_cpu_threads()
@@ -66,6 +69,7 @@ class PRMScorer:
             raise ValueError(f"{self.path} has no {STEP_TOKEN} token: it was not trained by prmforge train")
         self.label_kind = label_kind_of(self.model.config)
         self.max_length = max_positions(self.model.config)
+        self.prompt_separator = reads_prompt_separator(self.model.config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def score(self, problem: str, steps: Sequence[str]) -> StepScores:
@@ -75,7 +79,10 @@ class PRMScorer:
         """Scores in input order; solutions are batched by length so padding stays small."""
         import torch
 
-        encoded = [encode_solution(self.tokenizer, problem, steps, self.max_length) for problem, steps in solutions]
+        encoded = [
+            encode_solution(self.tokenizer, problem, steps, self.max_length, self.prompt_separator)
+            for problem, steps in solutions
+        ]
         order = sorted(range(len(encoded)), key=lambda index: len(encoded[index].input_ids))
         results: list[StepScores | None] = [None] * len(encoded)
         for start in range(0, len(order), self.batch_size):

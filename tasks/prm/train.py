@@ -1,4 +1,5 @@
-"""The PRM training loop: AdamW on the loss at step separators, resumable from checkpoints.
+"""The PRM training loop: AdamW on the loss at step separators (plus, for a PRM, its LM's loss on
+the good steps), resumable from checkpoints.
 
 The loop is deliberately plain torch (bench/train_throughput.py holds it to a bare loop's speed).
 A checkpoint holds the weights, the optimizer and scheduler state, the RNG state, the next step
@@ -21,6 +22,7 @@ from tasks.policies.embedded_model import batch_order, learning_rate_factor
 from tasks.prm.config import PRMTrainConfig
 from tasks.prm.data import StepwiseExample, targets
 from tasks.prm.model import IGNORE_INDEX, SolutionTooLong, encode_solution
+from tasks.prm.modeling import separator_loss  # noqa: F401 - part of this module's interface
 
 if TYPE_CHECKING:
     import torch
@@ -32,10 +34,12 @@ Progress = Callable[[int, float], None]  # (optimizer step just finished, its lo
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """One solution ready for the model: token ids and a target (or IGNORE_INDEX) per position."""
+    """One solution ready for the model: token ids, a target (or IGNORE_INDEX) per position, and
+    the tokens its LM learns to predict (the good steps' own tokens; IGNORE_INDEX elsewhere)."""
 
     input_ids: list[int]
     targets: list[float]  # IGNORE_INDEX where no loss is taken
+    lm_targets: list[int] = field(default_factory=list)  # empty: no LM loss
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ class TrainingMetrics:
     skip_reasons: dict[str, int] = field(default_factory=dict)
     steps: int = 0
     resumed_from_step: int = 0
-    final_loss: float = float("nan")
+    final_loss: float = float("nan")  # the labels' loss (mean of the last 10 steps)
     first_loss: float = float("nan")
+    final_lm_loss: float | None = None  # the PRM's own next-token loss on good steps, this stretch's last 10
     tokens: int = 0
     seconds: float = 0.0
     tokens_per_second: float = 0.0
@@ -85,16 +90,35 @@ def training_examples(
         for position, target in zip(solution.separator_positions, targets(example, kind, label_kind), strict=True):
             if target is not None:
                 row[position] = float(target)
-        encoded.append(TrainingExample(solution.input_ids, row))
+        encoded.append(TrainingExample(solution.input_ids, row, lm_targets(solution, example, kind)))
     return encoded, skipped
 
 
-def collate(batch: Sequence[TrainingExample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask and targets (IGNORE_INDEX on padding).
+def lm_targets(solution, example: StepwiseExample, kind: str) -> list[int]:
+    """The tokens of the steps labelled good, where they stand; IGNORE_INDEX elsewhere (an ORM: none).
 
-    >>> ids, mask, goal = collate([TrainingExample([5, 6], [-100.0, 1.0]), TrainingExample([7], [0.0])], pad_id=0)
-    >>> ids.tolist(), mask.tolist(), goal.tolist()
-    ([[5, 6], [7, 0]], [[1, 1], [1, 0]], [[-100.0, 1.0], [0.0, -100.0]])
+    >>> from tasks.prm.model import assemble
+    >>> solution = assemble([1], [[3, 4], [5]], separator_id=9)
+    >>> good_then_bad = StepwiseExample("s", "p", "Q", ("a", "b"), (True, False), (1.0, 0.0), False)
+    >>> lm_targets(solution, good_then_bad, "prm")
+    [-100, -100, 3, 4, -100, -100, -100]
+    """
+    if kind != "prm":
+        return []
+    wanted = [IGNORE_INDEX] * len(solution.input_ids)
+    for start, end, good in zip(solution.step_starts, solution.separator_positions, example.labels, strict=True):
+        if good:
+            wanted[start:end] = solution.input_ids[start:end]
+    return wanted
+
+
+def collate(batch: Sequence[TrainingExample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, targets and LM targets (IGNORE_INDEX on padding).
+
+    >>> batch = [TrainingExample([5, 6], [-100.0, 1.0], [-100, 6]), TrainingExample([7], [0.0])]
+    >>> ids, mask, goal, lm = collate(batch, pad_id=0)
+    >>> ids.tolist(), mask.tolist(), goal.tolist(), lm.tolist()
+    ([[5, 6], [7, 0]], [[1, 1], [1, 0]], [[-100.0, 1.0], [0.0, -100.0]], [[-100, 6], [-100, -100]])
     """
     import torch
 
@@ -102,32 +126,25 @@ def collate(batch: Sequence[TrainingExample], pad_id: int) -> tuple[torch.Tensor
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     goal = torch.full((len(batch), width), float(IGNORE_INDEX))
+    lm = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
     for row, example in enumerate(batch):
         length = len(example.input_ids)
         ids[row, :length] = torch.tensor(example.input_ids, dtype=torch.long)
         mask[row, :length] = 1
         goal[row, :length] = torch.tensor(example.targets)
-    return ids, mask, goal
+        if example.lm_targets:
+            lm[row, :length] = torch.tensor(example.lm_targets, dtype=torch.long)
+    return ids, mask, goal, lm
 
 
-def separator_loss(logits: torch.Tensor, goal: torch.Tensor, label_kind: str) -> torch.Tensor:
-    """Mean loss over the positions that carry a target: cross-entropy (hard) or BCE (soft)."""
-    import torch.nn.functional as functional
+def total_steps(examples: int, batch_size: int, epochs: float, steps: int | None = None) -> int:
+    """Optimizer steps: `steps` when given, else enough for `epochs` passes; at least one.
 
-    labelled = goal != IGNORE_INDEX
-    picked = logits[labelled]
-    wanted = goal[labelled]
-    if label_kind == "hard":
-        return functional.cross_entropy(picked.float(), wanted.long())
-    return functional.binary_cross_entropy_with_logits(picked[:, 0].float(), wanted)
-
-
-def total_steps(examples: int, batch_size: int, epochs: float) -> int:
-    """Optimizer steps for `epochs` passes, at least one.
-
-    >>> total_steps(10, 4, 1.0), total_steps(10, 4, 3.0), total_steps(1, 8, 0.1)
-    (3, 8, 1)
+    >>> total_steps(10, 4, 1.0), total_steps(10, 4, 3.0), total_steps(1, 8, 0.1), total_steps(10, 4, 3.0, steps=50)
+    (3, 8, 1, 50)
     """
+    if steps is not None:
+        return steps
     return max(1, math.ceil(epochs * examples / batch_size))
 
 
@@ -146,14 +163,14 @@ def train_loop(
 
     if not examples:
         raise ValueError("no training examples: the dataset's train split is empty or every row was skipped")
-    steps = total_steps(len(examples), config.batch_size, config.epochs)
+    steps = total_steps(len(examples), config.batch_size, config.epochs, config.steps)
     order = batch_order(len(examples), config.batch_size, steps, config.seed)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
     warmup = int(config.warmup_ratio * steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, warmup, steps))
     metrics = TrainingMetrics(examples=len(examples), steps=steps, device=device)
-    start, losses = 0, []
+    start, losses, lm_losses = 0, [], []
     checkpoint = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
         # Restores the RNG too, and the losses and tokens of the steps before `start`.
@@ -165,17 +182,18 @@ def train_loop(
     tokens_before = metrics.tokens
     began = time.perf_counter()
     for step in range(start, steps):
-        ids, mask, goal = collate([examples[index] for index in order[step]], pad_id)
-        ids, mask, goal = ids.to(device), mask.to(device), goal.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        loss = separator_loss(logits, goal, config.label_kind)
+        ids, mask, goal, lm = (tensor.to(device) for tensor in collate([examples[index] for index in order[step]], pad_id))
+        output = model(input_ids=ids, attention_mask=mask, labels=goal, lm_labels=lm)
+        loss = output.loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         metrics.tokens += int(mask.sum())
-        losses.append(float(loss.detach()))
+        losses.append(float((output.step_loss if output.step_loss is not None else loss).detach()))
+        if output.lm_loss is not None:
+            lm_losses.append(float(output.lm_loss.detach()))
         if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == steps):
             save_checkpoint(checkpoint, model, optimizer, schedule, step + 1, config, losses, metrics.tokens)
         if progress is not None:
@@ -184,11 +202,20 @@ def train_loop(
     metrics.seconds = round(time.perf_counter() - began, 3)
     trained_now = metrics.tokens - tokens_before
     metrics.tokens_per_second = round(trained_now / metrics.seconds, 1) if metrics.seconds else 0.0
+    if lm_losses:
+        metrics.final_lm_loss = round(sum(lm_losses[-10:]) / len(lm_losses[-10:]), 4)
     if losses:
         metrics.first_loss = round(losses[0], 4)
         tail = losses[-10:]
         metrics.final_loss = round(sum(tail) / len(tail), 4)
     return metrics
+
+
+def parameter_groups(model, config: PRMTrainConfig) -> list[dict]:
+    """The new step head learns at `head_learning_rate`; the pretrained LM under it at `learning_rate`."""
+    head = [parameter for name, parameter in model.named_parameters() if name.startswith("score.")]
+    body = [parameter for name, parameter in model.named_parameters() if not name.startswith("score.")]
+    return [{"params": body, "lr": config.learning_rate}, {"params": head, "lr": config.head_learning_rate}]
 
 
 def save_checkpoint(

@@ -53,7 +53,7 @@ def tiny_prm(tiny_base, tmp_path_factory):
     from tasks.prm.train import train_loop, training_examples
 
     set_cpu_threads(1)
-    config = PRMTrainConfig(dataset_version=1, epochs=40, batch_size=4, learning_rate=1e-2)  # 40 steps: it memorises
+    config = PRMTrainConfig(dataset_version=1, epochs=40, batch_size=4, learning_rate=1e-2, head_learning_rate=1e-2)  # it memorises
     model, tokenizer = load_for_training(tiny_base, "hard", "prm", seed=0)
     encoded, _ = training_examples(tokenizer, EXAMPLES, "prm", "hard", 256)
     train_loop(model, encoded, config, tokenizer.pad_token_id, "cpu")

@@ -23,16 +23,22 @@ def test_docstring_examples(name):
 
 def test_assemble_reads_each_step_at_its_own_separator():
     encoded = assemble([10, 11, 12], [[1, 2], [3], [4, 5, 6]], separator_id=99)
-    assert encoded.input_ids == [10, 11, 12, 1, 2, 99, 3, 99, 4, 5, 6, 99]
-    assert encoded.separator_positions == [5, 7, 11]
+    assert encoded.input_ids == [10, 11, 12, 99, 1, 2, 99, 3, 99, 4, 5, 6, 99]  # a separator closes the prompt
+    assert encoded.separator_positions == [6, 8, 12]
+    assert encoded.step_starts == (4, 7, 9)
     assert [encoded.input_ids[p] for p in encoded.separator_positions] == [99, 99, 99]
 
 
+def test_the_old_layout_has_no_separator_after_the_prompt():
+    encoded = assemble([10, 11, 12], [[1, 2], [3]], separator_id=99, prompt_separator=False)
+    assert (encoded.input_ids, encoded.separator_positions) == ([10, 11, 12, 1, 2, 99, 3, 99], [5, 7])
+
+
 def test_assemble_cuts_the_prompt_from_the_left_never_the_steps():
-    encoded = assemble([10, 11, 12], [[1], [2]], separator_id=99, max_length=5)
-    assert (encoded.input_ids, encoded.separator_positions, encoded.truncated_prompt_tokens) == ([12, 1, 99, 2, 99], [2, 4], 2)
-    with pytest.raises(SolutionTooLong, match="take 4 tokens"):
-        assemble([10], [[1], [2]], separator_id=99, max_length=3)
+    encoded = assemble([10, 11, 12], [[1], [2]], separator_id=99, max_length=6)
+    assert (encoded.input_ids, encoded.separator_positions, encoded.truncated_prompt_tokens) == ([12, 99, 1, 99, 2, 99], [3, 5], 2)
+    with pytest.raises(SolutionTooLong, match="take 5 tokens"):
+        assemble([10], [[1], [2]], separator_id=99, max_length=4)
     with pytest.raises(ValueError, match="at least one step"):
         assemble([10], [], separator_id=99)
 
@@ -45,9 +51,10 @@ def test_encode_solution_uses_the_added_separator_token(tiny_base):
     prompt = tokenizer("Q?\n", add_special_tokens=False)["input_ids"]
     first = tokenizer("Step 1: 2 + 3 = 5", add_special_tokens=False)["input_ids"]
     assert encoded.input_ids[: len(prompt)] == prompt
-    assert encoded.separator_positions[0] == len(prompt) + len(first)
+    assert encoded.input_ids[len(prompt)] == separator  # closes the prompt
+    assert encoded.separator_positions[0] == len(prompt) + 1 + len(first)
     assert encoded.separator_positions[1] == len(encoded.input_ids) - 1
-    assert encoded.input_ids.count(separator) == 2
+    assert encoded.input_ids.count(separator) == 3
 
 
 def test_a_step_text_never_splits_the_separator_token(tiny_base):
@@ -74,8 +81,8 @@ def test_the_same_seed_gives_the_same_head(tiny_base):
     first, _ = load_for_training(tiny_base, "hard", "prm", seed=3)
     second, _ = load_for_training(tiny_base, "hard", "prm", seed=3)
     other, _ = load_for_training(tiny_base, "hard", "prm", seed=4)
-    assert torch.equal(first.classifier.weight, second.classifier.weight)
-    assert not torch.equal(first.classifier.weight, other.classifier.weight)
+    assert torch.equal(first.score.weight, second.score.weight)
+    assert not torch.equal(first.score.weight, other.score.weight)
 
 
 def test_step_probabilities_softmax_for_hard_sigmoid_for_soft():

@@ -44,7 +44,7 @@ def test_plain_transformers_loads_the_prm_and_agrees_with_the_scorer(tiny_prm, e
 
     model = AutoModelForTokenClassification.from_pretrained(tiny_prm).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_prm)
-    assert type(model).__name__ == "GPT2ForTokenClassification"
+    assert type(model).__name__ == "StepRewardModel"
     assert model.config.prm_step_token == STEP_TOKEN and model.config.num_labels == 2
     encoded = encode_solution(tokenizer, question, examples[2].steps)
     with torch.inference_mode():

@@ -12,7 +12,7 @@ from tasks.prm.train import (
 
 
 def config(**changes) -> PRMTrainConfig:
-    settings = {"dataset_version": 1, "epochs": 2, "batch_size": 2, "learning_rate": 1e-2} | changes
+    settings = {"dataset_version": 1, "epochs": 2, "batch_size": 2, "learning_rate": 1e-2, "head_learning_rate": 1e-2} | changes
     return PRMTrainConfig(**settings)
 
 
@@ -48,10 +48,13 @@ def test_losses_have_their_textbook_values_at_zero_logits():
 
 
 def test_collate_pads_with_ignored_targets():
-    ids, mask, goal = collate([TrainingExample([1, 2, 3], [-100.0, -100.0, 1.0]), TrainingExample([4], [0.0])], pad_id=0)
+    ids, mask, goal, lm = collate(
+        [TrainingExample([1, 2, 3], [-100.0, -100.0, 1.0], [-100, 2, -100]), TrainingExample([4], [0.0])], pad_id=0
+    )
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert goal.tolist() == [[-100.0, -100.0, 1.0], [0.0, -100.0, -100.0]]
+    assert lm.tolist() == [[-100, 2, -100], [-100, -100, -100]]
 
 
 def test_training_lowers_the_loss_and_counts_tokens(tiny_base, examples):
@@ -95,7 +98,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_base, 
     assert metrics.resumed_from_step == 2
     for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(expected, actual, rtol=0, atol=1e-6), name
-    assert not torch.allclose(straight.classifier.weight, interrupted.classifier.weight, rtol=0, atol=1e-6)
+    assert not torch.allclose(straight.score.weight, interrupted.score.weight, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="other settings"):
         model, tokenizer = load_for_training(tiny_base, "hard", "prm", seed=0)
         encoded, _ = training_examples(tokenizer, examples, "prm", "hard", 256)

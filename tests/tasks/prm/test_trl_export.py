@@ -68,5 +68,5 @@ def test_trl_prm_trainer_takes_real_steps_on_the_export(tiny_base, tmp_path):
     trainer.train()
     assert trainer.state.global_step == 3
     changed = [name for name, parameter in model.named_parameters() if not torch.equal(before[name], parameter.detach())]
-    assert "classifier.weight" in changed
-    assert any(name.startswith("transformer.h.0.") for name in changed)
+    assert "score.weight" in changed
+    assert any(name.startswith("lm.transformer.h.0.") for name in changed)
