@@ -4,8 +4,8 @@
 
 prmforge's loop (tasks/prm/train.py: train_loop) does what a real run does: the LR schedule, gradient
 clipping, loss bookkeeping, a progress callback and a checkpoint every `checkpoint_every` steps
-(the default, 50). The bare loop collates the same batches and runs forward, the separator loss,
-backward and AdamW, nothing else. The two alternate for several rounds in one process (the machine
+(the default, 50). The bare loop collates the same batches and runs forward, the model's loss (the
+separator loss plus the LM loss on good steps), backward and AdamW, nothing else. The two alternate for several rounds in one process (the machine
 may be shared: alternating spreads the noise evenly). Throughput is non-padding tokens over wall
 time, and also over this process's CPU time: with one torch thread the CPU-time figure is what
 other processes on a shared machine cannot disturb, so the final ratio uses it (CPU only: on a
@@ -30,7 +30,7 @@ from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR, batch_order  # no
 from tasks.prm.config import PRMTrainConfig  # noqa: E402
 from tasks.prm.data import StepwiseExample  # noqa: E402
 from tasks.prm.model import build_tiny_base, load_for_training, set_cpu_threads  # noqa: E402
-from tasks.prm.train import collate, separator_loss, train_loop, training_examples  # noqa: E402
+from tasks.prm.train import collate, train_loop, training_examples  # noqa: E402
 from tasks.synthetic import generate_problems  # noqa: E402
 
 
@@ -58,8 +58,8 @@ def bare_loop(model, examples, config: PRMTrainConfig, pad_id: int, steps: int) 
     tokens = 0
     began = time.perf_counter()
     for indices in batch_order(len(examples), config.batch_size, steps, config.seed):
-        ids, mask, goal = collate([examples[index] for index in indices], pad_id)
-        loss = separator_loss(model(input_ids=ids, attention_mask=mask).logits, goal, config.label_kind)
+        ids, mask, goal, lm = collate([examples[index] for index in indices], pad_id)
+        loss = model(input_ids=ids, attention_mask=mask, labels=goal, lm_labels=lm).loss  # step loss + LM loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

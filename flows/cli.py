@@ -60,6 +60,9 @@ def generate(
     rollouts: Annotated[Optional[int], typer.Option(help="Monte Carlo completions per step (k).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for problems and sampling.")] = None,
     seeds: Annotated[Optional[Path], typer.Option("--seeds", help="Seed file (JSONL or Parquet).")] = None,
+    min_steps: Annotated[Optional[int], typer.Option("--min-steps", help="Fewest steps in a synthetic problem.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Most steps in a synthetic problem.")] = None,
+    test_fraction: Annotated[Optional[float], typer.Option("--test-fraction", help="Share of problems held out in the test split.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Policy: embedded, transformers:PATH, simulated[:...], vllm:PATH, openai:URL/MODEL.")] = None,
     labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc, search, progress or judge.")] = None,
     verifiers: Annotated[Optional[str], typer.Option(help="Comma-separated step verifiers: arith,z3,lean,code.")] = None,
@@ -78,7 +81,8 @@ def generate(
     options = _load_config_file(config) if config else {}
     overrides = {
         "problems": problems, "samples": samples, "rollouts": rollouts, "seed": seed,
-        "seeds_file": seeds, "policy": policy, "labeler": labeler, "consensus": consensus,
+        "seeds_file": seeds, "min_steps": min_steps, "max_steps": max_steps, "test_fraction": test_fraction,
+        "policy": policy, "labeler": labeler, "consensus": consensus,
         "shard": shard, "publish_dataset": dataset,
         "verifiers": _names(verifiers), "consensus_sources": _names(consensus_sources),
     }
@@ -192,7 +196,7 @@ def sql(
 
 @dataset_app.command("build")
 def dataset_build(
-    labeler: Annotated[str, typer.Option(help="Whose labels: mc, search, progress, judge or consensus:<rule>.")] = "mc",
+    labeler: Annotated[str, typer.Option(help="Whose labels: mc, search, progress, judge, consensus:<rule> or verifier:<name>.")] = "mc",
     test_fraction: Annotated[float, typer.Option(help="Share of problems in the test split.")] = 0.2,
     hnc: Annotated[bool, typer.Option("--hnc/--no-hnc", help="Add merged-step (HNC) variants.")] = True,
     data_dir: DataDir = None,

@@ -85,8 +85,9 @@ def train(
     dataset: Annotated[Optional[int], typer.Option("--dataset", help="Dataset version to train on (default: the latest).")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Local HF model to start from (default: the embedded policy).")] = None,
     labels: Annotated[str, typer.Option("--labels", help="hard (cross-entropy) or soft (BCE on q).")] = "hard",
-    kind: Annotated[str, typer.Option("--kind", help="prm, or orm for the outcome baseline.")] = "prm",
+    kind: Annotated[str, typer.Option("--kind", help="prm; orm for the outcome baseline; implicit for the implicit PRM (outcome labels through a log-likelihood ratio).")] = "prm",
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the train split.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps, whatever the data's size (overrides --epochs).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Solutions per optimizer step.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the head and the batch order.")] = None,
@@ -102,7 +103,7 @@ def train(
         dataset = _latest_dataset(warehouse)
     config = _settings(
         PRMTrainConfig, dataset_version=dataset, base=base, label_kind=labels, kind=kind, epochs=epochs,
-        batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
     )
     configure_prefect()
     from flows.train import train_flow
@@ -214,6 +215,8 @@ def _print_evaluation(summary) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: wide enough that no interval wraps
+        console = Console(width=160)
     result = summary.first_error
     if result is not None:
         console.print(
@@ -224,17 +227,50 @@ def _print_evaluation(summary) -> None:
         console.print(f"  {summary.threshold_source}")
     sizes = sorted({point.n for points in summary.best_of_n.values() for point in points})
     if sizes:
-        table = Table("Best-of-N", *[f"N={n}" for n in sizes])
+        problems = max((point.problems for points in summary.best_of_n.values() for point in points), default=0)
+        table = Table(title=f"Best-of-N accuracy (95% bootstrap interval) on {problems} held-out problems")
+        for header in ["method", *[f"N={n}" for n in sizes]]:
+            table.add_column(header, no_wrap=True)
         for method, points in summary.best_of_n.items():
-            by_n = {point.n: point.accuracy for point in points}
-            table.add_row(method, *[_share(by_n.get(n)) for n in sizes])
+            by_n = {point.n: point for point in points}
+            table.add_row(method, *[_point(by_n.get(n)) for n in sizes])
         console.print(table)
+        for line in _differences(summary.best_of_n, sizes[-1]):
+            console.print(line)
     share, eligible = summary.min_on_last
     console.print(f"minimum on the last step: {_share(share)} of {eligible} solutions; calibration error {_share(summary.calibration_error)}")
     for note in summary.notes:
         console.print(f"note: {note}")
     if summary.report_path:
         console.print(f"report: {summary.report_path}")
+
+
+def _point(point) -> str:
+    if point is None:
+        return "-"
+    if point.low is None or point.high is None:
+        return _share(point.accuracy)
+    return f"{point.accuracy:.3f} ({point.low:.2f}-{point.high:.2f})"
+
+
+def _differences(curves: dict, n: int) -> list[str]:
+    """prm_min and the PRM-weighted vote against each baseline at N, paired over the same problems."""
+    from tasks.prm.evaluate import PRM_VOTE
+    from tasks.prm.stats import paired_difference
+
+    at_n = {method: point for method, points in curves.items() for point in points if point.n == n and point.values}
+    lines = []
+    for method in ("prm_min", PRM_VOTE):
+        if method not in at_n:
+            continue
+        shown = []
+        for baseline in ("majority", "orm", "random"):
+            if baseline in at_n:
+                difference = paired_difference(at_n[method].values, at_n[baseline].values)
+                shown.append(f"- {baseline} {difference.estimate:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]")
+        if shown:
+            lines.append(f"{method} at N={n}: " + ", ".join(shown) + " (95% paired bootstrap over problems)")
+    return lines
 
 
 def _share(value: float | None) -> str:

@@ -91,16 +91,22 @@ def score_solutions(model_path: str, solutions: Sequence[Solution], batch_size: 
 
 
 @task(name="sample-best-of-n", cache_policy=NO_CACHE)
-def sample_fresh(config: EvaluateConfig, problems: list[Problem]) -> list[list[tuple[Solution, str | None, bool]]]:
-    """`bon_samples` fresh solutions per held-out problem from `bon_policy`, empty ones included."""
+def sample_fresh(config: EvaluateConfig, problems: list[Problem], cache: Path) -> list[list[tuple[Solution, str | None, bool]]]:
+    """`bon_samples` fresh solutions per held-out problem from `bon_policy`, empty ones included.
+    They go through the generation cache, so evaluating a second model samples nothing again and
+    both models are compared on the same solutions."""
     from schemas.records import SamplingParams
+    from tasks.policies.cache import CachedPolicy
     from tasks.policies.registry import load_policy
     from tasks.tree import sample_solutions
 
-    policy = load_policy(config.bon_policy)
+    policy = CachedPolicy(load_policy(config.bon_policy), cache)
     params = SamplingParams(temperature=1.0, max_new_tokens=config.max_new_tokens, seed=config.bon_seed)
     with stage(f"sampling {config.bon_samples} solutions per held-out problem", len(problems)) as advance:
-        solutions, _ = sample_solutions(policy, problems, config.bon_samples, params, config.step_boundary, progress=advance)
+        try:
+            solutions, _ = sample_solutions(policy, problems, config.bon_samples, params, config.step_boundary, progress=advance)
+        finally:
+            policy.close()
     question = {problem.problem_id: problem.question for problem in problems}
     groups: dict[str, list] = {problem.problem_id: [] for problem in problems}
     for solution in solutions:
@@ -218,7 +224,8 @@ def evaluate_flow(
 
     if config.bon_policy:
         test_ids = {example.problem_id for example in originals(test)}
-        groups = sample_fresh(config, [problem for problem in problems if problem.problem_id in test_ids])
+        held_out = sorted((problem for problem in problems if problem.problem_id in test_ids), key=lambda p: p.problem_id)
+        groups = sample_fresh(config, held_out, warehouse.data_dir / "cache" / "generations.sqlite")
         bon_source = (
             f"{config.bon_samples} fresh solutions per held-out problem from {config.bon_policy} (seed {config.bon_seed})"
         )

@@ -3,7 +3,8 @@
 Every decision lands in the decisions table as it is made (one snapshot per stage), so a night
 that stops early still says why; a stage that fails records a `failed` decision with the error's
 first line before the error goes on to the command line. The comparison measures the candidate and the promoted model on
-the same rows: the held-out problems of the dataset version this night built.
+the same fresh Best-of-N solutions of the held-out problems of the dataset version this night built,
+and promotes only on a paired bootstrap interval above zero (tasks/prm/loop.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from schemas.tables import RUNS
 from tasks.gates import GateFailed
 from tasks.ids import content_id
 from tasks.prm.config import EvaluateConfig, NightlyConfig, PRMTrainConfig
-from tasks.prm.loop import next_seed, promotion, seeds_of_generate_runs
+from tasks.prm.loop import next_seed, promotion_on_evidence, seeds_of_generate_runs
 from tasks.prm.registry import decision_row, now, promote, promoted_model, store_decisions
 from tasks.synthetic import generate_problems
 from warehouse.connection import commit, connect, rollback
@@ -67,7 +68,7 @@ def choose_seed(warehouse: WarehouseConfig, config: NightlyConfig) -> tuple[int,
 
 @task(name="record-decisions", cache_policy=NO_CACHE)
 def record(
-    warehouse: WarehouseConfig, run_id: str, decisions: list[tuple[str, str, str]], promote_model: str | None = None,
+    warehouse: WarehouseConfig, run_id: str, decisions: list[tuple], promote_model: str | None = None,
     run_row: dict | None = None,
 ) -> None:
     """Store decisions (and the promotion they make) as one snapshot. A promotion takes its turn with
@@ -83,7 +84,7 @@ def record(
             if run_row is not None:
                 connection.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
                 insert_new(connection, RUNS, RUNS.frame([run_row]))
-            stages = ", ".join(dict.fromkeys(stage for stage, _, _ in decisions))
+            stages = ", ".join(dict.fromkeys(decision[0] for decision in decisions))
             commit(connection, f"run {run_id}: nightly {stages}")
         except BaseException:
             rollback(connection)
@@ -114,7 +115,7 @@ def nightly_flow(config: NightlyConfig, warehouse: WarehouseConfig) -> NightlySu
 
     def decide(
         stage: str, decision: str, reason: str, promote_model: str | None = None, final: bool = False,
-        status: str = "completed",
+        status: str = "completed", evidence: dict | None = None,
     ) -> None:
         announce(f"nightly {stage}: {decision} ({reason})")
         summary.decisions.append((stage, decision, reason))
@@ -124,7 +125,7 @@ def nightly_flow(config: NightlyConfig, warehouse: WarehouseConfig) -> NightlySu
                 "run_id": run_id, "flow": "nightly", "config_json": json.dumps({**config.model_dump(), "seed": seed}),
                 "policy": config.policy, "finished_at": now(), "status": status,
             }
-        record(warehouse, run_id, [(stage, decision, reason)], promote_model, run_row)
+        record(warehouse, run_id, [(stage, decision, reason, evidence)], promote_model, run_row)
 
     @contextmanager
     def failure_recorded(stage: str) -> Iterator[None]:
@@ -172,6 +173,7 @@ def nightly_flow(config: NightlyConfig, warehouse: WarehouseConfig) -> NightlySu
         f"{trained.status} on dataset v{generated.dataset_version}: final loss {trained.metrics.get('final_loss')}, "
         f"held-out step accuracy {trained.metrics.get('test_accuracy')}",
     )
+    orm = None
     if config.orm_baseline:
         with failure_recorded("train"):
             orm = train_flow(train_config(config, generated.dataset_version, kind="orm"), warehouse)
@@ -181,27 +183,59 @@ def nightly_flow(config: NightlyConfig, warehouse: WarehouseConfig) -> NightlySu
         with reading(warehouse) as connection:
             incumbent = promoted_model(connection)
         report_dir = Path(config.report_dir) if config.report_dir else None
+        evaluation = EvaluateConfig(bon_policy=config.policy, bon_samples=config.promotion_n, bon_seed=config.bon_seed)
         candidate = evaluate_flow(
-            trained.model_id, warehouse, EvaluateConfig(), dataset_version=generated.dataset_version,
-            report_dir=report_dir,
+            trained.model_id, warehouse, evaluation, dataset_version=generated.dataset_version,
+            orm=orm.model_id if orm else None, report_dir=report_dir,
         )
         measured = f"candidate v{trained.version} F1 {_shown(candidate.f1)}"
-        incumbent_f1 = None
+        held = None
         if incumbent is not None and incumbent.model_id != trained.model_id:
-            held = evaluate_flow(incumbent.model_id, warehouse, EvaluateConfig(), dataset_version=generated.dataset_version)
-            incumbent_f1 = held.f1
-            measured += f", promoted v{incumbent.version} F1 {_shown(incumbent_f1)}"
+            # The same fresh solutions (the generation cache serves the second sampling), so the
+            # two models are compared problem by problem.
+            held = evaluate_flow(incumbent.model_id, warehouse, evaluation, dataset_version=generated.dataset_version)
+            measured += f", promoted v{incumbent.version} F1 {_shown(held.f1)}"
     decide("evaluate", "measured", f"{measured} on {candidate.evaluation_set} ({candidate.threshold_source})")
 
     if incumbent is not None and incumbent.model_id == trained.model_id:
-        decision, reason = "keep", "the candidate is already the promoted model"
+        decision, reason, evidence = "keep", "the candidate is already the promoted model", None
     else:
-        decision, reason = promotion(candidate.f1, incumbent_f1, has_promoted=incumbent is not None)
+        decision, reason, evidence = _promotion(config, candidate, held, incumbent, orm)
     chosen = trained.model_id if decision == "promote" else None
     summary.promoted_model_id = chosen or (incumbent.model_id if incumbent else None)
     summary.status = "promoted" if chosen else "kept"
-    decide("promote", decision, reason, promote_model=chosen, final=True)
+    decide("promote", decision, reason, promote_model=chosen, final=True, evidence=evidence)
     return summary
+
+
+def _promotion(config: NightlyConfig, candidate, held, incumbent, orm) -> tuple[str, str, dict | None]:
+    """Promote on evidence: the candidate's Best-of-N accuracy per held-out problem against the
+    promoted model's on the same solutions or, with none promoted yet, against random choice and
+    the ORM baseline (when the night trained one)."""
+    selector, n = config.promotion_selector, config.promotion_n
+    metric = f"{selector} Best-of-{n} accuracy"
+
+    def values(summary, method: str) -> list[float] | None:
+        point = next((p for p in summary.best_of_n.get(method, []) if p.n == n), None)
+        return list(point.values) if point is not None else None
+
+    mine = values(candidate, selector)
+    if mine is None:
+        return "keep", f"no Best-of-{n} measurement of {selector} on the held-out problems", None
+    if held is not None:
+        baselines = {f"promoted v{incumbent.version}": values(held, selector)}
+    else:
+        baselines = {"random": values(candidate, "random")}
+        if orm is not None:
+            baselines["orm"] = values(candidate, "orm")
+    decision, reason, deciding, interval = promotion_on_evidence(mine, baselines, metric)
+    if incumbent is None:
+        reason = f"no model is promoted yet; {reason}"
+    evidence = None if interval is None else {
+        "metric": metric, "compared_with": deciding, "difference": interval.estimate,
+        "difference_low": interval.low, "difference_high": interval.high, "problems": interval.units,
+    }
+    return decision, reason, evidence
 
 
 def _shown(value: float | None) -> str:

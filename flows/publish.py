@@ -27,7 +27,7 @@ from schemas.tables import (
 )
 from tasks import frames
 from tasks.augment import hnc_variants
-from tasks.dataset import stepwise_rows, with_check_columns
+from tasks.dataset import VERIFIER_PREFIX, stepwise_rows, verifier_labels, with_check_columns
 from tasks.gates import GateResult, enforce, run_suite
 from tasks.ids import content_id
 from tasks.labelers.search import balance_solutions
@@ -243,6 +243,9 @@ def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig
     problems = read_table(connection, PROBLEMS, at_snapshot=read_at)
     nodes = read_table(connection, NODES, at_snapshot=read_at)
     labels = read_table(connection, STEP_LABELS, at_snapshot=read_at)
+    if config.labeler.startswith(VERIFIER_PREFIX):  # one verifier's verdicts as the labels
+        verdicts = read_table(connection, VERDICTS, at_snapshot=read_at)
+        labels = pl.concat([labels, verifier_labels(nodes, verdicts, config.labeler)])
     dataset, skipped = stepwise_rows(problems, nodes, labels, config.labeler, config.test_fraction)
     # Gate the rows as built before anything is derived from them, then the final export again.
     base_results = run_suite("dataset", with_check_columns(dataset), expectations.dataset_suite())

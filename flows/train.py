@@ -106,6 +106,8 @@ def fit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path, r
     train = read_split(dataset.path, "train")
     if not config.variants:
         train = originals(train)
+    if config.kind == "implicit":
+        return _fit_implicit(config, base, dataset, folder, originals(train))
     model, tokenizer = load_for_training(base, config.label_kind, config.kind, config.seed, config.dropout, config.lm_weight)
     limit = config.max_length or max_positions(model.config)
     examples, skipped = training_examples(tokenizer, train, config.kind, config.label_kind, limit)
@@ -126,6 +128,29 @@ def fit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path, r
     announce("held-out step accuracy")
     result = metrics.as_dict() | held_out_metrics(output, read_split(dataset.path, "test"), config.kind)
     return output, result
+
+
+def _fit_implicit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path,
+                  train: list[StepwiseExample]) -> tuple[Path, dict]:
+    """The implicit PRM: outcome labels only, through the log-likelihood ratio to the base."""
+    from tasks.policies.transformers_policy import quiet_transformers
+    from tasks.prm.implicit import train_implicit
+    from tasks.prm.model import device_for
+    from tasks.prm.train import total_steps
+
+    steps = total_steps(len(train), config.batch_size, config.epochs, config.steps)
+    announce(f"training the implicit PRM ({len(train)} solutions, outcome labels, {steps} steps)")
+    model, tokenizer, metrics = train_implicit(
+        base, train, steps, config.batch_size, config.learning_rate, config.beta, config.seed, device_for(),
+    )
+    output = folder / "model"
+    with quiet_transformers():
+        model.to("cpu").save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    announce("held-out step accuracy")
+    result = {"examples": metrics.examples, "steps": metrics.steps, "first_loss": metrics.first_loss,
+              "final_loss": metrics.final_loss, "seconds": metrics.seconds}
+    return output, result | held_out_metrics(output, read_split(dataset.path, "test"), config.kind)
 
 
 @task(name="register-model", cache_policy=NO_CACHE)

@@ -53,7 +53,9 @@ class DatasetConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    labeler: str = Field("mc", description="Whose labels: mc, search, progress, judge or consensus:<rule>.")
+    labeler: str = Field(
+        "mc", description="Whose labels: mc, search, progress, judge, consensus:<rule> or verifier:<name> (one verifier alone)."
+    )
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
     hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")
     balance: bool = Field(

@@ -318,6 +318,12 @@ DECISIONS = Table(
         _c("decision", "VARCHAR", "what was decided: continue, stop, promote, keep, ..."),
         _c("reason", "VARCHAR", "why, with the numbers it was decided on"),
         _c("created_at", "TIMESTAMP", volatile=True),
+        _c("metric", "VARCHAR", "promote: what was compared, e.g. prm_min Best-of-16 accuracy"),
+        _c("compared_with", "VARCHAR", "promote: the baseline that decided (promoted vN, orm or random)"),
+        _c("difference", "DOUBLE", "promote: candidate minus that baseline, mean over the held-out problems"),
+        _c("difference_low", "DOUBLE", "promote: lower end of its 95% paired bootstrap interval"),
+        _c("difference_high", "DOUBLE", "promote: upper end of that interval"),
+        _c("problems", "BIGINT", "promote: held-out problems the difference is measured on"),
     ),
     key="decision_id",
 )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 STEPWISE_COLUMNS = ("prompt", "completions", "labels")
+VERIFIER_PREFIX = "verifier:"  # a dataset labelled by one verifier alone: `verifier:arith`
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,43 @@ def with_check_columns(dataset: pl.DataFrame) -> pl.DataFrame:
         n_soft_labels=pl.col("soft_labels").list.len(),
         splits_of_problem=pl.col("split").n_unique().over("problem_id"),
     ).select("solution_id", "problem_id", "split", "n_completions", "n_labels", "n_soft_labels", "splits_of_problem")
+
+
+def verifier_labels(nodes: pl.DataFrame, verdicts: pl.DataFrame, labeler: str) -> pl.DataFrame:
+    """Step labels from one verifier's verdicts, for `labeler` = `verifier:<name>`.
+
+    A step is good while no step of its prefix (itself included) was judged invalid, the way a
+    Monte Carlo label reads ("this prefix can still reach the answer"); a step the verifier did
+    not judge (unknown, or no verdict) counts as not invalid. q is 1.0 or 0.0, with no rollouts.
+
+    >>> nodes = pl.DataFrame({"node_id": ["a", "b", "c"], "parent_id": [None, "a", "b"]})
+    >>> verdicts = pl.DataFrame({"node_id": ["a", "b", "c"], "verifier": ["arith"] * 3,
+    ...                          "verdict": ["valid", "invalid", "valid"]})
+    >>> verifier_labels(nodes, verdicts, "verifier:arith").sort("node_id")["hard"].to_list()
+    [True, False, False]
+    """
+    from schemas.tables import STEP_LABELS
+    from tasks.ids import content_id
+
+    name = labeler.removeprefix(VERIFIER_PREFIX)
+    invalid = set(verdicts.filter((pl.col("verifier") == name) & (pl.col("verdict") == "invalid"))["node_id"])
+    parent_of = dict(zip(nodes["node_id"], nodes["parent_id"], strict=True))
+    bad: dict[str, bool] = {}
+
+    def is_bad(node: str) -> bool:
+        chain = []
+        while node is not None and node not in bad:
+            chain.append(node)
+            node = parent_of.get(node)
+        known = bad.get(node, False) if node is not None else False
+        for step in reversed(chain):
+            known = known or step in invalid
+            bad[step] = known
+        return bad[chain[0]] if chain else known
+
+    rows = [
+        {"label_id": content_id("label", node, labeler), "node_id": node, "labeler": labeler,
+         "q": 0.0 if is_bad(node) else 1.0, "hard": not is_bad(node), "n": 0, "n_correct": 0}
+        for node in nodes["node_id"]
+    ]
+    return STEP_LABELS.frame(rows)

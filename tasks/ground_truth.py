@@ -10,9 +10,15 @@ A question that is not synthetic cannot be checked, and gives None ("cannot tell
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tasks.policies.simulated import parse_question, step_is_correct
+
+if TYPE_CHECKING:
+    from schemas.records import Problem
+    from tasks.processbench import ProcessBenchRow
 
 
 def step_truths(question: str, steps: Sequence[str]) -> list[bool] | None:
@@ -44,3 +50,52 @@ def first_error(question: str, steps: Sequence[str]) -> int | None:
     if truths is None:
         return None
     return next((index for index, correct in enumerate(truths) if not correct), -1)
+
+
+def slipped_steps(problem: Problem, position: int, rng: random.Random) -> list[str]:
+    """The problem's reference solution with one arithmetic slip at step `position` (0-based):
+    that step states a wrong result, and the steps after it carry the wrong value on honestly.
+
+    >>> from tasks.synthetic import generate_problems
+    >>> problem = generate_problems(1, seed=3, min_steps=3, max_steps=3)[0]
+    >>> steps = slipped_steps(problem, 1, random.Random(0))
+    >>> first_error(problem.question, steps), step_truths(problem.question, steps)
+    (1, [True, False, False])
+    """
+    from tasks.policies.simulated import _carry_on
+    from tasks.synthetic import answer_line, step_line
+
+    truth = parse_question(problem.question)
+    value, steps = truth.values[0], []
+    for index, operation in enumerate(truth.operations):
+        result = _carry_on(value, operation, truth.values[index + 1])
+        if index == position:
+            deltas = (-10, -2, -1, 1, 2, 10) if abs(result) > 20 else (-3, -2, -1, 1, 2, 3)
+            result = result + rng.choice([delta for delta in deltas if result + delta > 0])
+        steps.append(step_line(index + 1, value, operation, result))
+        value = result
+    steps[-1] = f"{steps[-1]}\n{answer_line(value)}"
+    return steps
+
+
+def synthetic_processbench(count: int, seed: int, min_steps: int = 4, max_steps: int = 8) -> list[ProcessBenchRow]:
+    """A ProcessBench-format set whose labels are exact: every other row is the reference
+    solution (label -1), the rest carry one arithmetic slip at a uniformly drawn step.
+
+    >>> rows = synthetic_processbench(4, seed=1)
+    >>> [row.label == -1 for row in rows], all(first_error(r.problem, r.steps) == r.label for r in rows)
+    ([True, False, True, False], True)
+    """
+    from tasks.processbench import ProcessBenchRow
+    from tasks.synthetic import generate_problems
+
+    rng = random.Random(f"processbench:{seed}")
+    rows = []
+    for index, problem in enumerate(generate_problems(count, seed, min_steps, max_steps)):
+        if index % 2 == 0:
+            steps, label = list(problem.reference_steps), -1
+        else:
+            label = rng.randrange(len(problem.reference_steps))
+            steps = slipped_steps(problem, label, rng)
+        rows.append(ProcessBenchRow(f"synthetic-{seed}-{index}", problem.question, tuple(steps), label))
+    return rows

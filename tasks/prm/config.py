@@ -20,13 +20,15 @@ class PRMTrainConfig(BaseModel):
     base: str | None = Field(
         None, description="Local HF model directory to start from; the embedded policy if unset."
     )
-    kind: Literal["prm", "orm"] = Field(
+    kind: Literal["prm", "orm", "implicit"] = Field(
         "prm",
         description=(
             "'prm': a label at every step; 'orm': the outcome baseline, trained only on is_correct "
-            "read at the last step."
+            "read at the last step; 'implicit': the implicit PRM, a copy of the base LM trained on "
+            "is_correct through its log-likelihood ratio to the base (no step labels)."
         ),
     )
+    beta: float = Field(0.05, gt=0, description="The implicit PRM's beta: reward = beta * log(pi / pi_ref).")
     label_kind: Literal["hard", "soft"] = Field(
         "hard", description="'hard': cross-entropy on the bool labels; 'soft': BCE on the MC estimate q."
     )
@@ -115,8 +117,19 @@ class NightlyConfig(BaseModel):
     label_kind: Literal["hard", "soft"] = Field("hard", description="Labels the PRM trains on.")
     epochs: float = Field(3.0, gt=0, description="Training passes over the new dataset version.")
     batch_size: int = Field(8, ge=1, description="Solutions per optimizer step.")
-    learning_rate: float = Field(5e-4, gt=0, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate of the pretrained LM.")
     orm_baseline: bool = Field(
-        False, description="Also train the ORM baseline on the new dataset for the Best-of-N comparison."
+        True,
+        description=(
+            "Also train the ORM baseline on the new dataset: until a model is promoted, a candidate must "
+            "beat it (and random choice) at Best-of-N to be promoted."
+        ),
     )
+    promotion_selector: str = Field(
+        "prm_min", description="The Best-of-N selector promotion compares (prm_min, prm_last, prm_mean, prm_vote, ...)."
+    )
+    promotion_n: int = Field(
+        16, ge=1, description="N of the Best-of-N comparison: fresh solutions sampled per held-out problem."
+    )
+    bon_seed: int = Field(1, description="Sampling seed of the fresh Best-of-N solutions (the same for both models).")
     report_dir: str | None = Field(None, description="Write the candidate's HTML report here, if set.")

@@ -1,8 +1,10 @@
 """The nightly loop's decisions, as pure functions: which seed comes next, and is the candidate better.
 
-"Better" is ProcessBench-style F1 of first-error identification on the newest dataset's held-out
-problems, both models measured on the same rows with the same threshold procedure. Only a strictly
-higher F1 promotes; a tie, or an F1 that cannot be computed, keeps the promoted model.
+"Better" is measured, not assumed: the candidate's Best-of-N accuracy on each held-out problem of
+the newest dataset, against the promoted model's on the same fresh solutions (or, before anything
+is promoted, against random choice and the ORM baseline). Only a difference whose 95% paired
+bootstrap interval lies above zero promotes; a worse candidate, or a better one whose interval
+reaches zero, keeps the promoted model.
 """
 
 from __future__ import annotations
@@ -55,23 +57,40 @@ def next_seed(
     raise RuntimeError(f"no seed within {tries} of {candidate - tries} gives only new problems")
 
 
-def promotion(candidate_f1: float | None, promoted_f1: float | None, has_promoted: bool) -> tuple[str, str]:
-    """('promote' or 'keep', the reason with the numbers).
+def promotion_on_evidence(
+    candidate: Sequence[float],
+    baselines: dict[str, Sequence[float]],
+    metric: str,
+    draws: int = 2000,
+    seed: int = 0,
+) -> tuple[str, str, str | None, object | None]:
+    """('promote' or 'keep', the reason, the baseline that decided, its paired interval).
 
-    >>> promotion(0.5, None, has_promoted=False)
-    ('promote', 'no model is promoted yet')
-    >>> promotion(0.6, 0.5, has_promoted=True)
-    ('promote', 'candidate F1 0.6000 > promoted F1 0.5000')
-    >>> promotion(0.5, 0.5, has_promoted=True)
-    ('keep', 'candidate F1 0.5000 <= promoted F1 0.5000 (a tie keeps the promoted model)')
-    >>> promotion(None, 0.5, has_promoted=True)
-    ('keep', 'F1 undefined on the held-out set (it needs both erroneous and correct solutions)')
+    `candidate` and each baseline hold one value per held-out problem, in the same problem order
+    (e.g. Best-of-16 accuracy). The candidate is promoted only when, against every baseline, the
+    lower end of the 95% paired bootstrap interval of (candidate - baseline) is above zero. The
+    baseline that decided is the one with the lowest lower end.
+
+    >>> promotion_on_evidence([1.0, 1.0, 1.0, 0.0], {"promoted v1": [0.0, 0.0, 0.0, 0.0]}, "bon@16")[:3]
+    ('promote', 'bon@16 over 4 held-out problems: candidate - promoted v1 = +0.750 [0.250, 1.000] (95% paired bootstrap)', 'promoted v1')
+    >>> promotion_on_evidence([0.5, 0.5], {"random": [0.5, 0.5]}, "bon@16")[:2]
+    ('keep', 'not better: bon@16 over 2 held-out problems: candidate - random = +0.000 [0.000, 0.000] (95% paired bootstrap)')
     """
-    if not has_promoted:
-        return "promote", "no model is promoted yet"
-    if candidate_f1 is None:
-        return "keep", "F1 undefined on the held-out set (it needs both erroneous and correct solutions)"
-    if promoted_f1 is None or candidate_f1 > promoted_f1:
-        shown = "undefined" if promoted_f1 is None else f"{promoted_f1:.4f}"
-        return "promote", f"candidate F1 {candidate_f1:.4f} > promoted F1 {shown}"
-    return "keep", f"candidate F1 {candidate_f1:.4f} <= promoted F1 {promoted_f1:.4f} (a tie keeps the promoted model)"
+    from tasks.prm.stats import paired_difference
+
+    if not baselines:
+        raise ValueError("a promotion needs something to compare with")
+    if not candidate:
+        return "keep", f"no held-out problem to measure {metric} on", None, None
+    intervals = {name: paired_difference(candidate, values, draws, seed=seed) for name, values in baselines.items()}
+    deciding = min(intervals, key=lambda name: intervals[name].low)
+    interval = intervals[deciding]
+    measured = "; ".join(
+        f"candidate - {name} = {value.estimate:+.3f} [{value.low:.3f}, {value.high:.3f}]" for name, value in intervals.items()
+    )
+    reason = f"{metric} over {len(candidate)} held-out problems: {measured} (95% paired bootstrap)"
+    if interval.low > 0:
+        return "promote", reason, deciding, interval
+    if interval.estimate <= 0:
+        return "keep", f"not better: {reason}", deciding, interval
+    return "keep", f"better but not significantly (the interval reaches 0): {reason}", deciding, interval

@@ -177,7 +177,8 @@ def load_for_training(
     if language_model.get_input_embeddings().num_embeddings != len(tokenizer):
         # The separator starts at the mean of the trained embeddings, not at a tiny random vector
         # (which the first layer norm would blow up into an arbitrary direction).
-        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        with quiet_transformers():  # it announces the mean initialisation on every call
+            language_model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     labels = num_labels_for(label_kind)
     label_names = {0: "error", 1: "ok"} if labels == 2 else {0: "ok"}
     config = StepRewardConfig(

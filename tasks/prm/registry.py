@@ -155,10 +155,11 @@ def store_evaluations(connection: duckdb.DuckDBPyConnection, rows: list[dict]) -
     return insert_new(connection, EVALUATIONS, EVALUATIONS.frame(rows))
 
 
-def decision_row(run_id: str, stage: str, decision: str, reason: str) -> dict:
+def decision_row(run_id: str, stage: str, decision: str, reason: str, evidence: dict | None = None) -> dict:
+    """A decisions row; `evidence` fills the comparison columns of a promotion decision."""
     return {
         "decision_id": content_id("decision", run_id, stage, decision, reason), "run_id": run_id, "stage": stage,
-        "decision": decision, "reason": reason, "created_at": now(),
+        "decision": decision, "reason": reason, "created_at": now(), **(evidence or {}),
     }
 
 

@@ -87,8 +87,15 @@ def _legend(names: Sequence[str], colours: Sequence[str]) -> list[str]:
     return parts
 
 
+def _with_interval(point: BestOfNPoint | None) -> str:
+    if point is None or point.low is None or point.high is None:
+        return _share(point.accuracy if point is not None else None)
+    return f"{point.accuracy:.3f} [{point.low:.2f}, {point.high:.2f}]"
+
+
 def best_of_n_svg(curves: dict[str, list[BestOfNPoint]]) -> str:
-    """Accuracy against N on a log2 axis, one line per method."""
+    """Accuracy against N on a log2 axis, one line per method, each point with a bar for its 95%
+    bootstrap interval over problems (where the point carries one)."""
     parts = _frame("Best-of-N accuracy", "N (solutions per problem)", "accuracy")
     sizes = sorted({point.n for points in curves.values() for point in points})
     plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
@@ -107,8 +114,20 @@ def best_of_n_svg(curves: dict[str, list[BestOfNPoint]]) -> str:
         dash = ' stroke-dasharray="5 3"' if name in DASHED else ""
         parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
         for point in curves[name]:
-            parts.append(f'<circle cx="{x_of(point.n):.1f}" cy="{_y(point.accuracy):.1f}" r="3" fill="{colour}"/>')
+            x = x_of(point.n)
+            if point.low is not None and point.high is not None:
+                # Bars of different methods at the same N are set a little apart so all stay readable.
+                bar = x + 2.5 * (names.index(name) - (len(names) - 1) / 2)
+                parts.append(
+                    f'<line x1="{bar:.1f}" y1="{_y(point.low):.1f}" x2="{bar:.1f}" y2="{_y(point.high):.1f}" '
+                    f'stroke="{colour}" stroke-width="1" stroke-opacity="0.6"><title>{name} N={point.n}: '
+                    f'{point.accuracy:.3f} [{point.low:.3f}, {point.high:.3f}]</title></line>'
+                )
+            parts.append(f'<circle cx="{x:.1f}" cy="{_y(point.accuracy):.1f}" r="3" fill="{colour}"/>')
     parts += _legend(names, colours)
+    parts.append(
+        f'<text x="{MARGIN_LEFT}" y="{HEIGHT - 6}" font-size="10" fill="#555">bars: 95% bootstrap intervals, problems resampled</text>'
+    )
     return "\n".join(parts + ["</svg>"])
 
 
@@ -194,8 +213,8 @@ def render_report(data: ReportData) -> str:
         sections.append(best_of_n_svg(data.best_of_n))
         rows = []
         for method, points in data.best_of_n.items():
-            by_n = {point.n: point.accuracy for point in points}
-            rows.append([method] + [_share(by_n.get(n)) for n in sizes])
+            by_n = {point.n: point for point in points}
+            rows.append([method] + [_with_interval(by_n.get(n)) for n in sizes])
         problems = {point.n: point.problems for points in data.best_of_n.values() for point in points}
         rows.append(["problems"] + [problems[n] for n in sizes])
         sections.append(_table(["method"] + [f"N={n}" for n in sizes], rows))

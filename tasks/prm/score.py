@@ -62,6 +62,12 @@ class PRMScorer:
             raise FileNotFoundError(f"no trained model at {self.path} (config.json missing)")
         self.device = device_for(device)
         self.batch_size = batch_size
+        from tasks.prm.implicit import ImplicitScorer, is_implicit
+
+        self.implicit = ImplicitScorer(self.path, self.device, batch_size) if is_implicit(self.path) else None
+        if self.implicit is not None:
+            self.label_kind, self.max_length = "soft", self.implicit.max_length
+            return
         with quiet_transformers():
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModelForTokenClassification.from_pretrained(self.path).to(self.device).eval()
@@ -78,6 +84,9 @@ class PRMScorer:
     def score_many(self, solutions: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
         """Scores in input order; solutions are batched by length so padding stays small."""
         import torch
+
+        if self.implicit is not None:
+            return [aggregate(per_step) for per_step in self.implicit.per_step(solutions)]
 
         encoded = [
             encode_solution(self.tokenizer, problem, steps, self.max_length, self.prompt_separator)

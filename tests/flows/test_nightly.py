@@ -33,7 +33,7 @@ def two_nights(prefect_harness, tmp_path_factory):
     warehouse = WarehouseConfig(data_dir=root / "warehouse", catalog="sqlite")
     config = NightlyConfig(
         problems=4, samples=3, rollouts=2, policy="simulated", base=str(build_tiny_base(root / "base")),
-        epochs=2, learning_rate=1e-2, min_new_labels=1, first_seed=1, test_fraction=0.5,
+        epochs=2, learning_rate=1e-2, min_new_labels=1, first_seed=1, test_fraction=0.5, orm_baseline=False,
     )
     return warehouse, nightly_flow(config, warehouse), nightly_flow(config, warehouse)
 
@@ -62,52 +62,62 @@ def decisions(warehouse, run_id: str) -> list[tuple[str, str, str]]:
     return query(warehouse, "SELECT stage, decision, reason FROM decisions WHERE run_id = ? ORDER BY created_at", [run_id])
 
 
-def test_the_first_night_promotes_its_model_because_none_is_promoted(two_nights):
+def evidence(warehouse, run_id: str) -> dict:
+    (row,) = query(
+        warehouse,
+        "SELECT decision, reason, metric, compared_with, difference, difference_low, difference_high, problems "
+        "FROM decisions WHERE run_id = ? AND stage = 'promote'", [run_id],
+    )
+    return dict(zip(("decision", "reason", "metric", "compared_with", "difference", "low", "high", "problems"), row))
+
+
+def assert_decided_on_its_interval(recorded: dict, baseline: str) -> None:
+    """The decision is the paired rule applied to the interval the row records, and the reason
+    shows the same numbers."""
+    assert recorded["metric"] == "prm_min Best-of-16 accuracy" and recorded["compared_with"] == baseline
+    assert recorded["problems"] >= 1
+    assert recorded["low"] <= recorded["difference"] <= recorded["high"]
+    assert recorded["decision"] == ("promote" if recorded["low"] > 0 else "keep")
+    shown = f"candidate - {baseline} = {recorded['difference']:+.3f} [{recorded['low']:.3f}, {recorded['high']:.3f}]"
+    assert shown in recorded["reason"], recorded["reason"]
+    assert f"over {recorded['problems']} held-out problems" in recorded["reason"]
+
+
+def test_the_first_night_is_measured_against_random_choice_not_promoted_by_default(two_nights):
     warehouse, first, _ = two_nights
     recorded = decisions(warehouse, first.run_id)
-    assert [(stage, decision) for stage, decision, _ in recorded] == [
+    assert [(stage, decision) for stage, decision, _ in recorded[:4]] == [
         ("seeds", "seed 1"), ("generate", "continue"), ("train", "model v1"), ("evaluate", "measured"),
-        ("promote", "promote"),
     ]
-    assert recorded[-1][2] == "no model is promoted yet"
     assert recorded == first.decisions
+    promotion = evidence(warehouse, first.run_id)
+    assert promotion["reason"].startswith("no model is promoted yet; ")
+    assert_decided_on_its_interval(promotion, "random")
+    promoted = query(warehouse, "SELECT version FROM models WHERE promoted")
+    assert promoted == ([(1,)] if promotion["decision"] == "promote" else [])
+    assert first.status == ("promoted" if promotion["decision"] == "promote" else "kept")
 
 
-def test_the_second_night_compares_on_the_same_rows_and_decides(two_nights):
+def test_the_second_night_compares_on_the_same_problems_and_decides_on_evidence(two_nights):
     warehouse, first, second = two_nights
     recorded = decisions(warehouse, second.run_id)
     assert [(stage, decision) for stage, decision, _ in recorded[:4]] == [
         ("seeds", "seed 2"), ("generate", "continue"), ("train", "model v2"), ("evaluate", "measured"),
     ]
-    stage, decision, reason = recorded[4]
-    assert stage == "promote" and decision in ("promote", "keep")
-    # Both models were measured on dataset v2's held-out rows; the decision follows their F1.
-    f1 = dict(query(
-        warehouse,
-        "SELECT m.version, e.value FROM evaluations e JOIN models m USING (model_id) "
-        "WHERE e.kind = 'first_error' AND e.metric = 'f1' AND e.details_json LIKE '%\"dataset_version\": 2%'",
-    ))
-    assert set(f1) == {1, 2}
-    assert "promoted v1" in recorded[3][2] and "candidate v2" in recorded[3][2]
-    better = f1[2] is not None and (f1[1] is None or f1[2] > f1[1])
-    assert decision == ("promote" if better else "keep")
+    promotion = evidence(warehouse, second.run_id)
+    if first.status == "promoted":
+        # Both models ranked the same fresh solutions of dataset v2's held-out problems.
+        assert "promoted v1" in recorded[3][2] and "candidate v2" in recorded[3][2]
+        assert_decided_on_its_interval(promotion, "promoted v1")
+        assert not promotion["reason"].startswith("no model is promoted yet")
+    else:
+        assert "promoted v" not in recorded[3][2]
+        assert_decided_on_its_interval(promotion, "random")
+        assert promotion["reason"].startswith("no model is promoted yet; ")
+    expected = 2 if promotion["decision"] == "promote" else (1 if first.status == "promoted" else None)
     promoted = query(warehouse, "SELECT version FROM models WHERE promoted")
-    assert promoted == [(2 if better else 1,)]
-    assert second.status == ("promoted" if better else "kept")
-    # The one right outcome. The threshold is chosen on one held-out problem's solutions and F1
-    # measured on the other's, which is a single solution here: one kind only, so F1 is undefined
-    # for both models and the promoted model stays. That follows from the data alone (a seeded
-    # policy, hash splits), not from what training computed.
-    assert re.fullmatch(
-        r"candidate v2 F1 undefined, promoted v1 F1 undefined on dataset:v2:test "
-        r"\(threshold 0\.\d+ chosen for the best F1 on 6 held-out rows; measured on the other 1\)",
-        recorded[3][2],
-    ), recorded[3][2]
-    assert f1 == {1: None, 2: None}
-    assert (decision, reason) == ("keep", "F1 undefined on the held-out set (it needs both erroneous and correct solutions)")
-    assert promoted == [(1,)] and second.status == "kept"
-    assert (second.candidate_model_id, second.promoted_model_id) == (
-        query(warehouse, "SELECT model_id FROM models WHERE version = 2")[0][0], first.promoted_model_id)
+    assert promoted == ([(expected,)] if expected else [])
+    assert second.candidate_model_id == query(warehouse, "SELECT model_id FROM models WHERE version = 2")[0][0]
 
 
 def test_every_night_is_a_run_and_its_decisions_are_snapshots(two_nights):
@@ -226,7 +236,7 @@ def test_a_failed_evaluation_is_a_recorded_decision(prefect_harness, tmp_path):
     (run_id, status), = query(warehouse, "SELECT run_id, status FROM runs WHERE flow = 'nightly'")
     recorded = decisions(warehouse, run_id)
     assert [(stage, decision) for stage, decision, _ in recorded] == [
-        ("seeds", "seed 1"), ("generate", "continue"), ("train", "model v1"), ("evaluate", "failed"),
+        ("seeds", "seed 1"), ("generate", "continue"), ("train", "model v1"), ("train", "orm v2"), ("evaluate", "failed"),
     ]
     assert recorded[-1][2].startswith("FileExistsError: ") and str(not_a_folder) in recorded[-1][2]
     assert status == "failed"
@@ -343,7 +353,8 @@ def test_the_orm_baseline_is_trained_on_the_nights_dataset_and_used_to_evaluate(
     # The candidate's Best-of-N ranks with ORM v2: the orm method is there, from the evaluation
     # run whose id names the ORM.
     orm_rows = query(warehouse, "SELECT DISTINCT run_id FROM evaluations WHERE model_id = ? AND metric LIKE 'orm@%'", [prm_id])
-    assert orm_rows == [(content_id("run", "evaluate", prm_id, "dataset:v1:test", EvaluateConfig().model_dump_json(), orm_id),)]
+    evaluation = EvaluateConfig(bon_policy="simulated", bon_samples=16, bon_seed=NightlyConfig().bon_seed)
+    assert orm_rows == [(content_id("run", "evaluate", prm_id, "dataset:v1:test", evaluation.model_dump_json(), orm_id),)]
     assert query(warehouse, "SELECT count(*) FROM evaluations WHERE model_id = ?", [orm_id]) == [(0,)]  # a baseline only
 
 

@@ -179,6 +179,8 @@ LEGITIMATE = [
      "from label_costs)", [(0,)]),
     ("select count(*) from (select source_file, source_row, reason from quarantine)", [(0,)]),
     ("select count(*) from (select run_id, stage, decision, reason from decisions order by created_at)", [(0,)]),
+    ("select count(*) from (select run_id, decision, metric, compared_with, difference, difference_low, "
+     "difference_high, problems from decisions where stage = 'promote')", [(0,)]),
     ("select count(*) from consensus_retention", [(0,)]),
     # reads a user may reasonably write
     ("select commit_message from lake.snapshots() order by snapshot_id desc limit 1", [("run two: nodes",)]),

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tasks.prm.loop import next_seed, promotion, seeds_of_generate_runs
+from tasks.prm.loop import next_seed, promotion_on_evidence, seeds_of_generate_runs
 from tasks.synthetic import generate_problems
 
 
@@ -30,10 +30,46 @@ def test_next_seed_gives_up_loudly():
         next_seed([], 0, {"same"}, lambda seed: ["same"], tries=3)
 
 
-@pytest.mark.parametrize(
-    ("candidate", "promoted", "has_promoted", "decision"),
-    [(0.5, None, False, "promote"), (0.61, 0.6, True, "promote"), (0.6, 0.6, True, "keep"),
-     (0.59, 0.6, True, "keep"), (None, 0.6, True, "keep"), (0.1, None, True, "promote")],
-)
-def test_only_a_strictly_better_f1_promotes(candidate, promoted, has_promoted, decision):
-    assert promotion(candidate, promoted, has_promoted)[0] == decision
+# Per-problem Best-of-16 accuracy (1 = the chosen answer was right) on 8 held-out problems.
+PROMOTED = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+
+
+def test_a_candidate_better_on_every_resample_is_promoted():
+    candidate = [1.0] * 8
+    decision, reason, deciding, interval = promotion_on_evidence(candidate, {"promoted v3": PROMOTED}, "bon@16")
+    assert (decision, deciding) == ("promote", "promoted v3")
+    # The difference is 1 on half the problems and 0 on the rest: mean 0.5; the 2.5% resample
+    # quantile is still above zero (8 problems, at least one win in almost every draw).
+    assert interval.estimate == 0.5 and 0 < interval.low < 0.5 and interval.high > 0.5
+    assert reason.startswith("bon@16 over 8 held-out problems: candidate - promoted v3 = +0.500")
+
+
+def test_a_worse_candidate_is_kept():
+    candidate = [0.0] * 8
+    decision, reason, _, interval = promotion_on_evidence(candidate, {"promoted v3": PROMOTED}, "bon@16")
+    assert decision == "keep" and reason.startswith("not better:")
+    assert interval.estimate == -0.5 and interval.high < 0
+
+
+def test_a_better_candidate_whose_interval_reaches_zero_is_kept():
+    # Better on one problem of eight: +0.125 on average, but a resample without that problem is 0.
+    candidate = [1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    decision, reason, _, interval = promotion_on_evidence(candidate, {"promoted v3": PROMOTED}, "bon@16")
+    assert decision == "keep" and reason.startswith("better but not significantly")
+    assert interval.estimate == 0.125 and interval.low == 0.0
+
+
+def test_no_first_promotion_for_a_model_that_does_not_beat_every_baseline():
+    # Clearly above random choice, level with the ORM: the first promotion needs both.
+    candidate = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    baselines = {"orm": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0], "random": [0.0] * 8}
+    decision, reason, deciding, interval = promotion_on_evidence(candidate, baselines, "bon@16")
+    assert (decision, deciding) == ("keep", "orm")
+    assert interval.estimate == 0.0 and "candidate - random = +0.875" in reason
+    assert promotion_on_evidence(candidate, {"random": [0.0] * 8}, "bon@16")[0] == "promote"
+
+
+def test_promotion_needs_a_baseline_and_held_out_problems():
+    with pytest.raises(ValueError, match="needs something to compare with"):
+        promotion_on_evidence([1.0], {}, "bon@16")
+    assert promotion_on_evidence([], {"random": []}, "bon@16")[:2] == ("keep", "no held-out problem to measure bon@16 on")

@@ -46,6 +46,24 @@ def test_the_report_is_self_contained_html_with_three_valid_svg_charts():
     assert len([r for r in labels.findall(f"{SVG}rect") if r.find(f"{SVG}title") is not None]) == 2
 
 
+def test_the_best_of_n_plot_draws_each_interval_as_a_bar_from_its_low_to_its_high_end():
+    from tasks.prm.report import _y, best_of_n_svg
+
+    curves = {
+        "prm_min": [BestOfNPoint(1, 0.5, 60, 0.4, 0.6), BestOfNPoint(2, 0.7, 60, 0.55, 0.8)],
+        "majority": [BestOfNPoint(1, 0.5, 60, 0.4, 0.6), BestOfNPoint(2, 0.6, 60)],  # N=2 carries no interval
+    }
+    tree = ElementTree.fromstring(best_of_n_svg(curves))
+    bars = [line for line in tree.findall(f"{SVG}line") if line.find(f"{SVG}title") is not None]
+    assert [bar.find(f"{SVG}title").text for bar in bars] == [
+        "prm_min N=1: 0.500 [0.400, 0.600]", "prm_min N=2: 0.700 [0.550, 0.800]", "majority N=1: 0.500 [0.400, 0.600]",
+    ]
+    for bar, (low, high) in zip(bars, [(0.4, 0.6), (0.55, 0.8), (0.4, 0.6)], strict=True):
+        assert (float(bar.get("y1")), float(bar.get("y2"))) == (round(_y(low), 1), round(_y(high), 1))
+    assert bars[0].get("x1") != bars[2].get("x1")  # two methods' bars at one N stand apart
+    assert "95% bootstrap intervals" in best_of_n_svg(curves)
+
+
 def test_the_report_escapes_text_and_shows_the_numbers():
     page = report()
     assert "PRM evaluation &lt;v1&gt;" in page and "v2 &amp; snapshot 9" in page
