@@ -10,7 +10,8 @@ Premises come from
   conditions (`For which n is 2^n ≤ n^2?`, `Find all n such that 3^n < 10n`: candidates for n
   are not facts about n), nor a relation it only describes (`the roots of x^2 - 9x + 14 = 0`,
   `the line y = 2x + 1 meets y = x^2`: x there is any point, not one value);
-- each earlier step: what it asserted or defined before its first case (scope 0);
+- each earlier step: what it asserted or defined before its first case (scope 0), except that
+  a step opening a sibling case (`Case 2:`) does not see the steps of the case before it;
 - this step: what came before the statement in its own case, and scope 0.
 
 Names take new values. Every binding (`x = 5` asserted of a free name, assumed, or defined)
@@ -35,6 +36,7 @@ from typing import Any
 
 from tasks.verifiers.base import StepContext
 from tasks.verifiers.claims import ASSIGNMENT, EQUALITY, Claim
+from tasks.verifiers.reading import first_case_label, opening_case
 from tasks.verifiers.roles import (
     ASSERTION,
     ASSUMPTION,
@@ -297,13 +299,27 @@ def _after_problem(problem: str) -> _Knowledge:
 def _after_steps(problem: str, steps: tuple[str, ...]) -> _Knowledge:
     if not steps:
         return _after_problem(problem)
-    _, top = _walk(_after_steps(problem, steps[:-1]), read_step(steps[-1]))
+    _, top = _walk(_before_step(problem, steps[:-1], steps[-1]), read_step(steps[-1]))
     return top
+
+
+def _before_step(problem: str, previous: tuple[str, ...], step: str) -> _Knowledge:
+    """The knowledge a step starts from.
+
+    A step that opens a case (`**Case 2:** ...`) starts from what held before the case it follows
+    (the steps since `Case 1:` belong to that case), unless it starts a new run (`Case 1`).
+    """
+    label = opening_case(step)
+    if label is not None and not first_case_label(label):
+        for index in range(len(previous) - 1, -1, -1):
+            if opening_case(previous[index]) is not None:
+                return _before_step(problem, previous[:index], previous[index])
+    return _after_steps(problem, previous)
 
 
 def plan_step(context: StepContext, step_text: str) -> Plan:
     """Every statement of the step with what it may rely on (see the module docstring)."""
-    knowledge = _after_steps(context.problem, tuple(context.previous_steps))
+    knowledge = _before_step(context.problem, tuple(context.previous_steps), step_text)
     reading = read_step(step_text)
     items, _ = _walk(knowledge, reading)
     return Plan(tuple(knowledge.facts), tuple(items), reading.unread)

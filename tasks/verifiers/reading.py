@@ -97,6 +97,26 @@ _CASE = re.compile(
 _ABBREVIATIONS = ((re.compile(r"\bi\.\s?e\.,?", re.IGNORECASE), " ie "), (re.compile(r"\be\.\s?g\.,?", re.IGNORECASE), " eg "),
                   (re.compile(r"\bvs\.", re.IGNORECASE), " vs "))
 
+_OPENING_CASE = re.compile(r"^\s*(?:\*\*)?\s*(?:sub)?case\b\s*(?P<label>[^\n:.*]*)", re.IGNORECASE)
+_FIRST_LABELS = frozenset("1 a i one".split())
+
+
+def opening_case(text: str) -> str | None:
+    """The label of the case a step opens with (`**Case 2:** ...` -> '2'), or None.
+
+    >>> opening_case("**Case $n < 0$:** Then ..."), opening_case("## Step 4: Case 1: x > 0"), opening_case("In case 2, ...")
+    ('$n < 0$', '1', None)
+    """
+    match = _OPENING_CASE.match(_HEADER.sub("", text, count=1))
+    return match["label"].strip() if match else None
+
+
+def first_case_label(label: str) -> bool:
+    """`Case 1`, `Case (a)`, `Case i`: the first of a run of cases."""
+    words = label.strip("() ").split()
+    return bool(words) and words[0].strip("().").lower() in _FIRST_LABELS
+
+
 PROSE, LATEX, ANNOTATION = "prose", "latex", "annotation"
 # "40% of 450" and "3/4 of 120" are products; "of" before anything but a number stays words.
 _SHARE_OF = re.compile(r"(\d+(?:\.\d+)?\s*%|\b\d+\s*/\s*\d+)\s+of\s+(?=\$?\d)")
@@ -456,8 +476,8 @@ def _mark_value_lists(items: list[Item]) -> list[Item]:
 # Public functions
 
 
-def _claim_key(claim: Claim) -> str:
-    return f"{claim.operator}|{claim.relation.func.__name__}|{claim.relation.lhs}|{claim.relation.rhs}|{claim.modulus}"
+def _claim_key(claim: Claim) -> tuple:
+    return (claim.operator, claim.relation.func, claim.relation.lhs, claim.relation.rhs, claim.modulus)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -479,7 +499,7 @@ def extract_claims(text: str) -> Extraction:
         if item.fragment.problem is not None:
             unparsed.append(Unparsed(item.fragment.text, item.fragment.problem))
         claims.extend(item.fragment.claims)
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     unique = []
     for claim in claims:
         key = _claim_key(claim)

@@ -84,8 +84,12 @@ _REJECTION = re.compile(
     r"^(?:which |this |that |it |and )?(?:is |are |was |would be |be )?(?:clearly |obviously |also )?"
     r"(?:false|not true|untrue|impossible|not possible|a contradiction|contradiction|contradicts|absurd|"
     r"incorrect|wrong|not valid|invalid|not satisfied|does not hold|doesn t hold|do not hold|cannot hold|"
-    r"never holds|fails to hold|not the case|cannot be)\b"
+    r"never holds|fails to hold|fails|fail|not the case|cannot be|extraneous|rejected|discarded|ruled out|"
+    r"not a solution|not a valid solution|no solution|does not work|doesn t work|does not satisfy|"
+    r"doesn t satisfy|not allowed|not admissible|inadmissible|not acceptable|undefined)\b"
 )
+# Verbs before a relation that refute it: "we reject x = -8", "discarding x = -8".
+_REJECT_WORDS = frozenset("reject rejects rejecting discard discards discarding".split())
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ def _left_cue(words: list[Item], item: Item) -> tuple[str, str] | None:
         for phrase in _CONDITION_PHRASES:
             if tuple(previous[-(len(phrase) - 1) :] + [word]) == phrase:
                 return (CONDITION, " ".join(phrase))
+        if word in _REJECT_WORDS:
+            return (REJECTED, word)
         if word in _NEGATION_WORDS:
             return (UNPLACED, word)
         if word in _QUESTION_WORDS:
@@ -318,7 +324,7 @@ def read_step(text: str) -> Reading:
     fragment_index = 0
     step_claims = [claim for item in read_items(text) if item.fragment for claim in item.fragment.claims]
     step_moduli = _moduli(step_claims)
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     sentences = _sentences(read_items(text))
     for number, sentence in enumerate(sentences):
         sentence_roles = _sentence_roles(sentence)
@@ -354,7 +360,8 @@ def read_step(text: str) -> Reading:
                     claim = with_modulus(claim, modulus)
                 link_role = _link_role(role, claim, link, claims)
                 scope_has_content = scope_has_content or link_role != ASSUMPTION
-                key = f"{link_role}|{claim.operator}|{claim.relation.lhs}|{claim.relation.rhs}|{claim.modulus}|{scope}"
+                # sympy objects hash by structure: printing them for a key cost a third of a step
+                key = (link_role, claim.operator, claim.relation.lhs, claim.relation.rhs, claim.modulus, scope)
                 if key in seen:
                     continue
                 seen.add(key)

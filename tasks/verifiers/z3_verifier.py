@@ -7,6 +7,9 @@ scope 0, and this step's earlier statements in the same case):
 - P ∧ C unsat and P ∧ ¬C sat: C contradicts P, invalid; the evidence is a model of P ∧ ¬C.
 - both unsat: the premises contradict each other, unknown. Both sat: neither, unknown. A
   solver timeout is unknown too.
+- C unsat on its own, with no premise, and no false identity (`i^2 = -1`, unlike
+  `n^2 + 15 = (n + 3)(n - 3) + 6`): the solver's number domain refutes it, not the text (which
+  may mean complex numbers), unknown.
 
 Only the premises that share a name with C, directly or through other premises, are used, so an
 unrelated contradiction elsewhere never decides C. A closed claim (`3 + 4 = 8`) needs no
@@ -135,6 +138,17 @@ class _Translator:
             ">": lambda: left > right,
             ">=": lambda: left >= right,
         }[claim.operator]()
+
+
+def _false_identity(claim: Claim) -> bool:
+    """An equation whose sides differ by a nonzero number, whatever its names' values
+    (`n^2 + 15 = (n + 3)(n - 3) + 6`): false in every number domain."""
+    import sympy
+
+    if claim.operator != "=":
+        return False
+    difference = sympy.expand(claim.lhs - claim.rhs)
+    return bool(difference.is_number and difference != 0)
 
 
 def _model_text(model: Any) -> str:
@@ -296,6 +310,11 @@ class _Session:
             return ClaimCheck(claim, UNKNOWN, f"{text}: premises are inconsistent: earlier relations contradict each other")
         if entailed == "unsat":
             return ClaimCheck(claim, VALID, f"{text} follows from the premises")
+        if refuted == "unsat" and self._solve([formula])[0] != "sat" and not _false_identity(claim):
+            # No real value of its names satisfies it, yet it is no false identity: the solver's
+            # number domain refutes it, not the premises (`i^2 = -1` of the imaginary unit).
+            return ClaimCheck(claim, UNKNOWN, f"{text} has no solution among the {self.verifier.config.symbol_sort}s "
+                                              "on its own: another number domain (complex numbers?)")
         if refuted == "unsat":
             return ClaimCheck(
                 claim, INVALID, f"{text} contradicts the premises; model of premises and not claim: {_model_text(counter)}"

@@ -58,8 +58,13 @@ def test_latex_frac_times_and_cdot():
     assert texts("$\\frac{3}{4} + 1 = \\frac{7}{4}$, $x = 2$") == ["\\frac{3}{4} + 1 = \\frac{7}{4}", "x = 2"]
 
 
-def test_units_in_latex_text_are_dropped():
-    assert texts("$12 \\text{ apples} \\times 3 = 36 \\text{ apples}$") == ["12 \\times 3 = 36"]
+def test_units_in_latex_text_are_units_when_one_stands_before_the_relation():
+    # Dropping them read `3.5 \text{ hours} = 210 \text{ minutes}` as 3.5 = 210.
+    claim = extract_claims("$3.5 \\text{ hours} = 3.5 \\times 60 \\text{ minutes}$").claims[0]
+    assert claim.units == {"unit_hour", "unit_minut"}
+    assert texts("$12 \\text{ apples} \\times 3 = 36 \\text{ apples}$") == ["12 appl \\times 3 = 36 appl"]
+    # After the relation only, a unit labels the result and is dropped, as in prose.
+    assert texts("$12 \\times 3 = 36 \\text{ apples}$") == ["12 \\times 3 = 36"]
 
 
 def test_currency_thousands_times_and_percent():
