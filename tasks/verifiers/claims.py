@@ -225,6 +225,9 @@ def _plain_expression(source: str) -> Any:
     text = TIMES_X.sub(" * ", text)
     text = text.replace("^", "**")
     text = re.sub(r"\bmod\b", "@", text)
+    if re.search(r"(?:^|[^%\s])\s*[-+]\s*\d+(?:\.\d+)?\s*%", text):
+        # `50 - 20% = 40` means 20% of 50: a share of what is not written
+        raise CannotParse(f"a percentage added to a number: {source.strip()!r}")
     text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
     if "%" in text:
         raise CannotParse("'%' that is not a percentage")
@@ -623,12 +626,26 @@ def _parse_latex(span: str) -> list[Claim]:
     text, modulus = _latex_modulus(span)
     text = _text_units(text)
     labelled = bool(re.match(r"\s*" + TEXT_COMMAND.pattern + r"\s*$", _LATEX_RELATION.split(text, 1)[0]))
+    for match in TEXT_COMMAND.finditer(text):
+        # Dropping words between two operands would join them: `x = 2 \text{, so } y = 4` is no
+        # `x = 2y = 4`.
+        before, after = text[: match.start()].rstrip(), text[match.end() :].lstrip()
+        words = match.group(1).lower().split()
+        if any(word in CONNECTIVES or word in ("mod", "modulo") for word in words):
+            continue  # replace_text says why
+        if re.search(r"[\w)}]$", before) and re.match(r"[\w(\\]", after) and re.search(r"[A-Za-z]", match.group(1)):
+            raise CannotParse(f"words between two expressions ({match.group(1).strip()!r})")
     text = TEXT_COMMAND.sub(replace_text, text)
     if re.search(r"[A-Za-z]'+\s*\(", text):
         raise CannotParse("a derivative (f'(x)) is not read")
     text = re.sub(r"([A-Za-z])('+)", lambda match: f"{match.group(1)}_{{{'p' * len(match.group(2))}}}", text)  # a' is a name of its own
     text, more_modulus = _latex_modulus(text)
     modulus = modulus if modulus is not None else more_modulus
+    text = re.sub(r"(?<=\d)\\,(?=\d{3}(?!\d))", "", text)  # 12\,345: a thin space between digit groups
+    if re.search(r"(?<![\d.])\d{1,2}:\d{2}(?!\d)", text):
+        raise CannotParse("a time of day (9:45) is not arithmetic")
+    if re.search(r"\\%\s*[\d(]", text):
+        raise CannotParse("an operand after a percent sign")
     text = _LATEX_SPACING.sub(" ", normalize_unicode(text))
     text = re.sub(r"(\d)(?:,|\{,\})(?=\d{3}(?!\d))", r"\1", text)
     text = re.sub(r"\^\s*\\circ|\^\s*\{\\circ\}|°", " ", text)
@@ -651,6 +668,9 @@ def _parse_latex(span: str) -> list[Claim]:
         sides_text, operators = sides_text[1:], operators[1:]
     if any(not side for side in sides_text):
         raise CannotParse("empty side of a relation")
+    for side in sides_text:
+        if re.search(r"(?<![_^\d.])\d+(?:\.\d+)?\s+\d", side):  # not `\log_2 32`
+            raise CannotParse(f"two numbers side by side in {side!r}")
     sides = [(side, _latex_expression(side)) for side in sides_text]
     return _link_claims(sides, operators, modulus)
 

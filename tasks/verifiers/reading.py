@@ -41,7 +41,7 @@ from tasks.verifiers.claims import (
     parse_span,
     split_top_level,
 )
-from tasks.verifiers.units import mark_units
+from tasks.verifiers.units import UNIT_PREFIX, is_unit, mark_units
 
 if TYPE_CHECKING:
     from tasks.verifiers.base import StepContext
@@ -297,7 +297,14 @@ def _trimmed(tokens: list[_Token]) -> list[_Token]:
     return tokens
 
 
-def _span_problem(text: str, tokens: list[_Token], before: _Token | None, after: _Token | None) -> str | None:
+# Words between two numbers that make the second part of a phrase, not an operand: "3 in 10",
+# "from 9 to 12".
+_PHRASE_WORDS = frozenset("in to".split())
+
+
+def _span_problem(
+    text: str, tokens: list[_Token], before: _Token | None, after: _Token | None, quantity_before: str | None = None
+) -> str | None:
     """Why this relation-bearing span cannot be read as a whole claim, or None if it can."""
     significant = [token for token in tokens if token.kind != "space"]
     first, last = significant[0], significant[-1]
@@ -308,6 +315,8 @@ def _span_problem(text: str, tokens: list[_Token], before: _Token | None, after:
     for neighbour in (before, after):
         if neighbour is not None and neighbour.kind == "word" and neighbour.text.lower() in CONNECTIVES:
             return f"arithmetic continues in words ({neighbour.text!r})"
+    if quantity_before is not None and first.kind in ("number", "open"):
+        return f"the expression continues a phrase ({quantity_before!r}: '3 in 10 = 30%', '1 hour 30 minutes')"
     if before is not None and before.kind == "word" and before.end == tokens[0].start:
         return f"a word touches the expression ({before.text!r})"
     if after is not None and after.kind == "word" and after.start == tokens[-1].end:
@@ -399,6 +408,19 @@ def _latex_items(content: str) -> list[Item]:
     return items
 
 
+def _quantity_before(tokens: list[_Token], first: int) -> str | None:
+    """A number and a word right before a run that the run continues: `3 in` of `3 in 10 = 30%`,
+    and `1 hour` of `1 hour 30 minutes = 90 minutes` (one quantity in two units)."""
+    significant = [token for token in tokens[max(0, first - 6) : first] if token.kind != "space"]
+    if len(significant) < 2 or significant[-1].kind != "word" or significant[-2].kind != "number":
+        return None
+    word = significant[-1].text
+    starts_with_unit = re.match(rf"\(\s*[\d.,]+\s*\*\s*{UNIT_PREFIX}", "".join(t.text for t in tokens[first : first + 6]))
+    if word.lower() in _PHRASE_WORDS or (starts_with_unit and is_unit(word)):
+        return f"{significant[-2].text} {word}"
+    return None
+
+
 def _prose_items(text: str) -> list[Item]:
     tokens = _tokens(text)
     runs = {first: (run, before, after, end) for run, before, after, first, end in _runs(tokens)}
@@ -414,7 +436,7 @@ def _prose_items(text: str) -> list[Item]:
                     run = rest
             span = text[run[0].start : run[-1].end]
             if any(token.kind == "relation" for token in run):
-                problem = _span_problem(text, run, before, after)
+                problem = _span_problem(text, run, before, after, _quantity_before(tokens, index))
                 if problem is not None:
                     items.append(Item(FRAGMENT, span, Fragment(" ".join(span.split()), (), problem)))
                 else:
