@@ -50,7 +50,7 @@ EXAMPLES = {
     "tasks.verifiers.claims": 3,
     "tasks.verifiers.code": 3,
     "tasks.verifiers.lean": 7,
-    "tasks.verifiers.reading": 5,
+    "tasks.verifiers.reading": 6,
     "tasks.verifiers.roles": 2,
     "tasks.verifiers.knowledge": 1,
     "tasks.verifiers.units": 4,

@@ -638,7 +638,8 @@ def _parse_latex(span: str) -> list[Claim]:
     text = TEXT_COMMAND.sub(replace_text, text)
     if re.search(r"[A-Za-z]'+\s*\(", text):
         raise CannotParse("a derivative (f'(x)) is not read")
-    text = re.sub(r"([A-Za-z])('+)", lambda match: f"{match.group(1)}_{{{'p' * len(match.group(2))}}}", text)  # a' is a name of its own
+    # a' is a name of its own (the LaTeX parser drops the prime: a' = a - 1 read as a = a - 1)
+    text = re.sub(r"([A-Za-z])('+)", lambda match: f"{match.group(1)}_{{{'p' * len(match.group(2))}}}", text)
     text, more_modulus = _latex_modulus(text)
     modulus = modulus if modulus is not None else more_modulus
     text = re.sub(r"(?<=\d)\\,(?=\d{3}(?!\d))", "", text)  # 12\,345: a thin space between digit groups

@@ -191,6 +191,21 @@ def _function_definition(claim: Claim) -> tuple[str, tuple[Any, ...], Any] | Non
     return str(claim.lhs.func), tuple(arguments), claim.rhs
 
 
+def _defines(knowledge: _Knowledge, definition: tuple[str, tuple[Any, ...], Any], role: str) -> bool:
+    """Whether `f(x) = body` defines f, or is an equation about x (`Solve g(x) = 7`, `f(x) = 0`).
+
+    Only a definition (`Let f(x) = ...`) gives a defined function a new body; otherwise a body
+    must use its arguments: `g(x) = 7` of a defined g, or one that names no argument, is an
+    equation, and its function is expanded as in any other relation.
+    """
+    name, arguments, body = definition
+    if role == DEFINITION:
+        return True
+    if name in knowledge.functions:
+        return False
+    return bool(body.free_symbols & set(arguments))
+
+
 def _is_name_binding(claim: Claim) -> bool:
     return claim.kind == ASSIGNMENT and claim.operator == "="
 
@@ -221,7 +236,7 @@ def _plan(knowledge: _Knowledge, statement: Statement, given: bool, fresh_scope:
     if statement.alternative:
         return Planned(statement, knowledge.renamed(claim), ALTERNATIVES, fresh_scope)
     definition = _function_definition(claim)
-    if definition is not None:
+    if definition is not None and _defines(knowledge, definition, role):
         name, arguments, body = definition
         knowledge.functions[name] = (arguments, body)
         return Planned(statement, claim, PREMISE, fresh_scope)

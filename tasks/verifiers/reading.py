@@ -104,8 +104,10 @@ _FIRST_LABELS = frozenset("1 a i one".split())
 def opening_case(text: str) -> str | None:
     """The label of the case a step opens with (`**Case 2:** ...` -> '2'), or None.
 
-    >>> opening_case("**Case $n < 0$:** Then ..."), opening_case("## Step 4: Case 1: x > 0"), opening_case("In case 2, ...")
-    ('$n < 0$', '1', None)
+    >>> opening_case("**Case $n < 0$:** Then ..."), opening_case("## Step 4: Case 1: x > 0")
+    ('$n < 0$', '1')
+    >>> opening_case("In case 2, ...") is None
+    True
     """
     match = _OPENING_CASE.match(_HEADER.sub("", text, count=1))
     return match["label"].strip() if match else None
@@ -415,7 +417,8 @@ def _quantity_before(tokens: list[_Token], first: int) -> str | None:
     if len(significant) < 2 or significant[-1].kind != "word" or significant[-2].kind != "number":
         return None
     word = significant[-1].text
-    starts_with_unit = re.match(rf"\(\s*[\d.,]+\s*\*\s*{UNIT_PREFIX}", "".join(t.text for t in tokens[first : first + 6]))
+    following = "".join(token.text for token in tokens[first : first + 6])
+    starts_with_unit = re.match(rf"\(\s*[\d.,]+\s*\*\s*{UNIT_PREFIX}", following)
     if word.lower() in _PHRASE_WORDS or (starts_with_unit and is_unit(word)):
         return f"{significant[-2].text} {word}"
     return None

@@ -262,6 +262,8 @@ def _sentence_roles(sentence: list[Item]) -> list[tuple[str, str, bool]]:
 
 
 _STRONG_ASSERT = frozenset("so thus hence therefore".split())
+# Cues of an assertion no word derives ("For the second number, 3n = 27", "Total: 5 + 3 = 8").
+UNCUED = frozenset({"", ":"})
 
 
 def _mark_alternatives(

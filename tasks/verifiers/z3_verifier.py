@@ -32,6 +32,7 @@ from typing import Any
 
 from schemas.records import Verdict
 from tasks.verifiers.arith import (
+    ANEW,
     ClaimCheck,
     NotEvaluable,
     StepOutcome,
@@ -39,7 +40,9 @@ from tasks.verifiers.arith import (
     check_relation,
     evaluate_exact,
     judge_rejections,
+    note_computing,
     note_for,
+    uncued,
     unread_into,
 )
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, VerifierTimeout, run_guarded
@@ -194,12 +197,15 @@ class Z3Verifier:
 
     def _judge(self, step_text: str, context: StepContext, deadline: Deadline) -> Verdict:
         plan = plan_step(context, step_text)
+        earlier = {id(fact) for fact in plan.base if not fact.given}  # what earlier steps said
         session = _Session(self, deadline)
         outcome = StepOutcome()
         facts, top = list(plan.base), None
         rejected: dict[int, list[ClaimCheck]] = {}
         alternatives: list[Any] = []
+        computing: set[int] = set()
         for item in plan.items:
+            note_computing(item, computing)
             if item.fresh_scope:
                 top = list(facts) if top is None else top
                 facts = list(top)
@@ -207,7 +213,12 @@ class Z3Verifier:
                 session.alternatives(alternatives, facts_at_alternatives, outcome)
                 alternatives = []
             if item.mode == CHECK:
-                outcome.add(session.check(item.claim, facts, item.statement.whole_hint))
+                check = session.check(item.claim, facts, item.statement.whole_hint)
+                if check.outcome == INVALID and uncued(item, computing) and item.claim.free_symbols:
+                    local = [fact for fact in facts if id(fact) not in earlier]
+                    if session.consistent(item.claim, local):
+                        check = ClaimCheck(item.claim, UNKNOWN, f"{display(item.claim.text)}: {ANEW}")
+                outcome.add(check)
             elif item.mode == REBIND:
                 _rebind(item, facts, outcome, deadline)
             elif item.mode == REJECT:
@@ -322,6 +333,10 @@ class _Session:
         return ClaimCheck(
             claim, UNKNOWN, f"{text} neither follows from nor contradicts the premises (counterexample {_model_text(counter)})"
         )
+
+    def consistent(self, claim: Claim, facts: list[Fact]) -> bool:
+        """Whether the claim and the facts (those that share a name with it) can hold together."""
+        return self._solve([*self._premises(claim, facts), self.translator.relation(claim)])[0] == "sat"
 
     def alternatives(self, items: list[Any], facts: list[Fact], outcome: StepOutcome) -> None:
         """Values offered for a name: valid when the premises entail one of them, else only noted."""
