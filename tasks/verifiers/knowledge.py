@@ -219,11 +219,17 @@ def _walk(knowledge: _Knowledge, reading: Reading, given: bool = False) -> tuple
     top = knowledge.copy()
     current, scope = top, 0
     planned: list[Planned] = []
-    for statement in reading.statements:
+    introduced = list(reading.introduced)
+    for index, statement in enumerate(reading.statements):
         fresh_scope = False
         if statement.scope != scope and not given:
             current, scope, fresh_scope = top.copy(), statement.scope, True
+        while introduced and introduced[0][0] <= index:
+            _, where, name = introduced.pop(0)
+            (top if where == 0 else current).fresh(name)  # a name introduced anew: a new version
         planned.append(_plan(current, statement, given, fresh_scope))
+    for _, where, name in introduced:
+        (top if where == 0 else current).fresh(name)
     return planned, top
 
 

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 
 from tasks.verifiers.claims import ASSIGNMENT, CONGRUENCE, INEQUALITY, Claim, with_modulus
-from tasks.verifiers.reading import BREAK, CASE_MARKER, FRAGMENT, MARKER, PUNCT, WORD, Item, read_items
+from tasks.verifiers.reading import BREAK, CASE_MARKER, FRAGMENT, MARKER, MATH, PUNCT, WORD, Item, read_items
 
 ASSERTION, ASSUMPTION, DEFINITION = "assertion", "assumption", "definition"
 CONDITION, REJECTED, QUESTION = "condition", "rejected", "question"
@@ -118,6 +118,9 @@ class Unread:
 class Reading:
     statements: tuple[Statement, ...] = ()
     unread: tuple[Unread, ...] = ()
+    # Names a sentence introduces in words ("Let $S$ denote the sum ..."): (the number of
+    # statements before it, its scope, the name). What was known of the name no longer holds.
+    introduced: tuple[tuple[int, int, str], ...] = ()
 
 
 def _sentences(items: tuple[Item, ...]) -> list[list[Item]]:
@@ -287,6 +290,30 @@ def _mark_alternatives(
     return marked
 
 
+_INTRODUCING_WORDS = frozenset("let denote define call".split())
+_NAME = re.compile(r"^(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|[A-Z]{2,3})$")
+
+
+def _introduced_names(sentence: list[Item]) -> list[str]:
+    """Names a sentence introduces without a relation: `Let $S$ denote the sum`, `Let the number
+    of boys be $b$` (a name given a value by a relation is a definition instead)."""
+    def introducing(index: int, item: Item) -> bool:
+        following = sentence[index + 1] if index + 1 < len(sentence) else None
+        lets = item.text == "let" and following is not None and following.kind == PUNCT and following.text == "'"
+        return item.kind == WORD and item.text in _INTRODUCING_WORDS and not lets  # "Let's compute x"
+
+    if not any(introducing(index, item) for index, item in enumerate(sentence)):
+        return []
+    bound = {str(claim.lhs) for item in sentence if item.fragment for claim in item.fragment.claims[:1]}
+    names = []
+    for item in sentence:
+        text = item.text.replace(" ", "")
+        name = re.sub(r"_\{([A-Za-z0-9]+)\}", r"_\1", text)
+        if item.kind == MATH and _NAME.match(text) and name not in bound:  # `Let $S$ be: $S = 96$` defines S
+            names.append(name)
+    return names
+
+
 _RETRACTION = re.compile(
     r"^(?:wait|oops|hmm|correction|actually|no|sorry|mistake)\b|^(?:that|this|it) (?:s |is )?(?:wrong|incorrect|not right|a mistake)"
 )
@@ -322,6 +349,7 @@ def read_step(text: str) -> Reading:
     """
     statements: list[Statement] = []
     unread: list[Unread] = []
+    introduced: list[tuple[int, int, str]] = []
     scope, scopes_opened, scope_has_content = 0, 0, False
     fragment_index = 0
     step_claims = [claim for item in read_items(text) if item.fragment for claim in item.fragment.claims]
@@ -339,6 +367,8 @@ def read_step(text: str) -> Reading:
         modulus = next(iter(sentence_moduli)) if len(sentence_moduli) == 1 else None
         if modulus is None and not sentence_moduli and len(step_moduli) == 1:
             modulus = next(iter(step_moduli))
+        for name in _introduced_names(sentence):
+            introduced.append((len(statements), scope, name))
         for item in sentence:
             if item.kind == MARKER:
                 scopes_opened += 1
@@ -371,4 +401,4 @@ def read_step(text: str) -> Reading:
                 statements.append(
                     Statement(claim, link_role, cue, scope, fragment_index, binding_alternative, whole_hint)
                 )
-    return Reading(tuple(statements), tuple(unread))
+    return Reading(tuple(statements), tuple(unread), tuple(introduced))
