@@ -215,7 +215,7 @@ def _segments(text: str) -> list[tuple[str, str]]:
 _TOKEN = re.compile(
     r"""
     (?P<modulus>\(\s*(?:mod|modulo)\s+\d+\s*\)|\\pmod\s*\{?\s*\d+\s*\}?)
-    |(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|\d+(?:\.\d+)?|\.\d+)
+    |(?P<number>\d+_\{?\d+\}?|\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|\d+(?:\.\d+)?|\.\d+)
     |(?P<command>\\[A-Za-z]+)
     |(?P<relation><=|>=|!=|==|=|<|>|≈|≡)
     |(?P<operator>\*\*|[-+*/^%]|\bmod\b)

@@ -76,3 +76,21 @@ def test_defined_functions_are_expanded_and_undefined_ones_are_names():
 
 def test_display_drops_version_marks():
     assert display("Eq(x'2, y'10 + 1)") == "Eq(x, y + 1)"
+
+
+def test_a_sibling_case_does_not_see_the_steps_of_the_case_before_it():
+    steps = ("**Case $n > 0$:** then $x = \\frac{17}{n}$.", "So $n = 4$ and $x = \\frac{17}{4}$.")
+    base = [str(fact.claim.relation) for fact in plan_step(StepContext("q", steps), "**Case $n < 0$:** ...").base]
+    assert base == []
+    # A step after the cases, or one opening `Case 1`, sees them as before.
+    assert facts("q", steps) == ["Eq(n'1, 4)", "Eq(x'1, 17/4)"]
+
+
+def test_an_equation_about_a_defined_function_is_no_new_definition():
+    assert modes("Let $g(x) = 2x + 1$. Solve $g(x) = 7$.", (), "Also $g(0) = 1$.") == [("g(0) = 1", CHECK)]
+    assert facts("Let $g(x) = 2x + 1$. Solve $g(x) = 7$.") == ["Eq(2*x + 1, 7)"]
+
+
+def test_a_name_introduced_in_words_gets_a_new_version():
+    steps = ("Then $S = 1023$.", "Now let $S$ denote instead the sum $1 + 3 + 9 + 27 = 40$.")
+    assert [str(item.claim.lhs) for item in plan_step(StepContext("q", steps), "Then $3S = 120$.").items] == ["3*S'2"]

@@ -132,3 +132,17 @@ def test_a_substitution_is_an_assumption_and_what_follows_is_judged(z3_verifier)
 def test_a_relation_the_problem_only_describes_is_no_premise(z3_verifier):
     context = StepContext("The line $y = 2x + 1$ meets the parabola $y = x^2$.")
     assert z3_verifier.verify("$y = 2(0) + 1 = 1$", context).verdict == "valid"
+
+
+def test_a_claim_no_real_value_satisfies_is_unknown_unless_a_false_identity():
+    verdict = Z3Verifier().verify("Since $i^2 = -1$, we have", StepContext("Compute $(1 + i)^2$."))
+    assert verdict.verdict == "unknown"
+    assert verdict.reason.endswith("on its own: another number domain (complex numbers?)")
+    identity = Z3Verifier().verify("Note that $n^2 + 15 = (n + 3)(n - 3) + 6$.", StepContext("q"))
+    assert identity.verdict == "invalid"
+
+
+def test_a_computing_chain_is_judged_with_earlier_values():
+    steps = ("$a_4 = a_3^2 - a_3 + 1 = 49 - 7 + 1 = 43$.",)
+    verdict = Z3Verifier().verify("$a_5 = a_4^2 - a_4 + 1 = 1859 - 43 + 1 = 1817$.", StepContext("q", steps))
+    assert verdict.verdict == "invalid"
