@@ -507,13 +507,17 @@ def latex_to_plain(text: str) -> str:
 _VECTOR = re.compile(r"\\(?:mathbf|vec|overrightarrow|overleftrightarrow|boldsymbol|bm|hat)(?![A-Za-z])")
 # Forms the LaTeX parser reads wrongly (seen): a function's bare argument swallows what follows it
 # (`\log_2 8 \cdot 3` read as log_2 24, `\sin x \cos x` as sin(x cos x)), and a number or group
-# before `\binom` is read as a mixed number (`2\binom{4}{2}` read as 2 + 6).
+# before `\binom` is read as a mixed number (`2\binom{4}{2}` read as 2 + 6), and so is a number
+# before a bracketed number (`2(5)` and `(2)(5)` read as 7, where a model writes 2 times 5).
 _BARE_ARGUMENT = re.compile(
     r"\\(?:log|ln|lg|exp|sin|cos|tan|cot|sec|csc|arcsin|arccos|arctan)(?![A-Za-z])"
     r"(?:_\{[^{}]*\}|_[A-Za-z0-9])?(?:\^\{[^{}]*\}|\^[A-Za-z0-9])?\s*"
     r"(?=[A-Za-z0-9.])[A-Za-z0-9.]+(?:\^\{[^{}]*\}|\^[A-Za-z0-9])?\s*(?P<next>.?)"
 )
 _NUMBER_BEFORE_BINOMIAL = re.compile(r"[\d})]\s*\\[dt]?binom(?![A-Za-z])")
+_NUMBER_BEFORE_BRACKETED_NUMBER = re.compile(
+    r"(?:(?<![A-Za-z_])\d|[)\]])\s*(?:\\left\s*)?[(\[]\s*\d+(?:\.\d+)?\s*(?:\\right\s*)?[)\]]"
+)
 
 
 def _misread_by_parser(source: str) -> str | None:
@@ -521,7 +525,7 @@ def _misread_by_parser(source: str) -> str | None:
     for match in _BARE_ARGUMENT.finditer(source):
         if match.group("next") not in ("", "+", "-", ")", "]", "}"):
             return match.group()
-    match = _NUMBER_BEFORE_BINOMIAL.search(source)
+    match = _NUMBER_BEFORE_BINOMIAL.search(source) or _NUMBER_BEFORE_BRACKETED_NUMBER.search(source)
     return match.group() if match else None
 
 

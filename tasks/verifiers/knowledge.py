@@ -106,6 +106,7 @@ class _Knowledge:
         self.bound: dict[Any, Fact] = {}  # versioned symbol -> its binding fact
         self.mentioned: set[Any] = set()  # versioned symbols some fact mentions
         self.functions: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self.piecewise: frozenset[str] = frozenset()  # functions defined piece by piece: never expanded
 
     def copy(self) -> "_Knowledge":
         other = _Knowledge()
@@ -114,6 +115,7 @@ class _Knowledge:
         other.bound = dict(self.bound)
         other.mentioned = set(self.mentioned)
         other.functions = dict(self.functions)
+        other.piecewise = self.piecewise
         return other
 
     def symbol(self, name: str) -> Any:
@@ -206,6 +208,29 @@ def _defines(knowledge: _Knowledge, definition: tuple[str, tuple[Any, ...], Any]
     return bool(body.free_symbols & set(arguments))
 
 
+def _piecewise(statements: Sequence[Statement]) -> frozenset[str]:
+    """Functions one text defines piece by piece: twice (`f(x) = 2x + 1` if x < 0 and
+    `f(x) = x^2` if x >= 0), or once with a range of its arguments after it (`g(x) = x^2 for
+    x >= 0`). No piece alone gives the function's value at a point. An equation posed about a
+    function (`Solve g(x) = 7`, `For which x is f(x) = x^2?`) is no piece."""
+    pieces: dict[str, int] = {}
+    ranged: set[str] = set()
+    for index, statement in enumerate(statements):
+        definition = _function_definition(statement.claim)
+        if definition is None or statement.role in (QUESTION, REJECTED) or statement.cue in ("solve", "solving"):
+            continue
+        name, arguments, body = definition
+        pieces[name] = pieces.get(name, 0) + bool(body.free_symbols & set(arguments))
+        if index + 1 < len(statements) and _is_range(statements[index + 1].claim, arguments):
+            ranged.add(name)
+    return frozenset(name for name, count in pieces.items() if count > 1) | frozenset(ranged)
+
+
+def _is_range(claim: Claim, arguments: Sequence[Any]) -> bool:
+    """Whether a relation only bounds the given arguments (`x >= 0` after `f(x) = x^2`)."""
+    return claim.operator not in ("=", "≈", "≡") and bool(claim.free_symbols) and claim.free_symbols <= set(arguments)
+
+
 def _is_name_binding(claim: Claim) -> bool:
     return claim.kind == ASSIGNMENT and claim.operator == "="
 
@@ -217,6 +242,7 @@ def _walk(knowledge: _Knowledge, reading: Reading, given: bool = False) -> tuple
     the problem statement is a premise.
     """
     top = knowledge.copy()
+    top.piecewise |= _piecewise(reading.statements)
     current, scope = top, 0
     planned: list[Planned] = []
     introduced = list(reading.introduced)
@@ -227,6 +253,11 @@ def _walk(knowledge: _Knowledge, reading: Reading, given: bool = False) -> tuple
         while introduced and introduced[0][0] <= index:
             _, where, name = introduced.pop(0)
             (top if where == 0 else current).fresh(name)  # a name introduced anew: a new version
+        piece = planned[-1].claim if planned and planned[-1].mode == NOTE else None
+        definition = _function_definition(piece) if piece is not None else None
+        if definition is not None and definition[0] in current.piecewise and _is_range(statement.claim, definition[1]):
+            planned.append(Planned(statement, statement.claim, NOTE, fresh_scope))  # the range of a piece
+            continue
         planned.append(_plan(current, statement, given, fresh_scope))
     for _, where, name in introduced:
         (top if where == 0 else current).fresh(name)
@@ -242,6 +273,8 @@ def _plan(knowledge: _Knowledge, statement: Statement, given: bool, fresh_scope:
     if statement.alternative:
         return Planned(statement, knowledge.renamed(claim), ALTERNATIVES, fresh_scope)
     definition = _function_definition(claim)
+    if definition is not None and definition[0] in knowledge.piecewise:
+        return Planned(statement, claim, NOTE, fresh_scope)  # one piece of a function: no value alone
     if definition is not None and _defines(knowledge, definition, role):
         name, arguments, body = definition
         knowledge.functions[name] = (arguments, body)
@@ -311,6 +344,7 @@ def _given(statement: Statement) -> bool:
 def _after_problem(problem: str) -> _Knowledge:
     knowledge = _Knowledge()
     reading = read_step(problem)
+    knowledge.piecewise = _piecewise(reading.statements)  # before the pieces the filter drops
     statements = tuple(s for s in reading.statements if _given(s))
     _, top = _walk(knowledge, Reading(statements, ()), given=True)
     return top

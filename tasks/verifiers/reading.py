@@ -374,14 +374,31 @@ _NUMBER_LIKE = re.compile(r"^\s*[-+]?\s*(?:\d[\d,]*(?:\.\d+)?|\\frac\{[^{}]*\}\{
 
 
 _ALIGNED = re.compile(r"\\(?:begin|end)\{(?:aligned|align\*?|gathered|split|cases|array)\}(?:\{[^{}]*\})?")
+_CASES = re.compile(r"\\begin\{[dr]?cases\*?\}(?P<body>.*?)\\end\{[dr]?cases\*?\}", re.DOTALL)
 _CONTINUED_LINE = re.compile(r"\\\\\s*(?=[=<>]|\\(?:le|ge|leq|geq|approx|equiv|neq|lt|gt)(?![A-Za-z]))")
+_AFTER_ALIGNMENT = re.compile(r"\s*(?:[=<>]|\\(?:le|ge|leq|geq|approx|equiv|neq|lt|gt)(?![A-Za-z]))")
+
+
+def _piecewise_cases(content: str) -> bool:
+    """Whether a `cases` block pairs values with conditions (`2x + 1 & x < 0`), not a system of
+    equations (`x + y = 5 \\\\ x - y = 1`) or an aligned chain (`x &= 5`)."""
+    for block in _CASES.finditer(content):
+        for row in block.group("body").split("\\\\"):
+            before, mark, after = row.partition("&")
+            if mark and before.strip() and after.strip() and not _AFTER_ALIGNMENT.match(after):
+                return True
+    return False
 
 
 def _latex_items(content: str) -> list[Item]:
     """A LaTeX region as items: each relation-bearing piece a fragment, separators as words.
 
-    An aligned chain (`a &= b \\\\ &= c`) reads as one chain.
+    An aligned chain (`a &= b \\\\ &= c`) reads as one chain. A `cases` block is not read: its rows
+    are values paired with conditions (`2x + 1 & x < 0`), and joining them would make products.
     """
+    if _piecewise_cases(content):
+        reason = "a cases block of values and conditions is not read"
+        return [Item(FRAGMENT, content.strip(), Fragment(" ".join(content.split()), (), reason))]
     items: list[Item] = []
     content = _CONTINUED_LINE.sub(" ", _ALIGNED.sub(" ", content).replace("&", " "))
     pieces = split_top_level(content, _LATEX_SEPARATOR)

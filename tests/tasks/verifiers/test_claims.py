@@ -200,3 +200,18 @@ def test_a_run_that_continues_a_phrase_is_not_read():
     assert texts("That's 3 in 10 = 30%.") == []
     assert texts("1 hour 30 minutes = 90 minutes.") == []
     assert texts("so in 1998 + 7 = 2005") == ["1998 + 7 = 2005"]
+
+
+def test_a_number_before_a_bracketed_number_is_not_given_to_the_latex_parser():
+    # The LaTeX parser reads 2(5) and (2)(5) as 7; the plain reader takes them when it can.
+    assert reasons("$|2(5) - 3| = 7$") == [("|2(5) - 3| = 7", "'2(5)': the LaTeX parser misreads this form")]
+    assert values("$2(5) - 3 = 7$") == [("-1*3 + 2*5", "7")]
+    assert values("$|2 \\cdot 5 - 3| = 7$") == [("Abs(-3 + 2*5)", "7")]
+
+
+def test_a_cases_block_of_values_and_conditions_is_not_read():
+    assert reasons("$f(x) = \\begin{cases} 2x + 1 & x < 0 \\\\ x^2 & x \\ge 0 \\end{cases}$") == [
+        ("f(x) = \\begin{cases} 2x + 1 & x < 0 \\\\ x^2 & x \\ge 0 \\end{cases}",
+         "a cases block of values and conditions is not read")
+    ]
+    assert texts("$\\begin{cases} x + y = 5 \\\\ x - y = 1 \\end{cases}$") == ["x + y = 5", "x - y = 1"]

@@ -94,3 +94,17 @@ def test_an_equation_about_a_defined_function_is_no_new_definition():
 def test_a_name_introduced_in_words_gets_a_new_version():
     steps = ("Then $S = 1023$.", "Now let $S$ denote instead the sum $1 + 3 + 9 + 27 = 40$.")
     assert [str(item.claim.lhs) for item in plan_step(StepContext("q", steps), "Then $3S = 120$.").items] == ["3*S'2"]
+
+
+PIECES = "Let $f(x) = 2x + 1$ if $x < 0$ and $f(x) = x^2$ if $x \\ge 0$. Find $f(-3) + f(4)$."
+
+
+def test_a_function_defined_piece_by_piece_is_not_expanded():
+    # Expanding the first piece made the true `f(4) = 4^2` false (f(4) read as 9).
+    assert modes(PIECES, (), "$f(4) = 4^2 = 16$") == [("f(4) = 4^2", BIND), ("4^2 = 16", CHECK)]
+    assert facts(PIECES) == []
+    ranged = "Let $g(x) = x^2$ for $x \\ge 0$. Find $g(3)$."
+    assert modes(ranged, (), "$g(3) = 10$") == [("g(3) = 10", BIND)]
+    # One definition, or one with an equation posed about it, is still expanded.
+    assert modes("Let $h(x) = x^2 + 1$ for all real $x$.", (), "$h(2) = 6$") == [("h(2) = 6", CHECK)]
+    assert modes("Let $g(x) = 2x + 1$. Solve $g(x) = x^2$.", (), "$g(3) = 8$") == [("g(3) = 8", CHECK)]
