@@ -163,10 +163,38 @@ def _without_units(text: str) -> str:
     return re.sub(r"\((\S+(?: [a-z/^0-9]+)?)\)", r"\1", text)
 
 
+_BARE_PERCENT = re.compile(r"^\s*-?\s*\d+(?:\.\d+)?\s*\\?%\s*$")
+
+
+def _percent_points(left_text: str, left: Any, right_text: str, right: Any, operator: str) -> tuple[Any, Any]:
+    """The two sides of one link, with a percent on one side only read as the text means it.
+
+    `0.15 = 15%` reads the percent as a fraction; `80 - 66 = 14%` (a battery at 80% loses 66%)
+    as percentage points, the unit of the other side. When the fraction reading is false and the
+    points reading true, the points reading is taken; otherwise the fraction reading stands.
+    """
+    import sympy
+
+    left_percent, right_percent = "%" in left_text, "%" in right_text
+    if operator != "=" or left_percent == right_percent or left.free_symbols or right.free_symbols:
+        return left, right
+    if not _BARE_PERCENT.match(left_text if left_percent else right_text):
+        return left, right  # `40% of 450 = 180`: a share of something, never points
+    try:
+        if sympy.simplify(left - right) == 0:
+            return left, right
+        points = (sympy.simplify(left * 100), right) if left_percent else (left, sympy.simplify(right * 100))
+        return points if sympy.simplify(points[0] - points[1]) == 0 else (left, right)
+    except (TypeError, ValueError, ArithmeticError, RecursionError):
+        return left, right
+
+
 def _link_claims(sides: list[tuple[str, Any]], operators: list[str], modulus: Any = None) -> list[Claim]:
     claims = []
     for index, operator in enumerate(operators):
         (left_text, left), (right_text, right) = sides[index], sides[index + 1]
+        if modulus is None:
+            left, right = _percent_points(left_text, left, right_text, right, operator)
         left_text, right_text = " ".join(left_text.split()), " ".join(right_text.split())
         units = frozenset(
             str(symbol) for symbol in left.free_symbols | right.free_symbols if str(symbol).startswith(UNIT_PREFIX)

@@ -215,3 +215,12 @@ def test_a_cases_block_of_values_and_conditions_is_not_read():
          "a cases block of values and conditions is not read")
     ]
     assert texts("$\\begin{cases} x + y = 5 \\\\ x - y = 1 \\end{cases}$") == ["x + y = 5", "x - y = 1"]
+
+
+def test_a_bare_percent_against_a_number_may_be_percentage_points():
+    # A battery at 80% that loses 66%: `80 - 66 = 14%` is true in points, false as 0.14.
+    assert values("After 11 hours it is $80 - 66 = 14\\%$.") == [("80 - 1*66", "14")]
+    assert values("That is 12/80 = 0.15 = 15%.") == [("12/80", "3/20"), ("3/20", "15/100")]
+    # Read as a fraction when the points reading is false too, or when the percent is a share.
+    assert values("$80 - 66 = 15\\%$") == [("80 - 1*66", "15/100")]
+    assert values("So 40% of 450 = 18000.") == [("(40/100)*450", "18000")]

@@ -1,7 +1,7 @@
 """The hand-written corpora of realistic LLM solutions: every step's arith and z3 verdict is pinned.
 
 tests/data/verifier_corpus/ (dev, heldout) and the independent blind audit's
-tests/data/verifier_blind/ (audit, heldout), each with its verdicts.json.
+tests/data/verifier_blind/ (audit, heldout, check), each with its verdicts.json.
 """
 
 import importlib.util
@@ -16,7 +16,7 @@ from tasks.verifiers.base import StepContext
 from tasks.verifiers.z3_verifier import Z3Config, Z3Verifier
 
 DATA = Path(__file__).parents[2] / "data"
-CORPORA = {"verifier_corpus": ("dev", "heldout"), "verifier_blind": ("audit", "heldout")}
+CORPORA = {"verifier_corpus": ("dev", "heldout"), "verifier_blind": ("audit", "heldout", "check")}
 PARTS = [(corpus, part) for corpus, parts in CORPORA.items() for part in parts]
 SMALLEST = {"verifier_corpus": 300, "verifier_blind": 700}  # steps in all parts together
 
