@@ -152,22 +152,26 @@ def measure(verifiers: list, rows: list[ProcessBenchRow], package: str) -> list:
     return results
 
 
-def step_counts(verdicts: list[list], gold: list[list[str]]) -> list[tuple[int, int, int, int]]:
-    """Per solution: (invalid verdicts, those on a gold-valid step, gold-invalid steps, those found).
+def step_counts(verdicts: list[list], gold: list[list[str]]) -> list[tuple[int, int, int, int, int]]:
+    """Per solution: (invalid verdicts, those on a gold-valid step, gold-invalid steps, those
+    found, false alarms before the first gold-invalid step).
 
     A false alarm here is an `invalid` verdict on a step whose gold verdict is valid, wherever it
-    is in the solution (a correct step after an error counts too); recall is the share of the
-    gold-invalid steps that get `invalid`.
+    is in the solution: a step that computes right from a value an earlier step got wrong is
+    gold-valid, and an `invalid` on it counts too (the last count leaves those out); recall is
+    the share of the gold-invalid steps that get `invalid`.
     """
     counts = []
     for row_verdicts, row_gold in zip(verdicts, gold, strict=True):
         flagged = [verdict.verdict == "invalid" for verdict in row_verdicts]
         wrong = [label == "invalid" for label in row_gold]
+        first = wrong.index(True) if True in wrong else len(wrong)
         counts.append((
             sum(flagged),
             sum(f and not w for f, w in zip(flagged, wrong, strict=True)),
             sum(wrong),
             sum(f and w for f, w in zip(flagged, wrong, strict=True)),
+            sum(flagged[:first]),
         ))
     return counts
 
@@ -177,7 +181,8 @@ def ratio_interval(pairs: list[tuple[int, int]], resamples: int = BOOTSTRAP, see
 
     `pairs` holds one (numerator, denominator) per solution; solutions, not steps, are resampled,
     because the steps of one solution are not independent. A resample with a zero denominator is
-    left out of the interval.
+    left out of the interval. At a share of 0 or 1 every resample gives the same share, so the
+    bootstrap interval is a point; the exact (Clopper-Pearson) bound on the count is added then.
     """
     top, bottom = sum(pair[0] for pair in pairs), sum(pair[1] for pair in pairs)
     if not bottom:
@@ -191,7 +196,12 @@ def ratio_interval(pairs: list[tuple[int, int]], resamples: int = BOOTSTRAP, see
             shares.append(sum(pair[0] for pair in drawn) / denominator)
     shares.sort()
     low, high = shares[int(0.025 * len(shares))], shares[min(len(shares) - 1, int(0.975 * len(shares)))]
-    return f"{top / bottom:.3f} ({top}/{bottom}) [{low:.3f}, {high:.3f}]"
+    exact = ""
+    if top == 0:
+        exact = f", exact upper {1 - 0.025 ** (1 / bottom):.3f}"
+    elif top == bottom:
+        exact = f", exact lower {0.025 ** (1 / bottom):.3f}"
+    return f"{top / bottom:.3f} ({top}/{bottom}) [{low:.3f}, {high:.3f}{exact}]"
 
 
 def share(value: float | None) -> str:
@@ -217,14 +227,16 @@ def table(title: str, rows: list[ProcessBenchRow], before: list, after: list,
         times[name] = (measured["before"][index][1], measured["after"][index][1])
     if gold is not None:
         print(f"\n{title}, per step against the gold verdicts (95% bootstrap over solutions, {BOOTSTRAP} resamples):")
-        print("| verifier | code | invalid verdicts on correct steps (false-alarm share) | gold errors found (recall) |")
-        print("|---|---|---|---|")
+        print("| verifier | code | invalid verdicts on correct steps (false-alarm share) "
+              "| of them before the first error | gold errors found (recall) |")
+        print("|---|---|---|---|---|")
         for index, (name, _) in enumerate(VERIFIERS):
             for label in ("before", "after"):
                 counts = step_counts(measured[label][index][2], gold)
-                alarms = ratio_interval([(alarm, flagged) for flagged, alarm, _, _ in counts])
-                recall = ratio_interval([(found, wrong) for _, _, wrong, found in counts])
-                print(f"| {name} | {label} | {alarms} | {recall} |")
+                alarms = ratio_interval([(alarm, flagged) for flagged, alarm, _, _, _ in counts])
+                recall = ratio_interval([(found, wrong) for _, _, wrong, found, _ in counts])
+                early = sum(count[4] for count in counts)
+                print(f"| {name} | {label} | {alarms} | {early} | {recall} |")
     return times
 
 
