@@ -4,6 +4,9 @@ Workloads, each scored as `prmforge verify --processbench` scores it (tasks/proc
 - corpus dev and corpus held-out: the hand-written corpus of realistic LLM solutions in
   tests/data/verifier_corpus/ (see its README; the held-out part was not looked at while the
   verifiers were developed);
+- blind corpus audit and held-out: the independent audit's corpus in tests/data/verifier_blind/
+  (see its README: the audit part was written before its author read the extraction code, the
+  held-out part after the fixes, without reading the code while writing it);
 - synthetic: solutions of the simulated policy (tasks/policies/simulated.py) on the project's
   synthetic problems, labelled with their exact first wrong step. This is also the timing
   workload: the per-step times quoted in bench/RESULTS.md (arith 0.34 ms, z3 2.14 ms) were taken
@@ -25,7 +28,7 @@ Prints one table per workload, then the per-step CPU time ratios (after / before
 one line: `verifier_time_ratio_max: <the larger of the arith and z3 ratios on the synthetic workload>`.
 
 Usage: .venv/bin/python bench/verifiers.py [--baseline REV] [--problems 150 --samples 4 --seed 0]
-       [--parts dev,heldout]
+       [--parts dev,heldout] [--blind-parts audit,heldout,check] [--write-pins]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import random
 import subprocess
 import sys
 import tempfile
@@ -57,8 +61,12 @@ BASELINE_PACKAGE = "baseline_verifiers"
 BASELINE_FILES = ("__init__.py", "base.py", "claims.py", "arith.py", "z3_verifier.py")
 VERIFIERS = (("arith", "ArithVerifier"), ("z3", "Z3Verifier"))
 CORPUS = ROOT / "tests" / "data" / "verifier_corpus"
+BLIND = ROOT / "tests" / "data" / "verifier_blind"  # the independent audit's corpus
 STEP_LIMIT_MS = 60_000.0
+BOOTSTRAP = 2000  # resamples for each 95% interval
 PINS = CORPUS / "verdicts.json"
+# Each corpus folder and its parts; each folder pins its verdicts in its verdicts.json.
+CORPORA = {CORPUS: ("dev", "heldout"), BLIND: ("audit", "heldout", "check")}
 
 
 def baseline_package(revision: str, folder: Path) -> str:
@@ -66,7 +74,14 @@ def baseline_package(revision: str, folder: Path) -> str:
     name = BASELINE_PACKAGE
     package = folder / name
     package.mkdir()
-    for file in BASELINE_FILES:
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{revision}:tasks/verifiers/"],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    # The modules arith and z3 import (roles, knowledge, reading, units came later); code and lean
+    # are not needed.
+    files = [file for file in listed if file.endswith(".py") and file not in ("code.py", "lean.py")]
+    for file in files or BASELINE_FILES:
         text = subprocess.run(
             ["git", "-C", str(ROOT), "show", f"{revision}:tasks/verifiers/{file}"],
             check=True, capture_output=True, text=True,
@@ -121,7 +136,7 @@ def clear_caches(package: str) -> None:
 
 
 def measure(verifiers: list, rows: list[ProcessBenchRow], package: str) -> list:
-    """(score, CPU ms per step) per verifier, timed from cold reading caches, arith first.
+    """(score, CPU ms per step, verdicts) per verifier, timed from cold reading caches, arith first.
 
     As in the generate flow, the verifiers judge the same steps one after the other, so z3
     finds the steps already read by arith. CPU time is the process's, all threads.
@@ -133,15 +148,68 @@ def measure(verifiers: list, rows: list[ProcessBenchRow], package: str) -> list:
         verdicts = run(verifier, rows)
         cpu_ms = (time.process_time() - began) * 1000.0
         score = score_verifier(verifier.name, rows, verdicts)
-        results.append((score, cpu_ms / max(1, score.steps)))
+        results.append((score, cpu_ms / max(1, score.steps), verdicts))
     return results
+
+
+def step_counts(verdicts: list[list], gold: list[list[str]]) -> list[tuple[int, int, int, int, int]]:
+    """Per solution: (invalid verdicts, those on a gold-valid step, gold-invalid steps, those
+    found, false alarms before the first gold-invalid step).
+
+    A false alarm here is an `invalid` verdict on a step whose gold verdict is valid, wherever it
+    is in the solution: a step that computes right from a value an earlier step got wrong is
+    gold-valid, and an `invalid` on it counts too (the last count leaves those out); recall is
+    the share of the gold-invalid steps that get `invalid`.
+    """
+    counts = []
+    for row_verdicts, row_gold in zip(verdicts, gold, strict=True):
+        flagged = [verdict.verdict == "invalid" for verdict in row_verdicts]
+        wrong = [label == "invalid" for label in row_gold]
+        first = wrong.index(True) if True in wrong else len(wrong)
+        counts.append((
+            sum(flagged),
+            sum(f and not w for f, w in zip(flagged, wrong, strict=True)),
+            sum(wrong),
+            sum(f and w for f, w in zip(flagged, wrong, strict=True)),
+            sum(flagged[:first]),
+        ))
+    return counts
+
+
+def ratio_interval(pairs: list[tuple[int, int]], resamples: int = BOOTSTRAP, seed: int = 0) -> str:
+    """`share (numerator/denominator) [low, high]`: a 95% percentile bootstrap over solutions.
+
+    `pairs` holds one (numerator, denominator) per solution; solutions, not steps, are resampled,
+    because the steps of one solution are not independent. A resample with a zero denominator is
+    left out of the interval. At a share of 0 or 1 every resample gives the same share, so the
+    bootstrap interval is a point; the exact (Clopper-Pearson) bound on the count is added then.
+    """
+    top, bottom = sum(pair[0] for pair in pairs), sum(pair[1] for pair in pairs)
+    if not bottom:
+        return "- (0/0)"
+    generator = random.Random(seed)
+    shares = []
+    for _ in range(resamples):
+        drawn = [pairs[generator.randrange(len(pairs))] for _ in pairs]
+        denominator = sum(pair[1] for pair in drawn)
+        if denominator:
+            shares.append(sum(pair[0] for pair in drawn) / denominator)
+    shares.sort()
+    low, high = shares[int(0.025 * len(shares))], shares[min(len(shares) - 1, int(0.975 * len(shares)))]
+    exact = ""
+    if top == 0:
+        exact = f", exact upper {1 - 0.025 ** (1 / bottom):.3f}"
+    elif top == bottom:
+        exact = f", exact lower {0.025 ** (1 / bottom):.3f}"
+    return f"{top / bottom:.3f} ({top}/{bottom}) [{low:.3f}, {high:.3f}{exact}]"
 
 
 def share(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def table(title: str, rows: list[ProcessBenchRow], before: list, after: list) -> dict[str, tuple[float, float]]:
+def table(title: str, rows: list[ProcessBenchRow], before: list, after: list,
+          gold: list[list[str]] | None = None) -> dict[str, tuple[float, float]]:
     erroneous = sum(row.label != -1 for row in rows)
     print(f"\n{title}: {len(rows)} solutions ({erroneous} with an error), {sum(len(r.steps) for r in rows)} steps")
     print("| verifier | code | coverage | invalid precision | false-alarm rate | F1 | ms per step (verdict, wall) "
@@ -151,16 +219,39 @@ def table(title: str, rows: list[ProcessBenchRow], before: list, after: list) ->
     times = {}
     for index, (name, _) in enumerate(VERIFIERS):
         for label in ("before", "after"):
-            score, cpu = measured[label][index]
+            score, cpu, _ = measured[label][index]
             print(f"| {name} | {label} | {score.coverage:.3f} ({score.steps_known}/{score.steps}) | "
                   f"{share(score.invalid_precision)} ({score.invalid_correct}/{score.invalid_verdicts}) | "
                   f"{score.false_alarm_rate:.3f} ({score.false_alarms}/{len(rows)}) | {share(score.f1)} | "
                   f"{score.ms_per_step:.3f} | {cpu:.3f} |")
         times[name] = (measured["before"][index][1], measured["after"][index][1])
+    if gold is not None:
+        print(f"\n{title}, per step against the gold verdicts (95% bootstrap over solutions, {BOOTSTRAP} resamples):")
+        print("| verifier | code | invalid verdicts on correct steps (false-alarm share) "
+              "| of them before the first error | gold errors found (recall) |")
+        print("|---|---|---|---|---|")
+        for index, (name, _) in enumerate(VERIFIERS):
+            for label in ("before", "after"):
+                counts = step_counts(measured[label][index][2], gold)
+                alarms = ratio_interval([(alarm, flagged) for flagged, alarm, _, _, _ in counts])
+                recall = ratio_interval([(found, wrong) for _, _, wrong, found, _ in counts])
+                early = sum(count[4] for count in counts)
+                print(f"| {name} | {label} | {alarms} | {early} | {recall} |")
     return times
 
 
-def corpus_verdicts() -> dict[str, dict[str, dict[str, str]]]:
+def read_corpus(path: Path) -> tuple[list[ProcessBenchRow], list[list[str]]]:
+    """A corpus part's rows and each row's gold verdict per step."""
+    rows, bad = read_processbench(path)
+    assert not bad, bad
+    gold = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        payload = json.loads(line)
+        gold[payload["id"]] = payload["step_gold"]
+    return rows, [gold[row.id] for row in rows]
+
+
+def corpus_verdicts(folder: Path = CORPUS) -> dict[str, dict[str, dict[str, str]]]:
     """part -> row id -> verifier -> one letter per step (v valid, i invalid, u unknown)."""
     from tasks.verifiers.arith import ArithConfig, ArithVerifier
     from tasks.verifiers.z3_verifier import Z3Config, Z3Verifier
@@ -168,8 +259,10 @@ def corpus_verdicts() -> dict[str, dict[str, dict[str, str]]]:
     # Generous step limits: a pinned verdict must not depend on how busy the machine is.
     verifiers = [ArithVerifier(ArithConfig(timeout_ms=STEP_LIMIT_MS)), Z3Verifier(Z3Config(timeout_ms=STEP_LIMIT_MS))]
     pins: dict[str, dict[str, dict[str, str]]] = {}
-    for part in ("dev", "heldout"):
-        rows, _ = read_processbench(CORPUS / f"{part}.jsonl")
+    for part in CORPORA[folder]:
+        if not (folder / f"{part}.jsonl").exists():
+            continue
+        rows, _ = read_processbench(folder / f"{part}.jsonl")
         pins[part] = {
             row.id: {verifier.name: "".join(v.verdict[0] for v in run(verifier, [row])[0]) for verifier in verifiers}
             for row in rows
@@ -178,8 +271,10 @@ def corpus_verdicts() -> dict[str, dict[str, dict[str, str]]]:
 
 
 def write_pins() -> None:
-    PINS.write_text(json.dumps(corpus_verdicts(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"wrote {PINS.relative_to(ROOT)}")
+    for folder in CORPORA:
+        pins = folder / "verdicts.json"
+        pins.write_text(json.dumps(corpus_verdicts(folder), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"wrote {pins.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -189,8 +284,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", default="dev,heldout", help="corpus parts to score (dev, heldout)")
+    parser.add_argument("--blind-parts", default="audit,heldout,check",
+                        help="parts of the blind audit corpus to score (audit, heldout, check; those present)")
     parser.add_argument("--write-pins", action="store_true",
-                        help=f"only write the current verdicts of both corpus parts to {PINS.relative_to(ROOT)}")
+                        help="only write the current verdicts of every corpus part to its folder's verdicts.json")
     args = parser.parse_args()
     if args.write_pins:
         write_pins()
@@ -205,9 +302,12 @@ def main() -> None:
             run(verifier, warm_up)
         print(f"baseline: tasks/verifiers at {args.baseline}; after: the working tree")
         for part in filter(None, args.parts.split(",")):
-            rows, bad = read_processbench(CORPUS / f"{part}.jsonl")
-            assert not bad, bad
-            table(f"corpus {part}", rows, before, after)
+            rows, gold = read_corpus(CORPUS / f"{part}.jsonl")
+            table(f"corpus {part}", rows, before, after, gold)
+        for part in filter(None, args.blind_parts.split(",")):
+            if (BLIND / f"{part}.jsonl").exists():
+                rows, gold = read_corpus(BLIND / f"{part}.jsonl")
+                table(f"blind corpus {part}", rows, before, after, gold)
         rows = synthetic_rows(args.problems, args.samples, args.seed)
         times = table("synthetic (simulated policy, error rate 0.15)", rows, before, after)
     print()

@@ -36,6 +36,7 @@ from typing import Any
 from schemas.records import Verdict
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, run_guarded
 from tasks.verifiers.claims import ASSIGNMENT, Claim, load_parsers
+from tasks.verifiers.roles import UNCUED
 from tasks.verifiers.units import unit_value
 from tasks.verifiers.knowledge import (
     ALTERNATIVES,
@@ -484,18 +485,31 @@ def judge_plan(plan: Plan, deadline: Deadline | None = None) -> StepOutcome:
     outcome = StepOutcome()
     bindings: dict[Any, Any] = {}
     bind_facts(plan.base, bindings, deadline)
-    top = bindings
+    local: dict[Any, Any] = {}  # the problem's values and the step's own: no earlier step's
+    bind_facts([fact for fact in plan.base if fact.given], local, deadline)
+    top, local_top = bindings, local
     rejected: dict[int, list[ClaimCheck]] = {}
+    computing: set[int] = set()
     for item in plan.items:
+        note_computing(item, computing)
         if item.fresh_scope:
             top = top if top is not bindings else dict(bindings)
-            bindings = dict(top)
+            local_top = local_top if local_top is not local else dict(local)
+            bindings, local = dict(top), dict(local_top)
         if item.mode == CHECK:
             claim = item.claim
             if claim.kind == ASSIGNMENT and claim.lhs not in bindings:
                 bind_assignments([claim], bindings, deadline)  # a constrained name's value, for arithmetic
+                bind_assignments([claim], local, deadline)
             else:
-                outcome.add(check_relation(claim, bindings, deadline, item.statement.whole_hint))
+                check = check_relation(claim, bindings, deadline, item.statement.whole_hint)
+                if (
+                    check.outcome == INVALID
+                    and uncued(item, computing)
+                    and check_relation(claim, local, deadline, item.statement.whole_hint).outcome != INVALID
+                ):
+                    check = ClaimCheck(claim, UNKNOWN, f"{display(claim.text)}: {ANEW}")
+                outcome.add(check)
         elif item.mode == REBIND:
             _rebind(item, bindings, outcome, deadline)
         elif item.mode == REJECT:
@@ -503,9 +517,27 @@ def judge_plan(plan: Plan, deadline: Deadline | None = None) -> StepOutcome:
         elif item.mode in (ALTERNATIVES, NOTE):
             outcome.notes.append(note_for(item))
         bind_facts(item.adds, bindings, deadline)
+        bind_facts(item.adds, local, deadline)
     judge_rejections(rejected, outcome)
     unread_into(plan, outcome)
     return outcome
+
+
+# A claim false only with what earlier steps said of its names, that no word derives from them:
+# "For the second number, 3n = 27" after "n = 6" uses n anew more often than it errs.
+ANEW = "false only with what earlier steps said of its names, and no word derives it from them (a name used anew?)"
+
+
+def note_computing(item: Any, computing: set[int]) -> None:
+    """A chain that gives a name its value (`a_5 = a_4^2 - a_4 + 1 = ...`) computes with the
+    values in force: its links are derived, whatever the words before it."""
+    if item.statement.claim.kind == ASSIGNMENT and item.mode in (BIND, REBIND):
+        computing.add(item.statement.fragment)
+
+
+def uncued(item: Any, computing: set[int]) -> bool:
+    """No word derives the claim and it is no link of a computing chain (see ANEW)."""
+    return item.statement.cue in UNCUED and item.statement.fragment not in computing
 
 
 def _rebind(item: Any, bindings: dict[Any, Any], outcome: StepOutcome, deadline: Deadline | None) -> None:

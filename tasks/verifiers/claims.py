@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from tasks.verifiers.units import UNIT_PREFIX
+from tasks.verifiers.units import UNIT_PREFIX, is_unit, unit_factor
 
 # The longest span we hand to a parser: model output can hold pathological text.
 MAX_SPAN_CHARS = 400
@@ -163,10 +163,38 @@ def _without_units(text: str) -> str:
     return re.sub(r"\((\S+(?: [a-z/^0-9]+)?)\)", r"\1", text)
 
 
+_BARE_PERCENT = re.compile(r"^\s*-?\s*\d+(?:\.\d+)?\s*\\?%\s*$")
+
+
+def _percent_points(left_text: str, left: Any, right_text: str, right: Any, operator: str) -> tuple[Any, Any]:
+    """The two sides of one link, with a percent on one side only read as the text means it.
+
+    `0.15 = 15%` reads the percent as a fraction; `80 - 66 = 14%` (a battery at 80% loses 66%)
+    as percentage points, the unit of the other side. When the fraction reading is false and the
+    points reading true, the points reading is taken; otherwise the fraction reading stands.
+    """
+    import sympy
+
+    left_percent, right_percent = "%" in left_text, "%" in right_text
+    if operator != "=" or left_percent == right_percent or left.free_symbols or right.free_symbols:
+        return left, right
+    if not _BARE_PERCENT.match(left_text if left_percent else right_text):
+        return left, right  # `40% of 450 = 180`: a share of something, never points
+    try:
+        if sympy.simplify(left - right) == 0:
+            return left, right
+        points = (sympy.simplify(left * 100), right) if left_percent else (left, sympy.simplify(right * 100))
+        return points if sympy.simplify(points[0] - points[1]) == 0 else (left, right)
+    except (TypeError, ValueError, ArithmeticError, RecursionError):
+        return left, right
+
+
 def _link_claims(sides: list[tuple[str, Any]], operators: list[str], modulus: Any = None) -> list[Claim]:
     claims = []
     for index, operator in enumerate(operators):
         (left_text, left), (right_text, right) = sides[index], sides[index + 1]
+        if modulus is None:
+            left, right = _percent_points(left_text, left, right_text, right, operator)
         left_text, right_text = " ".join(left_text.split()), " ".join(right_text.split())
         units = frozenset(
             str(symbol) for symbol in left.free_symbols | right.free_symbols if str(symbol).startswith(UNIT_PREFIX)
@@ -190,17 +218,44 @@ def _link_claims(sides: list[tuple[str, Any]], operators: list[str], modulus: An
 
 _PLAIN_RELATION = re.compile(r"(<=|>=|!=|==|=|<|>|≈|≡)")
 _PLAIN_MODULUS = re.compile(r"\(\s*(?:mod|modulo)\s+(\d+)\s*\)\s*$|\\pmod\s*\{?\s*(\d+)\s*\}?\s*$")
-_PLAIN_NAME = re.compile(rf"[A-Za-z](?:_[A-Za-z0-9]+)?|{UNIT_PREFIX}[a-z]+")
+# Two or three capitals are one name, a segment or a figure (AB, ABC), never a product.
+_PLAIN_NAME = re.compile(rf"[A-Za-z](?:_[A-Za-z0-9]+)?|[A-Z]{{2,3}}|{UNIT_PREFIX}[a-z]+")
+_SEGMENT = re.compile(r"(?<![\\A-Za-z])[A-Z]{2,3}(?![A-Za-z])")
+
+
+_BASE_NUMERAL = re.compile(r"(?<![\w.])(\d+)_\{?(\d+)\}?")
+
+
+def base_numerals(text: str) -> str:
+    """Numerals written in a base (`1011_2`, `2023_{10}`) as their values in base ten.
+
+    A subscript on a number that is no numeral of its base is not read.
+
+    >>> base_numerals("1011_2 + 5620_7 = 2023_{10} + 11")
+    '11 + 2023 = 2023 + 11'
+    """
+    def value(match: re.Match[str]) -> str:
+        digits, base = match.group(1), int(match.group(2))
+        if not 2 <= base <= 10 or any(int(digit) >= base for digit in digits):
+            raise CannotParse(f"{match.group()!r} is not a numeral in base {base}")
+        return str(int(digits, base))
+
+    return _BASE_NUMERAL.sub(value, text)
 
 
 def _plain_expression(source: str) -> Any:
     """A sympy expression, unevaluated, from plain arithmetic text. No eval: we walk the AST."""
     import sympy
 
-    text = re.sub(r"(\d),(?=\d{3}(?!\d))", r"\1", source)
+    text = re.sub(r"(\d),(?=\d{3}(?!\d))", r"\1", base_numerals(source))
+    if re.search(r"\d_", text):
+        raise CannotParse(f"a subscript on a number: {source.strip()!r}")  # Python would read 1_0 as 10
     text = TIMES_X.sub(" * ", text)
     text = text.replace("^", "**")
     text = re.sub(r"\bmod\b", "@", text)
+    if re.search(r"(?:^|[^%\s])\s*[-+]\s*\d+(?:\.\d+)?\s*%", text):
+        # `50 - 20% = 40` means 20% of 50: a share of what is not written
+        raise CannotParse(f"a percentage added to a number: {source.strip()!r}")
     text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
     if "%" in text:
         raise CannotParse("'%' that is not a percentage")
@@ -219,6 +274,14 @@ def _plain_expression(source: str) -> Any:
             return sympy.Rational(literal)
         if isinstance(node, ast.Name) and _PLAIN_NAME.fullmatch(node.id):
             return sympy.Symbol(node.id)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "binomial"
+            and len(node.args) == 2
+            and not node.keywords
+        ):
+            return sympy.binomial(*[build(argument) for argument in node.args], evaluate=False)
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -269,10 +332,28 @@ def _modulus_suffix(text: str) -> tuple[str, Any]:
     return text[: match.start()], sympy.Integer(modulus)
 
 
+_TRUNCATED = re.compile(r"^(.*\d\.\d+)\s*(?:\\ldots|\\dots|\\cdots|\.\.\.|…)$", re.DOTALL)
+
+
+def _truncated_decimals(sides: list[str], operators: list[str]) -> tuple[list[str], list[str]]:
+    """`4/11 = 0.3636...`: a decimal that trails off is an approximation of the sides beside it."""
+    sides, operators = list(sides), list(operators)
+    for index, side in enumerate(sides):
+        match = _TRUNCATED.match(side.strip())
+        if match is None:
+            continue
+        sides[index] = match.group(1)
+        for beside in (index - 1, index):
+            if 0 <= beside < len(operators) and operators[beside] == "=":
+                operators[beside] = "≈"
+    return sides, operators
+
+
 def _parse_plain(span: str) -> list[Claim]:
     span, modulus = _modulus_suffix(span)
     parts = _PLAIN_RELATION.split(span)
     sides_text, operators = parts[0::2], ["=" if op == "==" else op for op in parts[1::2]]
+    sides_text, operators = _truncated_decimals(sides_text, operators)
     for side in sides_text:
         if side.count("(") != side.count(")"):
             raise CannotParse("relation inside parentheses or unbalanced parentheses")
@@ -354,7 +435,7 @@ def canonical_symbols(expression: Any) -> Any:
     return expression.xreplace(renames) if renames else expression
 
 
-_BRACED_COMMANDS = {"\\frac": 2, "\\dfrac": 2, "\\tfrac": 2, "\\sqrt": 1}
+_BRACED_COMMANDS = {"\\frac": 2, "\\dfrac": 2, "\\tfrac": 2, "\\sqrt": 1, "\\binom": 2, "\\dbinom": 2, "\\tbinom": 2}
 _SIMPLE_COMMANDS = {"\\cdot": "*", "\\times": "*", "\\div": "/", "\\%": "%", "\\left": "", "\\right": ""}
 _COMMAND = re.compile(r"\\[A-Za-z]+|\\%")
 
@@ -371,11 +452,22 @@ def _braced(text: str, start: int) -> tuple[str, int]:
     raise CannotParse("unbalanced braces")
 
 
+def _argument(text: str, start: int) -> tuple[str, int]:
+    """A command's argument at `start`: a brace group, or one digit or letter (`\\frac34`)."""
+    while start < len(text) and text[start] == " ":
+        start += 1
+    if start < len(text) and text[start].isalnum():
+        return text[start], start + 1
+    return _braced(text, start)
+
+
 def latex_to_plain(text: str) -> str:
     """Common LaTeX arithmetic as plain text, or CannotParse for anything else.
 
     >>> latex_to_plain(r"\\frac{3}{4} \\cdot 2^{10} + 4\\frac{1}{2} - \\sqrt{16}")
     '((3)/(4)) * 2**(10) + (4+((1)/(2))) - ((16)**(1/2))'
+    >>> latex_to_plain(r"2\\binom{4}{2} + \\frac34")
+    '2binomial((4),(2)) + ((3)/(4))'
     """
     out: list[str] = []
     index = 0
@@ -398,8 +490,13 @@ def latex_to_plain(text: str) -> str:
                 body, index = _braced(text, index)
                 out.append(f"(({latex_to_plain(body)})**(1/2))")
                 continue
-            numerator, index = _braced(text, index)
-            denominator, index = _braced(text, index)
+            if command.endswith("binom"):
+                top, index = _argument(text, index)
+                bottom, index = _argument(text, index)
+                out.append(f"binomial(({latex_to_plain(top)}),({latex_to_plain(bottom)}))")
+                continue
+            numerator, index = _argument(text, index)
+            denominator, index = _argument(text, index)
             fraction = f"(({latex_to_plain(numerator)})/({latex_to_plain(denominator)}))"
             whole = re.search(r"(?<![\d.*/^])(\d+)\s*$", "".join(out))
             if whole and re.fullmatch(r"\d+", numerator.strip()) and re.fullmatch(r"\d+", denominator.strip()):
@@ -435,6 +532,31 @@ def latex_to_plain(text: str) -> str:
     return re.sub(r"\s+", " ", "".join(out)).strip()
 
 
+_VECTOR = re.compile(r"\\(?:mathbf|vec|overrightarrow|overleftrightarrow|boldsymbol|bm|hat)(?![A-Za-z])")
+# Forms the LaTeX parser reads wrongly (seen): a function's bare argument swallows what follows it
+# (`\log_2 8 \cdot 3` read as log_2 24, `\sin x \cos x` as sin(x cos x)), and a number or group
+# before `\binom` is read as a mixed number (`2\binom{4}{2}` read as 2 + 6), and so is a number
+# before a bracketed number (`2(5)` and `(2)(5)` read as 7, where a model writes 2 times 5).
+_BARE_ARGUMENT = re.compile(
+    r"\\(?:log|ln|lg|exp|sin|cos|tan|cot|sec|csc|arcsin|arccos|arctan)(?![A-Za-z])"
+    r"(?:_\{[^{}]*\}|_[A-Za-z0-9])?(?:\^\{[^{}]*\}|\^[A-Za-z0-9])?\s*"
+    r"(?=[A-Za-z0-9.])[A-Za-z0-9.]+(?:\^\{[^{}]*\}|\^[A-Za-z0-9])?\s*(?P<next>.?)"
+)
+_NUMBER_BEFORE_BINOMIAL = re.compile(r"[\d})]\s*\\[dt]?binom(?![A-Za-z])")
+_NUMBER_BEFORE_BRACKETED_NUMBER = re.compile(
+    r"(?:(?<![A-Za-z_])\d|[)\]])\s*(?:\\left\s*)?[(\[]\s*\d+(?:\.\d+)?\s*(?:\\right\s*)?[)\]]"
+)
+
+
+def _misread_by_parser(source: str) -> str | None:
+    """The piece of `source` the LaTeX parser would read wrongly, or None."""
+    for match in _BARE_ARGUMENT.finditer(source):
+        if match.group("next") not in ("", "+", "-", ")", "]", "}"):
+            return match.group()
+    match = _NUMBER_BEFORE_BINOMIAL.search(source) or _NUMBER_BEFORE_BRACKETED_NUMBER.search(source)
+    return match.group() if match else None
+
+
 def _latex_expression(source: str) -> Any:
     import sympy
 
@@ -443,6 +565,13 @@ def _latex_expression(source: str) -> Any:
     except CannotParse:
         pass
 
+    if UNIT_PREFIX in source:
+        raise CannotParse("units in LaTeX the LaTeX parser cannot take")
+    if _SEGMENT.search(source):
+        raise CannotParse(f"segment name {_SEGMENT.search(source).group()!r}: the LaTeX parser reads it as a product")
+    misread = _misread_by_parser(source)
+    if misread is not None:
+        raise CannotParse(f"{misread.strip()!r}: the LaTeX parser misreads this form")
     try:
         from latex2sympy2_extended import latex2sympy
         from latex2sympy2_extended.latex2sympy2 import ConversionConfig
@@ -487,6 +616,34 @@ def _latex_modulus(text: str) -> tuple[str, Any]:
     return _LATEX_MODULUS.sub(" ", text), sympy.Integer(modulus)
 
 
+def _unit_words(content: str) -> list[str] | None:
+    """The words of a `\\text{...}` when every one is a unit (`hours`, `km/h`), else None."""
+    words = content.replace("\\", " ").split()
+    return words if words and all(is_unit(word) for word in words) else None
+
+
+def _text_units(text: str) -> str:
+    """`3.5 \\text{ hours} = 210 \\text{ minutes}`: units written as text become unit symbols, as in
+    prose (tasks.verifiers.units), when one stands before the first relation; after the relation
+    only (`12 \\times 4 = 48 \\text{ apples}`) they are dropped, as a label of the result."""
+    first_relation = _LATEX_RELATION.search(text)
+    if first_relation is None:
+        return text
+    def is_unit_text(match: re.Match[str]) -> bool:
+        # A word is a unit only right after a number or a group: `\\text{Speed} = ...` is a label.
+        return _unit_words(match.group(1)) is not None and bool(re.search(r"[\d)}]\s*$", text[: match.start()]))
+
+    if not any(is_unit_text(match) for match in TEXT_COMMAND.finditer(text, 0, first_relation.start())):
+        return text
+
+    def symbol(match: re.Match[str]) -> str:
+        if not is_unit_text(match):
+            return match.group(0)
+        return "".join(unit_factor(word) for word in _unit_words(match.group(1))) + " "
+
+    return TEXT_COMMAND.sub(symbol, text)
+
+
 def _parse_latex(span: str) -> list[Claim]:
     def replace_text(match: re.Match[str]) -> str:
         words = match.group(1).split()
@@ -499,22 +656,54 @@ def _parse_latex(span: str) -> list[Claim]:
     if _LATEX_NEGATED.search(span):
         raise CannotParse("negated relation (not ≡, ∤) is not read")
     text, modulus = _latex_modulus(span)
+    text = _text_units(text)
+    labelled = bool(re.match(r"\s*" + TEXT_COMMAND.pattern + r"\s*$", _LATEX_RELATION.split(text, 1)[0]))
+    for match in TEXT_COMMAND.finditer(text):
+        # Dropping words between two operands would join them: `x = 2 \text{, so } y = 4` is no
+        # `x = 2y = 4`.
+        before, after = text[: match.start()].rstrip(), text[match.end() :].lstrip()
+        words = match.group(1).lower().split()
+        if any(word in CONNECTIVES or word in ("mod", "modulo") for word in words):
+            continue  # replace_text says why
+        if re.search(r"[\w)}]$", before) and re.match(r"[\w(\\]", after) and re.search(r"[A-Za-z]", match.group(1)):
+            raise CannotParse(f"words between two expressions ({match.group(1).strip()!r})")
     text = TEXT_COMMAND.sub(replace_text, text)
+    if re.search(r"[A-Za-z]'+\s*\(", text):
+        raise CannotParse("a derivative (f'(x)) is not read")
+    # a' is a name of its own (the LaTeX parser drops the prime: a' = a - 1 read as a = a - 1)
+    text = re.sub(r"([A-Za-z])('+)", lambda match: f"{match.group(1)}_{{{'p' * len(match.group(2))}}}", text)
     text, more_modulus = _latex_modulus(text)
     modulus = modulus if modulus is not None else more_modulus
+    text = re.sub(r"(?<=\d)\\,(?=\d{3}(?!\d))", "", text)  # 12\,345: a thin space between digit groups
+    if re.search(r"(?<![\d.])\d{1,2}:\d{2}(?!\d)", text):
+        raise CannotParse("a time of day (9:45) is not arithmetic")
+    if re.search(r"\\%\s*[\d(]", text):
+        raise CannotParse("an operand after a percent sign")
     text = _LATEX_SPACING.sub(" ", normalize_unicode(text))
     text = re.sub(r"(\d)(?:,|\{,\})(?=\d{3}(?!\d))", r"\1", text)
     text = re.sub(r"\^\s*\\circ|\^\s*\{\\circ\}|°", " ", text)
+    if _VECTOR.search(text):
+        raise CannotParse("vector notation is not read")
+    if "!!" in text:
+        raise CannotParse("a double factorial is not read")
+    text = base_numerals(text)
     if re.search(r"\\(?:bmod|mod)(?![A-Za-z])", text):
         raise CannotParse("'mod' as an operator inside LaTeX is not read")
-    for run in re.findall(r"(?<![\\A-Za-z])[A-Za-z]{2,}", text):
+    for run in re.findall(r"(?<![\\A-Za-z_])[A-Za-z]{2,}", re.sub(UNIT_PREFIX + r"[a-z]+", " ", text)):
         if len(run) > 3 or run.lower() in _WORDS_IN_MATH:
             raise CannotParse(f"word {run!r} inside math")
     parts = split_top_level(text, _LATEX_RELATION)
     sides_text = [part.strip() for part in parts[0::2]]
     operators = [_LATEX_OPERATOR_NAMES.get(op, op) for op in parts[1::2]]
+    sides_text, operators = _truncated_decimals(sides_text, operators)
+    if len(sides_text) > 2 and not sides_text[0] and labelled:
+        # `\\text{Area} = 8 \\times 5 = 40`: a label before the first relation names the quantity.
+        sides_text, operators = sides_text[1:], operators[1:]
     if any(not side for side in sides_text):
         raise CannotParse("empty side of a relation")
+    for side in sides_text:
+        if re.search(r"(?<![_^\d.])\d+(?:\.\d+)?\s+\d", side):  # not `\log_2 32`
+            raise CannotParse(f"two numbers side by side in {side!r}")
     sides = [(side, _latex_expression(side)) for side in sides_text]
     return _link_claims(sides, operators, modulus)
 

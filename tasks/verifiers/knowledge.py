@@ -10,7 +10,8 @@ Premises come from
   conditions (`For which n is 2^n ≤ n^2?`, `Find all n such that 3^n < 10n`: candidates for n
   are not facts about n), nor a relation it only describes (`the roots of x^2 - 9x + 14 = 0`,
   `the line y = 2x + 1 meets y = x^2`: x there is any point, not one value);
-- each earlier step: what it asserted or defined before its first case (scope 0);
+- each earlier step: what it asserted or defined before its first case (scope 0), except that
+  a step opening a sibling case (`Case 2:`) does not see the steps of the case before it;
 - this step: what came before the statement in its own case, and scope 0.
 
 Names take new values. Every binding (`x = 5` asserted of a free name, assumed, or defined)
@@ -35,6 +36,7 @@ from typing import Any
 
 from tasks.verifiers.base import StepContext
 from tasks.verifiers.claims import ASSIGNMENT, EQUALITY, Claim
+from tasks.verifiers.reading import first_case_label, opening_case
 from tasks.verifiers.roles import (
     ASSERTION,
     ASSUMPTION,
@@ -104,6 +106,7 @@ class _Knowledge:
         self.bound: dict[Any, Fact] = {}  # versioned symbol -> its binding fact
         self.mentioned: set[Any] = set()  # versioned symbols some fact mentions
         self.functions: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self.piecewise: frozenset[str] = frozenset()  # functions defined piece by piece: never expanded
 
     def copy(self) -> "_Knowledge":
         other = _Knowledge()
@@ -112,6 +115,7 @@ class _Knowledge:
         other.bound = dict(self.bound)
         other.mentioned = set(self.mentioned)
         other.functions = dict(self.functions)
+        other.piecewise = self.piecewise
         return other
 
     def symbol(self, name: str) -> Any:
@@ -189,6 +193,44 @@ def _function_definition(claim: Claim) -> tuple[str, tuple[Any, ...], Any] | Non
     return str(claim.lhs.func), tuple(arguments), claim.rhs
 
 
+def _defines(knowledge: _Knowledge, definition: tuple[str, tuple[Any, ...], Any], role: str) -> bool:
+    """Whether `f(x) = body` defines f, or is an equation about x (`Solve g(x) = 7`, `f(x) = 0`).
+
+    Only a definition (`Let f(x) = ...`) gives a defined function a new body; otherwise a body
+    must use its arguments: `g(x) = 7` of a defined g, or one that names no argument, is an
+    equation, and its function is expanded as in any other relation.
+    """
+    name, arguments, body = definition
+    if role == DEFINITION:
+        return True
+    if name in knowledge.functions:
+        return False
+    return bool(body.free_symbols & set(arguments))
+
+
+def _piecewise(statements: Sequence[Statement]) -> frozenset[str]:
+    """Functions one text defines piece by piece: twice (`f(x) = 2x + 1` if x < 0 and
+    `f(x) = x^2` if x >= 0), or once with a range of its arguments after it (`g(x) = x^2 for
+    x >= 0`). No piece alone gives the function's value at a point. An equation posed about a
+    function (`Solve g(x) = 7`, `For which x is f(x) = x^2?`) is no piece."""
+    pieces: dict[str, int] = {}
+    ranged: set[str] = set()
+    for index, statement in enumerate(statements):
+        definition = _function_definition(statement.claim)
+        if definition is None or statement.role in (QUESTION, REJECTED) or statement.cue in ("solve", "solving"):
+            continue
+        name, arguments, body = definition
+        pieces[name] = pieces.get(name, 0) + bool(body.free_symbols & set(arguments))
+        if index + 1 < len(statements) and _is_range(statements[index + 1].claim, arguments):
+            ranged.add(name)
+    return frozenset(name for name, count in pieces.items() if count > 1) | frozenset(ranged)
+
+
+def _is_range(claim: Claim, arguments: Sequence[Any]) -> bool:
+    """Whether a relation only bounds the given arguments (`x >= 0` after `f(x) = x^2`)."""
+    return claim.operator not in ("=", "≈", "≡") and bool(claim.free_symbols) and claim.free_symbols <= set(arguments)
+
+
 def _is_name_binding(claim: Claim) -> bool:
     return claim.kind == ASSIGNMENT and claim.operator == "="
 
@@ -200,13 +242,25 @@ def _walk(knowledge: _Knowledge, reading: Reading, given: bool = False) -> tuple
     the problem statement is a premise.
     """
     top = knowledge.copy()
+    top.piecewise |= _piecewise(reading.statements)
     current, scope = top, 0
     planned: list[Planned] = []
-    for statement in reading.statements:
+    introduced = list(reading.introduced)
+    for index, statement in enumerate(reading.statements):
         fresh_scope = False
         if statement.scope != scope and not given:
             current, scope, fresh_scope = top.copy(), statement.scope, True
+        while introduced and introduced[0][0] <= index:
+            _, where, name = introduced.pop(0)
+            (top if where == 0 else current).fresh(name)  # a name introduced anew: a new version
+        piece = planned[-1].claim if planned and planned[-1].mode == NOTE else None
+        definition = _function_definition(piece) if piece is not None else None
+        if definition is not None and definition[0] in current.piecewise and _is_range(statement.claim, definition[1]):
+            planned.append(Planned(statement, statement.claim, NOTE, fresh_scope))  # the range of a piece
+            continue
         planned.append(_plan(current, statement, given, fresh_scope))
+    for _, where, name in introduced:
+        (top if where == 0 else current).fresh(name)
     return planned, top
 
 
@@ -219,7 +273,9 @@ def _plan(knowledge: _Knowledge, statement: Statement, given: bool, fresh_scope:
     if statement.alternative:
         return Planned(statement, knowledge.renamed(claim), ALTERNATIVES, fresh_scope)
     definition = _function_definition(claim)
-    if definition is not None:
+    if definition is not None and definition[0] in knowledge.piecewise:
+        return Planned(statement, claim, NOTE, fresh_scope)  # one piece of a function: no value alone
+    if definition is not None and _defines(knowledge, definition, role):
         name, arguments, body = definition
         knowledge.functions[name] = (arguments, body)
         return Planned(statement, claim, PREMISE, fresh_scope)
@@ -288,6 +344,7 @@ def _given(statement: Statement) -> bool:
 def _after_problem(problem: str) -> _Knowledge:
     knowledge = _Knowledge()
     reading = read_step(problem)
+    knowledge.piecewise = _piecewise(reading.statements)  # before the pieces the filter drops
     statements = tuple(s for s in reading.statements if _given(s))
     _, top = _walk(knowledge, Reading(statements, ()), given=True)
     return top
@@ -297,13 +354,27 @@ def _after_problem(problem: str) -> _Knowledge:
 def _after_steps(problem: str, steps: tuple[str, ...]) -> _Knowledge:
     if not steps:
         return _after_problem(problem)
-    _, top = _walk(_after_steps(problem, steps[:-1]), read_step(steps[-1]))
+    _, top = _walk(_before_step(problem, steps[:-1], steps[-1]), read_step(steps[-1]))
     return top
+
+
+def _before_step(problem: str, previous: tuple[str, ...], step: str) -> _Knowledge:
+    """The knowledge a step starts from.
+
+    A step that opens a case (`**Case 2:** ...`) starts from what held before the case it follows
+    (the steps since `Case 1:` belong to that case), unless it starts a new run (`Case 1`).
+    """
+    label = opening_case(step)
+    if label is not None and not first_case_label(label):
+        for index in range(len(previous) - 1, -1, -1):
+            if opening_case(previous[index]) is not None:
+                return _before_step(problem, previous[:index], previous[index])
+    return _after_steps(problem, previous)
 
 
 def plan_step(context: StepContext, step_text: str) -> Plan:
     """Every statement of the step with what it may rely on (see the module docstring)."""
-    knowledge = _after_steps(context.problem, tuple(context.previous_steps))
+    knowledge = _before_step(context.problem, tuple(context.previous_steps), step_text)
     reading = read_step(step_text)
     items, _ = _walk(knowledge, reading)
     return Plan(tuple(knowledge.facts), tuple(items), reading.unread)

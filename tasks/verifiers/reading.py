@@ -41,7 +41,7 @@ from tasks.verifiers.claims import (
     parse_span,
     split_top_level,
 )
-from tasks.verifiers.units import mark_units
+from tasks.verifiers.units import UNIT_PREFIX, is_unit, mark_units
 
 if TYPE_CHECKING:
     from tasks.verifiers.base import StepContext
@@ -96,6 +96,28 @@ _CASE = re.compile(
 )
 _ABBREVIATIONS = ((re.compile(r"\bi\.\s?e\.,?", re.IGNORECASE), " ie "), (re.compile(r"\be\.\s?g\.,?", re.IGNORECASE), " eg "),
                   (re.compile(r"\bvs\.", re.IGNORECASE), " vs "))
+
+_OPENING_CASE = re.compile(r"^\s*(?:\*\*)?\s*(?:sub)?case\b\s*(?P<label>[^\n:.*]*)", re.IGNORECASE)
+_FIRST_LABELS = frozenset("1 a i one".split())
+
+
+def opening_case(text: str) -> str | None:
+    """The label of the case a step opens with (`**Case 2:** ...` -> '2'), or None.
+
+    >>> opening_case("**Case $n < 0$:** Then ..."), opening_case("## Step 4: Case 1: x > 0")
+    ('$n < 0$', '1')
+    >>> opening_case("In case 2, ...") is None
+    True
+    """
+    match = _OPENING_CASE.match(_HEADER.sub("", text, count=1))
+    return match["label"].strip() if match else None
+
+
+def first_case_label(label: str) -> bool:
+    """`Case 1`, `Case (a)`, `Case i`: the first of a run of cases."""
+    words = label.strip("() ").split()
+    return bool(words) and words[0].strip("().").lower() in _FIRST_LABELS
+
 
 PROSE, LATEX, ANNOTATION = "prose", "latex", "annotation"
 # "40% of 450" and "3/4 of 120" are products; "of" before anything but a number stays words.
@@ -193,7 +215,7 @@ def _segments(text: str) -> list[tuple[str, str]]:
 _TOKEN = re.compile(
     r"""
     (?P<modulus>\(\s*(?:mod|modulo)\s+\d+\s*\)|\\pmod\s*\{?\s*\d+\s*\}?)
-    |(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|\d+(?:\.\d+)?|\.\d+)
+    |(?P<number>\d+_\{?\d+\}?|\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|\d+(?:\.\d+)?|\.\d+)
     |(?P<command>\\[A-Za-z]+)
     |(?P<relation><=|>=|!=|==|=|<|>|≈|≡)
     |(?P<operator>\*\*|[-+*/^%]|\bmod\b)
@@ -277,7 +299,14 @@ def _trimmed(tokens: list[_Token]) -> list[_Token]:
     return tokens
 
 
-def _span_problem(text: str, tokens: list[_Token], before: _Token | None, after: _Token | None) -> str | None:
+# Words between two numbers that make the second part of a phrase, not an operand: "3 in 10",
+# "from 9 to 12".
+_PHRASE_WORDS = frozenset("in to".split())
+
+
+def _span_problem(
+    text: str, tokens: list[_Token], before: _Token | None, after: _Token | None, quantity_before: str | None = None
+) -> str | None:
     """Why this relation-bearing span cannot be read as a whole claim, or None if it can."""
     significant = [token for token in tokens if token.kind != "space"]
     first, last = significant[0], significant[-1]
@@ -288,6 +317,8 @@ def _span_problem(text: str, tokens: list[_Token], before: _Token | None, after:
     for neighbour in (before, after):
         if neighbour is not None and neighbour.kind == "word" and neighbour.text.lower() in CONNECTIVES:
             return f"arithmetic continues in words ({neighbour.text!r})"
+    if quantity_before is not None and first.kind in ("number", "open"):
+        return f"the expression continues a phrase ({quantity_before!r}: '3 in 10 = 30%', '1 hour 30 minutes')"
     if before is not None and before.kind == "word" and before.end == tokens[0].start:
         return f"a word touches the expression ({before.text!r})"
     if after is not None and after.kind == "word" and after.start == tokens[-1].end:
@@ -343,14 +374,31 @@ _NUMBER_LIKE = re.compile(r"^\s*[-+]?\s*(?:\d[\d,]*(?:\.\d+)?|\\frac\{[^{}]*\}\{
 
 
 _ALIGNED = re.compile(r"\\(?:begin|end)\{(?:aligned|align\*?|gathered|split|cases|array)\}(?:\{[^{}]*\})?")
+_CASES = re.compile(r"\\begin\{[dr]?cases\*?\}(?P<body>.*?)\\end\{[dr]?cases\*?\}", re.DOTALL)
 _CONTINUED_LINE = re.compile(r"\\\\\s*(?=[=<>]|\\(?:le|ge|leq|geq|approx|equiv|neq|lt|gt)(?![A-Za-z]))")
+_AFTER_ALIGNMENT = re.compile(r"\s*(?:[=<>]|\\(?:le|ge|leq|geq|approx|equiv|neq|lt|gt)(?![A-Za-z]))")
+
+
+def _piecewise_cases(content: str) -> bool:
+    """Whether a `cases` block pairs values with conditions (`2x + 1 & x < 0`), not a system of
+    equations (`x + y = 5 \\\\ x - y = 1`) or an aligned chain (`x &= 5`)."""
+    for block in _CASES.finditer(content):
+        for row in block.group("body").split("\\\\"):
+            before, mark, after = row.partition("&")
+            if mark and before.strip() and after.strip() and not _AFTER_ALIGNMENT.match(after):
+                return True
+    return False
 
 
 def _latex_items(content: str) -> list[Item]:
     """A LaTeX region as items: each relation-bearing piece a fragment, separators as words.
 
-    An aligned chain (`a &= b \\\\ &= c`) reads as one chain.
+    An aligned chain (`a &= b \\\\ &= c`) reads as one chain. A `cases` block is not read: its rows
+    are values paired with conditions (`2x + 1 & x < 0`), and joining them would make products.
     """
+    if _piecewise_cases(content):
+        reason = "a cases block of values and conditions is not read"
+        return [Item(FRAGMENT, content.strip(), Fragment(" ".join(content.split()), (), reason))]
     items: list[Item] = []
     content = _CONTINUED_LINE.sub(" ", _ALIGNED.sub(" ", content).replace("&", " "))
     pieces = split_top_level(content, _LATEX_SEPARATOR)
@@ -379,6 +427,20 @@ def _latex_items(content: str) -> list[Item]:
     return items
 
 
+def _quantity_before(tokens: list[_Token], first: int) -> str | None:
+    """A number and a word right before a run that the run continues: `3 in` of `3 in 10 = 30%`,
+    and `1 hour` of `1 hour 30 minutes = 90 minutes` (one quantity in two units)."""
+    significant = [token for token in tokens[max(0, first - 6) : first] if token.kind != "space"]
+    if len(significant) < 2 or significant[-1].kind != "word" or significant[-2].kind != "number":
+        return None
+    word = significant[-1].text
+    following = "".join(token.text for token in tokens[first : first + 6])
+    starts_with_unit = re.match(rf"\(\s*[\d.,]+\s*\*\s*{UNIT_PREFIX}", following)
+    if word.lower() in _PHRASE_WORDS or (starts_with_unit and is_unit(word)):
+        return f"{significant[-2].text} {word}"
+    return None
+
+
 def _prose_items(text: str) -> list[Item]:
     tokens = _tokens(text)
     runs = {first: (run, before, after, end) for run, before, after, first, end in _runs(tokens)}
@@ -394,7 +456,7 @@ def _prose_items(text: str) -> list[Item]:
                     run = rest
             span = text[run[0].start : run[-1].end]
             if any(token.kind == "relation" for token in run):
-                problem = _span_problem(text, run, before, after)
+                problem = _span_problem(text, run, before, after, _quantity_before(tokens, index))
                 if problem is not None:
                     items.append(Item(FRAGMENT, span, Fragment(" ".join(span.split()), (), problem)))
                 else:
@@ -456,8 +518,8 @@ def _mark_value_lists(items: list[Item]) -> list[Item]:
 # Public functions
 
 
-def _claim_key(claim: Claim) -> str:
-    return f"{claim.operator}|{claim.relation.func.__name__}|{claim.relation.lhs}|{claim.relation.rhs}|{claim.modulus}"
+def _claim_key(claim: Claim) -> tuple:
+    return (claim.operator, claim.relation.func, claim.relation.lhs, claim.relation.rhs, claim.modulus)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -479,7 +541,7 @@ def extract_claims(text: str) -> Extraction:
         if item.fragment.problem is not None:
             unparsed.append(Unparsed(item.fragment.text, item.fragment.problem))
         claims.extend(item.fragment.claims)
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     unique = []
     for claim in claims:
         key = _claim_key(claim)

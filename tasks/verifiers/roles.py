@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 
 from tasks.verifiers.claims import ASSIGNMENT, CONGRUENCE, INEQUALITY, Claim, with_modulus
-from tasks.verifiers.reading import BREAK, CASE_MARKER, FRAGMENT, MARKER, PUNCT, WORD, Item, read_items
+from tasks.verifiers.reading import BREAK, CASE_MARKER, FRAGMENT, MARKER, MATH, PUNCT, WORD, Item, read_items
 
 ASSERTION, ASSUMPTION, DEFINITION = "assertion", "assumption", "definition"
 CONDITION, REJECTED, QUESTION = "condition", "rejected", "question"
@@ -84,8 +84,12 @@ _REJECTION = re.compile(
     r"^(?:which |this |that |it |and )?(?:is |are |was |would be |be )?(?:clearly |obviously |also )?"
     r"(?:false|not true|untrue|impossible|not possible|a contradiction|contradiction|contradicts|absurd|"
     r"incorrect|wrong|not valid|invalid|not satisfied|does not hold|doesn t hold|do not hold|cannot hold|"
-    r"never holds|fails to hold|not the case|cannot be)\b"
+    r"never holds|fails to hold|fails|fail|not the case|cannot be|extraneous|rejected|discarded|ruled out|"
+    r"not a solution|not a valid solution|no solution|does not work|doesn t work|does not satisfy|"
+    r"doesn t satisfy|not allowed|not admissible|inadmissible|not acceptable|undefined)\b"
 )
+# Verbs before a relation that refute it: "we reject x = -8", "discarding x = -8".
+_REJECT_WORDS = frozenset("reject rejects rejecting discard discards discarding".split())
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,9 @@ class Unread:
 class Reading:
     statements: tuple[Statement, ...] = ()
     unread: tuple[Unread, ...] = ()
+    # Names a sentence introduces in words ("Let $S$ denote the sum ..."): (the number of
+    # statements before it, its scope, the name). What was known of the name no longer holds.
+    introduced: tuple[tuple[int, int, str], ...] = ()
 
 
 def _sentences(items: tuple[Item, ...]) -> list[list[Item]]:
@@ -153,6 +160,8 @@ def _left_cue(words: list[Item], item: Item) -> tuple[str, str] | None:
         for phrase in _CONDITION_PHRASES:
             if tuple(previous[-(len(phrase) - 1) :] + [word]) == phrase:
                 return (CONDITION, " ".join(phrase))
+        if word in _REJECT_WORDS:
+            return (REJECTED, word)
         if word in _NEGATION_WORDS:
             return (UNPLACED, word)
         if word in _QUESTION_WORDS:
@@ -256,6 +265,8 @@ def _sentence_roles(sentence: list[Item]) -> list[tuple[str, str, bool]]:
 
 
 _STRONG_ASSERT = frozenset("so thus hence therefore".split())
+# Cues of an assertion no word derives ("For the second number, 3n = 27", "Total: 5 + 3 = 8").
+UNCUED = frozenset({"", ":"})
 
 
 def _mark_alternatives(
@@ -277,6 +288,30 @@ def _mark_alternatives(
             alternative = True
         marked.append((role, cue, alternative))
     return marked
+
+
+_INTRODUCING_WORDS = frozenset("let denote define call".split())
+_NAME = re.compile(r"^(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|[A-Z]{2,3})$")
+
+
+def _introduced_names(sentence: list[Item]) -> list[str]:
+    """Names a sentence introduces without a relation: `Let $S$ denote the sum`, `Let the number
+    of boys be $b$` (a name given a value by a relation is a definition instead)."""
+    def introducing(index: int, item: Item) -> bool:
+        following = sentence[index + 1] if index + 1 < len(sentence) else None
+        lets = item.text == "let" and following is not None and following.kind == PUNCT and following.text == "'"
+        return item.kind == WORD and item.text in _INTRODUCING_WORDS and not lets  # "Let's compute x"
+
+    if not any(introducing(index, item) for index, item in enumerate(sentence)):
+        return []
+    bound = {str(claim.lhs) for item in sentence if item.fragment for claim in item.fragment.claims[:1]}
+    names = []
+    for item in sentence:
+        text = item.text.replace(" ", "")
+        name = re.sub(r"_\{([A-Za-z0-9]+)\}", r"_\1", text)
+        if item.kind == MATH and _NAME.match(text) and name not in bound:  # `Let $S$ be: $S = 96$` defines S
+            names.append(name)
+    return names
 
 
 _RETRACTION = re.compile(
@@ -314,11 +349,12 @@ def read_step(text: str) -> Reading:
     """
     statements: list[Statement] = []
     unread: list[Unread] = []
+    introduced: list[tuple[int, int, str]] = []
     scope, scopes_opened, scope_has_content = 0, 0, False
     fragment_index = 0
     step_claims = [claim for item in read_items(text) if item.fragment for claim in item.fragment.claims]
     step_moduli = _moduli(step_claims)
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     sentences = _sentences(read_items(text))
     for number, sentence in enumerate(sentences):
         sentence_roles = _sentence_roles(sentence)
@@ -331,6 +367,8 @@ def read_step(text: str) -> Reading:
         modulus = next(iter(sentence_moduli)) if len(sentence_moduli) == 1 else None
         if modulus is None and not sentence_moduli and len(step_moduli) == 1:
             modulus = next(iter(step_moduli))
+        for name in _introduced_names(sentence):
+            introduced.append((len(statements), scope, name))
         for item in sentence:
             if item.kind == MARKER:
                 scopes_opened += 1
@@ -354,7 +392,8 @@ def read_step(text: str) -> Reading:
                     claim = with_modulus(claim, modulus)
                 link_role = _link_role(role, claim, link, claims)
                 scope_has_content = scope_has_content or link_role != ASSUMPTION
-                key = f"{link_role}|{claim.operator}|{claim.relation.lhs}|{claim.relation.rhs}|{claim.modulus}|{scope}"
+                # sympy objects hash by structure: printing them for a key cost a third of a step
+                key = (link_role, claim.operator, claim.relation.lhs, claim.relation.rhs, claim.modulus, scope)
                 if key in seen:
                     continue
                 seen.add(key)
@@ -362,4 +401,4 @@ def read_step(text: str) -> Reading:
                 statements.append(
                     Statement(claim, link_role, cue, scope, fragment_index, binding_alternative, whole_hint)
                 )
-    return Reading(tuple(statements), tuple(unread))
+    return Reading(tuple(statements), tuple(unread), tuple(introduced))

@@ -49,10 +49,10 @@ _SPAN = re.compile(
 )
 
 
-def _is_unit(word: str) -> bool:
+def is_unit(word: str) -> bool:
     bare = word.rstrip("²³")
     if "/" in bare:
-        return all(_is_unit(part) for part in bare.split("/"))
+        return all(is_unit(part) for part in bare.split("/"))
     if len(bare) == 1:
         return bare in _SINGLE_LETTER_UNITS
     return bare.isalpha() and bare.lower() not in _NOT_UNITS
@@ -76,7 +76,7 @@ def unit_name(word: str) -> str:
     return UNIT_PREFIX + word
 
 
-def _unit_factor(word: str) -> str:
+def unit_factor(word: str) -> str:
     power = ""
     if word[-1] in _SUPERSCRIPTS:
         word, power = word[:-1], f"**{_SUPERSCRIPTS[word[-1]]}"
@@ -90,12 +90,12 @@ def _unit_factor(word: str) -> str:
 def _rewrite_quantity(match: re.Match[str]) -> str:
     words = match.group("units").split() if match.group("units") else []
     per = match.group("per").split()[1] if match.group("per") else None
-    if not all(_is_unit(word) for word in words) or (per is not None and not _is_unit(per)):
+    if not all(is_unit(word) for word in words) or (per is not None and not is_unit(per)):
         return match.group(0)
     number = match.group("number")
     text = (f"({number})" if "/" in number else number) + (match.group("percent") or "")
     for word in words:
-        text += _unit_factor(word)
+        text += unit_factor(word)
     if per is not None:
         text += f" / {unit_name(per.split('/')[0])}"
     return f"({text})" if words or per else text

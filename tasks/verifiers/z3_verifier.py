@@ -7,6 +7,9 @@ scope 0, and this step's earlier statements in the same case):
 - P ∧ C unsat and P ∧ ¬C sat: C contradicts P, invalid; the evidence is a model of P ∧ ¬C.
 - both unsat: the premises contradict each other, unknown. Both sat: neither, unknown. A
   solver timeout is unknown too.
+- C unsat on its own, with no premise, and no false identity (`i^2 = -1`, unlike
+  `n^2 + 15 = (n + 3)(n - 3) + 6`): the solver's number domain refutes it, not the text (which
+  may mean complex numbers), unknown.
 
 Only the premises that share a name with C, directly or through other premises, are used, so an
 unrelated contradiction elsewhere never decides C. A closed claim (`3 + 4 = 8`) needs no
@@ -29,6 +32,7 @@ from typing import Any
 
 from schemas.records import Verdict
 from tasks.verifiers.arith import (
+    ANEW,
     ClaimCheck,
     NotEvaluable,
     StepOutcome,
@@ -36,7 +40,9 @@ from tasks.verifiers.arith import (
     check_relation,
     evaluate_exact,
     judge_rejections,
+    note_computing,
     note_for,
+    uncued,
     unread_into,
 )
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, VerifierTimeout, run_guarded
@@ -137,6 +143,17 @@ class _Translator:
         }[claim.operator]()
 
 
+def _false_identity(claim: Claim) -> bool:
+    """An equation whose sides differ by a nonzero number, whatever its names' values
+    (`n^2 + 15 = (n + 3)(n - 3) + 6`): false in every number domain."""
+    import sympy
+
+    if claim.operator != "=":
+        return False
+    difference = sympy.expand(claim.lhs - claim.rhs)
+    return bool(difference.is_number and difference != 0)
+
+
 def _model_text(model: Any) -> str:
     pairs = sorted((display(declaration.name()), str(model[declaration])) for declaration in model.decls())
     return "[" + ", ".join(f"{name} = {value}" for name, value in pairs) + "]"
@@ -180,12 +197,15 @@ class Z3Verifier:
 
     def _judge(self, step_text: str, context: StepContext, deadline: Deadline) -> Verdict:
         plan = plan_step(context, step_text)
+        earlier = {id(fact) for fact in plan.base if not fact.given}  # what earlier steps said
         session = _Session(self, deadline)
         outcome = StepOutcome()
         facts, top = list(plan.base), None
         rejected: dict[int, list[ClaimCheck]] = {}
         alternatives: list[Any] = []
+        computing: set[int] = set()
         for item in plan.items:
+            note_computing(item, computing)
             if item.fresh_scope:
                 top = list(facts) if top is None else top
                 facts = list(top)
@@ -193,7 +213,12 @@ class Z3Verifier:
                 session.alternatives(alternatives, facts_at_alternatives, outcome)
                 alternatives = []
             if item.mode == CHECK:
-                outcome.add(session.check(item.claim, facts, item.statement.whole_hint))
+                check = session.check(item.claim, facts, item.statement.whole_hint)
+                if check.outcome == INVALID and uncued(item, computing) and item.claim.free_symbols:
+                    local = [fact for fact in facts if id(fact) not in earlier]
+                    if session.consistent(item.claim, local):
+                        check = ClaimCheck(item.claim, UNKNOWN, f"{display(item.claim.text)}: {ANEW}")
+                outcome.add(check)
             elif item.mode == REBIND:
                 _rebind(item, facts, outcome, deadline)
             elif item.mode == REJECT:
@@ -296,6 +321,11 @@ class _Session:
             return ClaimCheck(claim, UNKNOWN, f"{text}: premises are inconsistent: earlier relations contradict each other")
         if entailed == "unsat":
             return ClaimCheck(claim, VALID, f"{text} follows from the premises")
+        if refuted == "unsat" and self._solve([formula])[0] != "sat" and not _false_identity(claim):
+            # No real value of its names satisfies it, yet it is no false identity: the solver's
+            # number domain refutes it, not the premises (`i^2 = -1` of the imaginary unit).
+            return ClaimCheck(claim, UNKNOWN, f"{text} has no solution among the {self.verifier.config.symbol_sort}s "
+                                              "on its own: another number domain (complex numbers?)")
         if refuted == "unsat":
             return ClaimCheck(
                 claim, INVALID, f"{text} contradicts the premises; model of premises and not claim: {_model_text(counter)}"
@@ -303,6 +333,10 @@ class _Session:
         return ClaimCheck(
             claim, UNKNOWN, f"{text} neither follows from nor contradicts the premises (counterexample {_model_text(counter)})"
         )
+
+    def consistent(self, claim: Claim, facts: list[Fact]) -> bool:
+        """Whether the claim and the facts (those that share a name with it) can hold together."""
+        return self._solve([*self._premises(claim, facts), self.translator.relation(claim)])[0] == "sat"
 
     def alternatives(self, items: list[Any], facts: list[Fact], outcome: StepOutcome) -> None:
         """Values offered for a name: valid when the premises entail one of them, else only noted."""

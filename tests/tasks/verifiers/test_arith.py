@@ -89,7 +89,9 @@ def test_assignments_bind_within_the_step_and_from_context(arith):
     assert arith.verify("x = 3*4 = 12, so x + 2 = 14", PROBLEM).verdict == "valid"
     context = StepContext("Let x = 12.", ("y = 3",))
     assert arith.verify("x * y = 36", context).verdict == "valid"
-    assert arith.verify("y * 2 = 7", context).evidence == "y * 2 = 7 is false: left 6, right 7"
+    assert arith.verify("so y * 2 = 7", context).evidence == "y * 2 = 7 is false: left 6, right 7"
+    # With no word deriving it, a claim false only by an earlier step's value may use the name anew.
+    assert arith.verify("y * 2 = 7", context).verdict == "unknown"
     # An assignment to a bound symbol is checked, not a new definition.
     assert arith.verify("x = 13", context).evidence == "x = 13 is false: left 12, right 13"
 
@@ -171,3 +173,25 @@ def test_a_function_the_problem_defines_is_evaluated(arith):
     context = StepContext("Let $f(x) = 2x^2 - 3x + 1$. Compute $f(3)$.")
     assert arith.verify("$f(3) = 2 \\cdot 9 - 9 + 1 = 10$.", context).verdict == "valid"
     assert arith.verify("$f(3) = 11$.", context).evidence == "f(3) = 11 is false: left 10, right 11"
+
+
+def test_plain_computations_keep_their_verdicts(arith):
+    for text in ("2 + 3 = 5", "so 12 × 4 = 48 apples", "$\\frac{3}{4}\\cdot 8 = 6$", "$2\\binom{4}{2} = 12$",
+                 "$3.5 \\text{ hours} \\times 60 \\text{ minutes/hour} = 210 \\text{ minutes}$"):
+        assert arith.verify(text, PROBLEM).verdict == "valid", text
+    for text in ("7 × 8 = 54", "$7 \\times 8 = 54$", "$\\binom{4}{2}\\binom{6}{1} = 12$",
+                 "$2 \\text{ hours} \\times 60 \\text{ minutes/hour} = 100 \\text{ minutes}$"):
+        assert arith.verify(text, PROBLEM).verdict == "invalid", text
+
+
+def test_conversions_in_latex_text_are_never_invalid(arith):
+    verdict = arith.verify("$3.5 \\text{ hours} = 210 \\text{ minutes}$", PROBLEM)
+    assert verdict.verdict == "unknown"
+    assert verdict.reason == "3.5 hour = 210 minut: left 7/2 and right 210 are in different units (a conversion?)"
+
+
+def test_a_computing_chain_uses_earlier_values_and_a_bare_claim_does_not_alone(arith):
+    earlier = StepContext("q", ("The cost is $c = 12$.",))
+    assert arith.verify("So $2c = 30$.", earlier).verdict == "invalid"
+    assert arith.verify("For the other shop, $2c = 30$.", earlier).verdict == "unknown"
+    assert arith.verify("$d = 2c = 30$.", earlier).verdict == "invalid"

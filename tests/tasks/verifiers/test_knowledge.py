@@ -76,3 +76,35 @@ def test_defined_functions_are_expanded_and_undefined_ones_are_names():
 
 def test_display_drops_version_marks():
     assert display("Eq(x'2, y'10 + 1)") == "Eq(x, y + 1)"
+
+
+def test_a_sibling_case_does_not_see_the_steps_of_the_case_before_it():
+    steps = ("**Case $n > 0$:** then $x = \\frac{17}{n}$.", "So $n = 4$ and $x = \\frac{17}{4}$.")
+    base = [str(fact.claim.relation) for fact in plan_step(StepContext("q", steps), "**Case $n < 0$:** ...").base]
+    assert base == []
+    # A step after the cases, or one opening `Case 1`, sees them as before.
+    assert facts("q", steps) == ["Eq(n'1, 4)", "Eq(x'1, 17/4)"]
+
+
+def test_an_equation_about_a_defined_function_is_no_new_definition():
+    assert modes("Let $g(x) = 2x + 1$. Solve $g(x) = 7$.", (), "Also $g(0) = 1$.") == [("g(0) = 1", CHECK)]
+    assert facts("Let $g(x) = 2x + 1$. Solve $g(x) = 7$.") == ["Eq(2*x + 1, 7)"]
+
+
+def test_a_name_introduced_in_words_gets_a_new_version():
+    steps = ("Then $S = 1023$.", "Now let $S$ denote instead the sum $1 + 3 + 9 + 27 = 40$.")
+    assert [str(item.claim.lhs) for item in plan_step(StepContext("q", steps), "Then $3S = 120$.").items] == ["3*S'2"]
+
+
+PIECES = "Let $f(x) = 2x + 1$ if $x < 0$ and $f(x) = x^2$ if $x \\ge 0$. Find $f(-3) + f(4)$."
+
+
+def test_a_function_defined_piece_by_piece_is_not_expanded():
+    # Expanding the first piece made the true `f(4) = 4^2` false (f(4) read as 9).
+    assert modes(PIECES, (), "$f(4) = 4^2 = 16$") == [("f(4) = 4^2", BIND), ("4^2 = 16", CHECK)]
+    assert facts(PIECES) == []
+    ranged = "Let $g(x) = x^2$ for $x \\ge 0$. Find $g(3)$."
+    assert modes(ranged, (), "$g(3) = 10$") == [("g(3) = 10", BIND)]
+    # One definition, or one with an equation posed about it, is still expanded.
+    assert modes("Let $h(x) = x^2 + 1$ for all real $x$.", (), "$h(2) = 6$") == [("h(2) = 6", CHECK)]
+    assert modes("Let $g(x) = 2x + 1$. Solve $g(x) = x^2$.", (), "$g(3) = 8$") == [("g(3) = 8", CHECK)]

@@ -132,3 +132,23 @@ def test_an_unreadable_assertion_keeps_its_role():
 def test_whole_group_words_are_noted():
     assert read_step("She fills 7 / 2 = 3 full boxes.").statements[0].whole_hint
     assert not read_step("Step 2: 13 / 2 = 7").statements[0].whole_hint
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so $x = -8$ is extraneous.", [("x = -8", REJECTED)]),
+        ("$n = 3$ gives $17 < 12$, which fails.", [("n = 3", ASSUMPTION), ("17 < 12", REJECTED)]),
+        ("$25 \\le 17$ fails, so no.", [("25 <= 17", REJECTED)]),
+        ("We reject $x = -8$.", [("x = -8", REJECTED)]),
+    ],
+)
+def test_words_that_reject_a_relation(text, expected):
+    assert roles(text) == expected
+
+
+def test_a_name_introduced_in_words():
+    assert read_step("Now let $S$ denote the sum $1 + 3 = 4$.").introduced == ((0, 0, "S"),)
+    assert read_step("Let the number of boys be $b$.").introduced == ((0, 0, "b"),)
+    assert read_step("Let's compute $x$ now.").introduced == ()
+    assert read_step("Let $S$ be the sum: $S = 8 \\cdot 12 = 96$.").introduced == ()  # a definition

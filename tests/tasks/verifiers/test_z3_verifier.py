@@ -1,6 +1,7 @@
 import pytest
 
 from tasks.verifiers.base import StepContext
+from tasks.verifiers.arith import ANEW
 from tasks.verifiers.z3_verifier import Z3Config, Z3Verifier
 
 PROBLEM = StepContext("Mia has 21 apples.")
@@ -21,9 +22,20 @@ def test_closed_claims_are_evaluated_exactly_without_premises(z3_verifier):
 
 def test_claim_contradicting_premises_is_invalid_with_a_model_of_the_premises_it_shares_names_with():
     context = StepContext("Let x = 12.", ("y = 3",))
-    verdict = Z3Verifier().verify("y * 2 = 7", context)
+    verdict = Z3Verifier().verify("so y * 2 = 7", context)
     assert verdict.verdict == "invalid"
     assert verdict.evidence == "y * 2 = 7 contradicts the premises; model of premises and not claim: [y = 3]"
+
+
+def test_a_claim_no_word_derives_that_only_earlier_steps_contradict_is_unknown():
+    # "For the second number, 3n = 27" after "n = 6": the name may be used anew.
+    context = StepContext("A number doubled plus 5 is 17; another tripled is 27.",
+                          ("Let it be n. So 2n + 5 = 17 and n = 6.",))
+    verdict = Z3Verifier().verify("For the second number, $3n = 27$.", context)
+    assert (verdict.verdict, verdict.reason.split(": ", 1)[1]) == ("unknown", ANEW)
+    assert Z3Verifier().verify("Then $3n = 27$.", context).verdict == "invalid"
+    # The problem's own values still decide: "x = 13" after "Let x = 12." is invalid.
+    assert Z3Verifier().verify("x = 13", StepContext("Let x = 12.")).verdict == "invalid"
 
 
 def test_entailed_by_premises_is_valid(z3_verifier):
@@ -120,3 +132,17 @@ def test_a_substitution_is_an_assumption_and_what_follows_is_judged(z3_verifier)
 def test_a_relation_the_problem_only_describes_is_no_premise(z3_verifier):
     context = StepContext("The line $y = 2x + 1$ meets the parabola $y = x^2$.")
     assert z3_verifier.verify("$y = 2(0) + 1 = 1$", context).verdict == "valid"
+
+
+def test_a_claim_no_real_value_satisfies_is_unknown_unless_a_false_identity():
+    verdict = Z3Verifier().verify("Since $i^2 = -1$, we have", StepContext("Compute $(1 + i)^2$."))
+    assert verdict.verdict == "unknown"
+    assert verdict.reason.endswith("on its own: another number domain (complex numbers?)")
+    identity = Z3Verifier().verify("Note that $n^2 + 15 = (n + 3)(n - 3) + 6$.", StepContext("q"))
+    assert identity.verdict == "invalid"
+
+
+def test_a_computing_chain_is_judged_with_earlier_values():
+    steps = ("$a_4 = a_3^2 - a_3 + 1 = 49 - 7 + 1 = 43$.",)
+    verdict = Z3Verifier().verify("$a_5 = a_4^2 - a_4 + 1 = 1859 - 43 + 1 = 1817$.", StepContext("q", steps))
+    assert verdict.verdict == "invalid"
