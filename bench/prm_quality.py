@@ -154,17 +154,44 @@ def score_everything(models: dict, solutions: list[tuple[str, tuple[str, ...]]])
     return scored
 
 
-def policy_surprise(solutions: list[tuple[str, tuple[str, ...]]]) -> list[list[float] | None]:
-    """A lever with no training at all: each step's score is the embedded policy's lowest token
-    probability on that step's tokens (the surprise the PRM's network starts from)."""
+def adapted_policy(work: Path, args) -> str:
+    """A lever: the embedded policy fine-tuned (next-token loss on the solution only, 300 steps of
+    16) on the reference solutions of the pool's problems, 2-8 steps long. The policy itself was
+    trained on at most 6 steps, and its position embeddings past ~192 tokens are untrained."""
+    from dataclasses import replace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR, PolicyTrainConfig, encode_corpus, train_model
+    from tasks.synthetic import generate_problems
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_POLICY_DIR)
+    model = AutoModelForCausalLM.from_pretrained(EMBEDDED_POLICY_DIR)
+    corpus = encode_corpus(tokenizer, generate_problems(args.pool_problems, POOL_SEED, 2, 8), model.config.n_positions,
+                           loss_on_question=False)
+    losses = train_model(model, corpus, replace(PolicyTrainConfig(), steps=300, batch_size=16, warmup_steps=20,
+                                                learning_rate=1e-4), tokenizer.pad_token_id)
+    output = work / "adapted_policy"
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    print(f"  adapted the policy to {len(corpus)} reference solutions: loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return str(output)
+
+
+def policy_surprise(solutions: list[tuple[str, tuple[str, ...]]], base: str | None = None) -> list[list[float] | None]:
+    """A lever with no training on labels: each step's score is a language model's lowest token
+    probability on that step's tokens (the embedded policy's by default: the surprise the PRM's
+    network starts from)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
     from tasks.prm.implicit import encode_text
 
-    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_POLICY_DIR)
-    model = AutoModelForCausalLM.from_pretrained(EMBEDDED_POLICY_DIR).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base or EMBEDDED_POLICY_DIR)
+    model = AutoModelForCausalLM.from_pretrained(base or EMBEDDED_POLICY_DIR).eval()
     scores: list[list[float] | None] = []
     for problem, steps in solutions:
         text = encode_text(tokenizer, problem, steps, model.config.n_positions)
@@ -190,6 +217,7 @@ class FirstErrorRow:
     correct: float
     threshold: float
     calibration_f1: float
+    by_steps: dict  # solution length -> share of rows whose first error (or none) is found exactly
 
 
 def first_errors(models: dict, work: Path, args) -> dict[str, FirstErrorRow]:
@@ -203,6 +231,9 @@ def first_errors(models: dict, work: Path, args) -> dict[str, FirstErrorRow]:
     rows = calibration + measured
     scores = stage(work, "pb_scores", lambda: score_everything(models, [(r.problem, r.steps) for r in rows]))
     scores["policy_surprise"] = stage(work, "pb_surprise", lambda: policy_surprise([(r.problem, r.steps) for r in rows]))
+    adapted = stage(work, "adapted_policy", lambda: adapted_policy(work, args))
+    scores["adapted_surprise"] = stage(
+        work, "pb_adapted_surprise", lambda: policy_surprise([(r.problem, r.steps) for r in rows], adapted))
     results = {}
     for name, values in scores.items():
         cal, test = values[: len(calibration)], values[len(calibration) :]
@@ -216,8 +247,12 @@ def first_errors(models: dict, work: Path, args) -> dict[str, FirstErrorRow]:
             return processbench_f1(sum(wrong) / len(wrong), sum(right) / len(right)) if wrong and right else None
 
         fitted = first_error_result([r.label for r in calibration], cal, threshold)
+        by_steps: dict[int, list[bool]] = {}
+        for row, (_, hit) in zip(measured, hits, strict=True):
+            by_steps.setdefault(len(row.steps), []).append(hit)
         results[name] = FirstErrorRow(name, bootstrap(hits, f1), result.accuracy_erroneous, result.accuracy_correct,
-                                      threshold, fitted.f1)
+                                      threshold, fitted.f1,
+                                      {n: sum(found) / len(found) for n, found in sorted(by_steps.items())})
     return results
 
 
@@ -232,6 +267,8 @@ def best_of_n_curves(models: dict, work: Path, args, problem_ids: list[str], sam
     # Scoring is the costly part on CPU: the headline PRM and the two baselines that need a model.
     compared = {name: models[name] for name in (headline_model, "orm", "implicit")}
     scores = stage(work, f"bon_scores_{headline_model}", lambda: score_everything(compared, solutions))
+    adapted = stage(work, "adapted_policy", lambda: adapted_policy(work, args))
+    scores["adapted_surprise"] = stage(work, "bon_adapted_surprise", lambda: policy_surprise(solutions, adapted))
     groups: dict[str, list] = {}
     for index, (pid, steps, answer, correct) in enumerate(chosen):
         values = {}
@@ -241,7 +278,7 @@ def best_of_n_curves(models: dict, work: Path, args, problem_ids: list[str], sam
             for how in AGGREGATIONS:
                 values[f"{name}_{how}"] = agg.aggregated(how) if agg else float("-inf")
         groups.setdefault(pid, []).append(Candidate(answer, bool(correct), values))
-    selectors = [f"{headline_model}_{how}" for how in AGGREGATIONS] + ["orm_last", "implicit_min"]
+    selectors = [f"{headline_model}_{how}" for how in AGGREGATIONS] + ["orm_last", "implicit_min", "adapted_surprise_min"]
     votes = {f"{headline_model}_vote": f"{headline_model}_min"}
     return best_of_n(list(groups.values()), selectors, best_of_n_sizes(args.bon_samples), 256, 0, weighted_votes=votes)
 
@@ -276,11 +313,12 @@ def main() -> None:
     print("\nfirst-error identification, synthetic ProcessBench "
           f"({args.pb_rows} measured rows, half erroneous; threshold from {args.pb_rows // 2} other rows)")
     errors = first_errors(models, work, args)
+    lengths = sorted(next(iter(errors.values())).by_steps)
     print(f"{'model':<16} {'F1 [95% CI]':<26} {'acc erroneous':>14} {'acc correct':>12} {'threshold':>10} "
-          f"{'calibration F1':>15}")
+          f"{'calibration F1':>15}  exact by steps: " + " ".join(f"{n:>5}" for n in lengths))
     for row in errors.values():
         print(f"{row.model:<16} {row.f1.shown():<26} {row.erroneous:>14.3f} {row.correct:>12.3f} {row.threshold:>10.4f} "
-              f"{row.calibration_f1:>15.3f}")
+              f"{row.calibration_f1:>15.3f}                  " + " ".join(f"{row.by_steps[n]:>5.2f}" for n in lengths))
 
     headline_model = max(PRMS, key=lambda name: errors[name].calibration_f1)
     headline = f"{headline_model}_min"
@@ -290,7 +328,7 @@ def main() -> None:
     print(f"\nBest-of-N on {len(problems['measured'])} held-out problems (5-8 steps), {args.bon_samples} solutions "
           "each from the embedded policy; accuracy [95% CI over problems]")
     every_aggregation = [f"{headline_model}_{how}" for how in (*AGGREGATIONS, "vote")]
-    shown = ["oracle", "majority", "random", "orm_last", "implicit_min", *every_aggregation]
+    shown = ["oracle", "majority", "random", "orm_last", "implicit_min", "adapted_surprise_min", *every_aggregation]
     print(f"{'method':<22} " + " ".join(f"{'N=' + str(n):>21}" for n in sizes))
     for method in shown:
         print(f"{method:<22} " + " ".join(f"{point(measured, method, n).accuracy:.3f} [{point(measured, method, n).low:.2f},{point(measured, method, n).high:.2f}]".rjust(21) for n in sizes))

@@ -64,3 +64,21 @@ def test_a_missing_seed_file_is_one_line_and_writes_nothing(prefect_server_env, 
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "absent.jsonl" in errors[0], result.stderr[-2000:]
     assert not data_dir.exists() or not any(data_dir.iterdir())
+
+
+def test_synthetic_problem_length_and_the_test_split_come_from_flags(prefect_server_env, tmp_path):
+    from tasks.synthetic import generate_problems
+
+    data_dir = tmp_path / "warehouse"
+    result = prmforge(prefect_server_env, "generate", "--problems", "6", "--min-steps", "3", "--max-steps", "4",
+                      "--test-fraction", "0.5", "--policy", "simulated", "--samples", "1", "--rollouts", "1",
+                      "--seed", "7", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = rows(prefect_server_env, data_dir, "select problem_id, len(reference_steps) as steps from problems")
+    expected = generate_problems(6, 7, 3, 4)
+    assert sorted(row["problem_id"] for row in stored) == sorted(problem.problem_id for problem in expected)
+    assert {row["steps"] for row in stored} <= {3, 4}
+    (config,) = rows(prefect_server_env, data_dir, "select config_json from runs where flow = 'generate'")
+    assert json.loads(config["config_json"])["test_fraction"] == 0.5
+    bad = prmforge(prefect_server_env, "generate", "--problems", "2", "--min-steps", "0", "--data-dir", str(data_dir))
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: invalid option min_steps")
