@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from schemas.records import Problem, QuarantinedRow
 from tasks.ingest import RAW_KEEP_CHARS, IngestResult
 from tasks.policies.base import PolicyCannotSolve, cannot_solve, context_length, count_prompt_tokens
-from tasks.prompts import Prompt, PromptFormat
+from tasks.prompts import ChatPrompt, Prompt, PromptFormat
 
 # No tokenizer makes more tokens of a text than it has UTF-8 bytes, beyond a few it adds (BOS,
-# a dummy prefix): a text this much shorter than the context fits without counting.
+# a dummy prefix): a text this much shorter than the context fits without counting. A chat
+# template adds its markers around every message and may add a default system text of its own.
 _ADDED_TOKENS_MARGIN = 8
+_CHAT_TEMPLATE_MARGIN, _CHAT_MESSAGE_MARGIN = 256, 16
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,7 @@ def prompts_without_room(policy: object, prompts: Sequence[Prompt], needed: int 
     context = context_length(policy)
     if not context or not prompts:
         return {}
-    unsure = [
-        index for index, prompt in enumerate(prompts)
-        if not isinstance(prompt, str) or len(prompt.encode()) + _ADDED_TOKENS_MARGIN + needed > context
-    ]
+    unsure = [index for index, prompt in enumerate(prompts) if most_tokens(prompt) + needed > context]
     counts = count_prompt_tokens(policy, [prompts[index] for index in unsure]) if unsure else []
     if counts is None:
         return {}
@@ -61,6 +60,18 @@ def prompts_without_room(policy: object, prompts: Sequence[Prompt], needed: int 
         for index, tokens in zip(unsure, counts, strict=True)
         if tokens + needed > context
     }
+
+
+def most_tokens(prompt: Prompt) -> int:
+    """An upper bound on the tokens a prompt can take, from its UTF-8 size (no tokenizer needed).
+
+    >>> most_tokens("abc"), most_tokens(ChatPrompt((("user", "abc"),), "d"))
+    (11, 292)
+    """
+    if isinstance(prompt, str):
+        return len(prompt.encode()) + _ADDED_TOKENS_MARGIN
+    contents = sum(len(content.encode()) for _, content in prompt.messages) + len(prompt.reply.encode())
+    return contents + _CHAT_TEMPLATE_MARGIN + _CHAT_MESSAGE_MARGIN * (len(prompt.messages) + 1)
 
 
 def admit_problems(
