@@ -201,6 +201,7 @@ def dataset_build(
     labeler: Annotated[str, typer.Option(help="Whose labels: mc, search, progress, judge or consensus:<rule>.")] = "mc",
     test_fraction: Annotated[float, typer.Option(help="Share of problems in the test split.")] = 0.2,
     hnc: Annotated[bool, typer.Option("--hnc/--no-hnc", help="Add merged-step (HNC) variants.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the HNC merge positions and balancing: the shards' --seed gives the dataset a single run would build.")] = 0,
     data_dir: DataDir = None,
 ) -> None:
     """Build a dataset version from the warehouse as it is now (e.g. after shard workers)."""
@@ -209,7 +210,7 @@ def dataset_build(
     from schemas.config import DatasetConfig
 
     try:
-        settings = DatasetConfig(labeler=labeler, test_fraction=test_fraction, hnc=hnc)
+        settings = DatasetConfig(labeler=labeler, test_fraction=test_fraction, hnc=hnc, seed=seed)
     except ValidationError as error:
         first = error.errors()[0]
         fail(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")

@@ -10,6 +10,7 @@ Shapes: `TINY` (two layers, hidden 64, heads of 32: vLLM's CPU kernels take it) 
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -79,8 +80,12 @@ def training_conversations(count: int, seed: int) -> list[list[dict[str, str]]]:
     return conversations
 
 
-def build_chat_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (any text round-trips) with ChatML's special tokens and template."""
+def build_chat_tokenizer(texts: Sequence[str], vocab_size: int = 400, pad_to: int | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (any text round-trips) with ChatML's special tokens and template.
+
+    `pad_to` fills the vocabulary with placeholder tokens up to that size, so that every id a
+    random model of a real vocabulary size samples decodes (to `<|extra_N|>`).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -95,6 +100,8 @@ def build_chat_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> PreTrai
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
+    if pad_to and pad_to > tokenizer.get_vocab_size():
+        tokenizer = _padded(tokenizer, pad_to)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, eos_token=TURN_END, pad_token=END_OF_TEXT, unk_token=END_OF_TEXT,
         additional_special_tokens=[TURN_START], chat_template=CHAT_TEMPLATE, model_max_length=None,
@@ -102,11 +109,12 @@ def build_chat_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> PreTrai
 
 
 def build_chat_model(output_dir: Path, shape: Qwen2Shape = TINY, seed: int = 0, train_steps: int = 0,
-                     dtype: str = "float32") -> Path:
+                     dtype: str = "float32", device: str = "cpu") -> Path:
     """A Qwen2-shaped causal LM with a chat tokenizer, saved with `save_pretrained` in `output_dir`.
 
     `train_steps` > 0 trains it briefly on synthetic chat conversations, so that it writes their
-    shape (a few hundred steps of the TINY shape take seconds on a CPU).
+    shape (a few hundred steps of the TINY shape take seconds on a CPU). `device` is where the
+    weights are initialised (a 1.5B model initialises in seconds on a GPU, minutes on a CPU).
     """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -114,7 +122,7 @@ def build_chat_model(output_dir: Path, shape: Qwen2Shape = TINY, seed: int = 0, 
     conversations = training_conversations(256, seed=1000 + seed)
     probe = build_chat_tokenizer([], vocab_size=300)  # only to render the texts the BPE learns from
     texts = [probe.apply_chat_template(conversation, tokenize=False) for conversation in conversations]
-    tokenizer = build_chat_tokenizer(texts, vocab_size=400)
+    tokenizer = build_chat_tokenizer(texts, vocab_size=400, pad_to=shape.vocab_size)
     vocab_size = shape.vocab_size or len(tokenizer)
     if vocab_size < len(tokenizer):
         shape = replace(shape, vocab_size=len(tokenizer))
@@ -124,7 +132,8 @@ def build_chat_model(output_dir: Path, shape: Qwen2Shape = TINY, seed: int = 0, 
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, torch_dtype=dtype,
     )
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
+    with torch.device(device):
+        model = Qwen2ForCausalLM(config)
     if train_steps:
         _train(model, tokenizer, texts, train_steps, seed)
     model = model.to(getattr(torch, dtype)).eval()
@@ -134,6 +143,20 @@ def build_chat_model(output_dir: Path, shape: Qwen2Shape = TINY, seed: int = 0, 
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def _padded(tokenizer, size: int):
+    """The same tokenizer with placeholder tokens appended to its BPE vocabulary up to `size` ids
+    (reachable by no merge: only a model's sampled ids produce them)."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(tokenizer.to_str())
+    vocabulary = data["model"]["vocab"]
+    taken = {token["id"] for token in data["added_tokens"]} | set(vocabulary.values())
+    free = (index for index in range(size) if index not in taken)
+    for index in free:
+        vocabulary[f"<|extra_{index}|>"] = index
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def _train(model, tokenizer, texts: Sequence[str], steps: int, seed: int, batch_size: int = 16,

@@ -174,7 +174,7 @@ class VLLMPolicy:
         ]
         # enqueue renders and adds the requests; stepping the engine here, rather than in
         # LLM.generate, keeps every answer the moment it is finished.
-        inputs = [self._engine_input(prompts[index]) for index in pending]
+        inputs = [self.engine_input(prompts[index]) for index in pending]
         request_ids = llm.enqueue(inputs, requests, use_tqdm=False)
         # Outputs carry the caller's request id; enqueue returns vLLM's internal one, which adds
         # "-" and 8 random characters to it.
@@ -196,7 +196,7 @@ class VLLMPolicy:
         if missing:
             raise RuntimeError(f"the vLLM engine finished without answering {len(missing)} of {len(pending)} prompts")
 
-    def _engine_input(self, prompt: Prompt) -> Any:
+    def engine_input(self, prompt: Prompt) -> Any:
         """Text as it is; a chat prompt rendered and tokenized here, as token ids."""
         if isinstance(prompt, str):
             return prompt
@@ -212,7 +212,7 @@ class VLLMPolicy:
         tokenizer = self.engine().get_tokenizer()
         counts = []
         for prompt in prompts:
-            engine_input = self._engine_input(prompt)
+            engine_input = self.engine_input(prompt)
             counts.append(len(engine_input["prompt_token_ids"]) if isinstance(engine_input, dict)
                           else len(tokenizer(engine_input)["input_ids"]))
         return counts
