@@ -68,6 +68,11 @@ def generate(
     verifiers: Annotated[Optional[str], typer.Option(help="Comma-separated step verifiers: arith,z3,lean,code.")] = None,
     consensus: Annotated[Optional[str], typer.Option(help="Consensus rule: default, majority or mc_and_verifiers.")] = None,
     consensus_sources: Annotated[Optional[str], typer.Option("--consensus-sources", help="Comma-separated labellers that vote in consensus (default: every labeller with labels for the steps).")] = None,
+    prompt_format: Annotated[Optional[str], typer.Option("--prompt-format", help="plain, chat (the policy's chat template) or a Jinja template file.")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option("--system-prompt", help="System message of chat prompts ('' for none).")] = None,
+    few_shot: Annotated[Optional[Path], typer.Option("--few-shot", help="Seed file of worked examples (rows with steps) shown before each problem.")] = None,
+    chat_template_from: Annotated[Optional[Path], typer.Option("--chat-template-from", help="Local tokenizer whose chat template renders chat prompts (openai: policies then use the completions endpoint).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Longest continuation, in tokens.")] = None,
     shard: Annotated[Optional[str], typer.Option(help="'i/n': only shard i of n of the problems (multi-worker runs).")] = None,
     dataset: Annotated[Optional[bool], typer.Option("--dataset/--no-dataset", help="Publish a dataset version with the run.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML or JSON file of these options.")] = None,
@@ -83,7 +88,8 @@ def generate(
         "problems": problems, "samples": samples, "rollouts": rollouts, "seed": seed,
         "seeds_file": seeds, "min_steps": min_steps, "max_steps": max_steps, "test_fraction": test_fraction,
         "policy": policy, "labeler": labeler, "consensus": consensus,
-        "shard": shard, "publish_dataset": dataset,
+        "shard": shard, "publish_dataset": dataset, "prompt_format": prompt_format, "system_prompt": system_prompt,
+        "few_shot_file": few_shot, "chat_template_from": chat_template_from, "max_new_tokens": max_new_tokens,
         "verifiers": _names(verifiers), "consensus_sources": _names(consensus_sources),
     }
     options.update({key: value for key, value in overrides.items() if value is not None})
@@ -199,6 +205,7 @@ def dataset_build(
     labeler: Annotated[str, typer.Option(help="Whose labels: mc, search, progress, judge, consensus:<rule> or verifier:<name>.")] = "mc",
     test_fraction: Annotated[float, typer.Option(help="Share of problems in the test split.")] = 0.2,
     hnc: Annotated[bool, typer.Option("--hnc/--no-hnc", help="Add merged-step (HNC) variants.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the HNC merge positions and balancing: the shards' --seed gives the dataset a single run would build.")] = 0,
     data_dir: DataDir = None,
 ) -> None:
     """Build a dataset version from the warehouse as it is now (e.g. after shard workers)."""
@@ -207,7 +214,7 @@ def dataset_build(
     from schemas.config import DatasetConfig
 
     try:
-        settings = DatasetConfig(labeler=labeler, test_fraction=test_fraction, hnc=hnc)
+        settings = DatasetConfig(labeler=labeler, test_fraction=test_fraction, hnc=hnc, seed=seed)
     except ValidationError as error:
         first = error.errors()[0]
         fail(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")

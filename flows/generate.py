@@ -7,6 +7,7 @@ snapshots whose messages name the run). A failed gate publishes nothing but its 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ from schemas.tables import CONSENSUS, POLICY_USAGE, STEP_LABELS, VERDICTS
 from tasks import frames
 from tasks.consensus import decisions_frame, labeler_sources, run_consensus
 from tasks.gates import GateFailed, GateResult, enforce, run_suite
+from tasks.fit import admit_problems, refuse_unsolvable
 from tasks.ids import content_id
 from tasks.ingest import IngestResult, read_seed_file
 from tasks.labelers.base import LabelRequest, LabelResult
@@ -32,6 +34,7 @@ from tasks.policies.base import engine_restarts
 from tasks.policies.cache import CachedPolicy
 from tasks.policies.registry import load_policy
 from tasks.policies.timeout import TimeoutPolicy
+from tasks.prompts import PromptFormat, format_for
 from tasks.synthetic import generate_problems
 from tasks.tree import build_tree, sample_solutions
 from tasks.verification import load_verifiers, solution_paths, verdicts_frame, verify_tree
@@ -39,12 +42,14 @@ from warehouse.connection import connect
 from warehouse.writes import read_table
 
 
-def run_id_for(config: GenerateConfig) -> str:
-    """The same inputs (config and seed file content) always give the same run id."""
+def run_id_for(config: GenerateConfig, prompt_format: PromptFormat | None = None) -> str:
+    """The same inputs (config, seed file content, and the prompt format's template and few-shot
+    examples) always give the same run id."""
     seeds_digest = ""
     if config.seeds_file is not None and Path(config.seeds_file).is_file():
         seeds_digest = hashlib.sha256(Path(config.seeds_file).read_bytes()).hexdigest()
-    return content_id("run", "generate", config.model_dump_json(), seeds_digest)
+    prompt_format = prompt_format or format_for(config)
+    return content_id("run", "generate", config.model_dump_json(), seeds_digest, prompt_format.id)
 
 
 def sampling_params(config: GenerateConfig, purpose: str) -> SamplingParams:
@@ -90,14 +95,25 @@ def policy_for(config: GenerateConfig, cache_dir: Path) -> CachedPolicy:
     return _cached_policies[key]
 
 
+@task(name="check-policy-fit", cache_policy=NO_CACHE)
+def admit_to_policy(config: GenerateConfig, loaded: IngestResult, prompt_format: PromptFormat) -> IngestResult:
+    """Problems whose prompt does not fit the policy's context go to quarantine, with the reason."""
+    policy = load_policy(config.policy)
+    admitted = admit_problems(policy, loaded, prompt_format, config.max_new_tokens, policy.name)
+    if len(admitted.problems) < len(loaded.problems):
+        announce(f"{len(loaded.problems) - len(admitted.problems)} problems do not fit {policy.name}'s context: "
+                 "quarantined (see the quarantine table)")
+    return admitted
+
+
 @task(name="sample-solutions", cache_policy=NO_CACHE)
-def sample_tree(config: GenerateConfig, problems: list[Problem], cache_dir: Path):
+def sample_tree(config: GenerateConfig, problems: list[Problem], cache_dir: Path, prompt_format: PromptFormat):
     policy = policy_for(config, cache_dir)
     restarts_before = len(engine_restarts(policy))
     with stage("sampling solutions", len(problems)) as advance:
         solutions, usage = sample_solutions(
             policy, problems, config.samples, sampling_params(config, "solutions"),
-            config.step_boundary, progress=advance,
+            progress=advance, prompt_format=prompt_format,
         )
     usage.engine_restarts = _report_restarts(policy, restarts_before, "sampling")
     return solutions, build_tree(solutions), usage
@@ -188,8 +204,10 @@ def _ids(connection, table, column: str) -> set[str]:
 def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> GenerateSummary:
     began = time.perf_counter()
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    run_id = run_id_for(config)
+    prompt_format = format_for(config)  # a template that does not render fails here
+    run_id = run_id_for(config, prompt_format)
     loaded = load_problems(config)  # a bad seed file fails here, before anything is written
+    refuse_unsolvable(load_policy(config.policy), loaded.problems, prompt_format)  # so does a policy that cannot
     with exclusive_writer(warehouse, run_id):
         connection = connect(warehouse)
         try:
@@ -198,6 +216,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             ).fetchone()[0]
             if done:
                 return GenerateSummary(run_id, "already done", problems=len(loaded.problems))
+            loaded = admit_to_policy(config, loaded, prompt_format)
             summary = GenerateSummary(run_id, "completed", problems=len(loaded.problems),
                                       quarantined=len(loaded.quarantined))
             known_nodes = _ids(connection, "nodes", "node_id")
@@ -205,7 +224,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             labelled = _ids(connection, f"step_labels WHERE labeler = '{config.labeler}'", "node_id")
 
             cache_dir = warehouse.data_dir / "cache"
-            solutions, tree, sample_usage = sample_tree(config, loaded.problems, cache_dir)
+            solutions, tree, sample_usage = sample_tree(config, loaded.problems, cache_dir, prompt_format)
             summary.solutions = len(solutions)
             summary.solved = sum(solution.is_correct for solution in solutions)
             request = LabelRequest(
@@ -214,6 +233,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 to_label=[node for node in tree if node.node_id not in labelled],
                 rollouts_per_step=config.rollouts,
                 params=sampling_params(config, "rollouts"),
+                prompt_format=prompt_format,
             )
             labelled_now = label_steps(config, request, cache_dir)
             verdicts = verify_steps(config, request)
@@ -238,11 +258,12 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             new = {
                 "problems": frames.problems_frame(loaded.problems, run_id),
                 "quarantine": frames.quarantine_frame(loaded.quarantined, run_id),
-                "nodes": frames.nodes_frame(tree, policy_name, sampling_params(config, "solutions"), run_id),
+                "nodes": frames.nodes_frame(tree, policy_name, sampling_params(config, "solutions"), run_id)
+                .with_columns(prompt_format=pl.lit(prompt_format.id)),
                 "rollouts": pl.concat([
                     frames.rollouts_frame(labelled_now.rollouts, policy_name, sampling_params(config, "rollouts"), run_id),
                     frames.judgements_frame(labelled_now, policy_name, run_id),  # the judge's raw prompts and answers
-                ]),
+                ]).with_columns(prompt_format=pl.lit(prompt_format.id)),
                 "step_labels": pl.concat([frames.labels_frame(labelled_now.labels, run_id), consensus_labels]),
                 "verdicts": verdicts_frame(verdicts, run_id) if verdicts else VERDICTS.empty_frame(),
                 "consensus": consensus_rows,
@@ -264,6 +285,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 "policy": policy_name, "started_at": started_at,
                 "n_problems": len(loaded.problems), "policy_seconds": usage.seconds,
                 "wall_seconds": time.perf_counter() - began, "generated_tokens": usage.generated_tokens,
+                "prompt_format": json.dumps(prompt_format.description(), ensure_ascii=False),
             }
             try:
                 with dataset_version_lock(warehouse, building=config.publish_dataset):

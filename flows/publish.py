@@ -28,6 +28,7 @@ from schemas.tables import (
 from tasks import frames
 from tasks.augment import hnc_variants
 from tasks.dataset import VERIFIER_PREFIX, stepwise_rows, verifier_labels, with_check_columns
+from tasks.exports import export_openrlhf
 from tasks.gates import GateResult, enforce, run_suite
 from tasks.ids import content_id
 from tasks.labelers.search import balance_solutions
@@ -277,6 +278,7 @@ def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig
         excluded.write_parquet(staged / "excluded.parquet")  # left out by balancing, with the reason
     if not pairs.is_empty():
         export_pairs(pairs, staged / "pairs.parquet")
+    export_openrlhf(dataset, staged / "openrlhf")  # OpenRLHF's process-reward form, beside TRL's
     summary.new_pairs = insert_new(connection, PREFERENCE_PAIRS, pairs)
     row = {
         "dataset_id": content_id("dataset", snapshot_id, config.model_dump_json()),

@@ -82,7 +82,13 @@ class GenerateConfig(BaseModel):
     )
     min_steps: int = Field(2, ge=1, le=12, description="Fewest steps in a synthetic problem.")
     max_steps: int = Field(6, ge=1, le=12, description="Most steps in a synthetic problem.")
-    policy: str = Field("embedded", description="Policy spec: 'embedded' or 'transformers:PATH'.")
+    policy: str = Field(
+        "embedded",
+        description=(
+            "Policy spec: 'embedded', 'transformers:PATH', 'vllm:PATH_OR_NAME', 'openai:URL/MODEL' or "
+            "'simulated[:...]'."
+        ),
+    )
     labeler: Literal["mc", "search", "progress", "judge"] = Field(
         "mc",
         description=(
@@ -94,8 +100,57 @@ class GenerateConfig(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     max_new_tokens: int = Field(160, ge=1, description="Longest continuation, in tokens.")
-    step_boundary: str = Field(
-        r"\n\s*\n|\n(?=Step \d+:)", description="Regex that separates steps in a solution."
+    prompt_format: str = Field(
+        "plain",
+        description=(
+            "How a problem becomes the policy's prompt: 'plain' (`Question: ...\\nAnswer:\\n`, one step per "
+            "line: the embedded model's format), 'chat' (the policy tokenizer's chat template, with system_prompt "
+            "and few-shot examples) or the path of a Jinja template file (fields: question, problem_id, source, "
+            "system, step_separator, examples)."
+        ),
+    )
+    system_prompt: str | None = Field(
+        None,
+        description=(
+            "The system message of 'chat' prompts (`system` in a template). Unset: 'Please reason step by step, "
+            "and put your final answer within \\boxed{}.' for chat; '' for none."
+        ),
+    )
+    few_shot_file: Path | None = Field(
+        None,
+        description=(
+            "Seed file (JSONL or Parquet, rows with steps) of worked examples shown before every problem: "
+            "user/assistant turns in 'chat', `examples` in a template, earlier Question/Answer blocks in 'plain'."
+        ),
+    )
+    chat_template_from: Path | None = Field(
+        None,
+        description=(
+            "A local tokenizer directory whose chat template renders 'chat' prompts. Unset: the policy's own "
+            "(transformers and vllm render with their tokenizer; an openai: server through its chat-completions "
+            "endpoint). Set, an openai: policy sends the locally rendered prompt to its completions endpoint."
+        ),
+    )
+    step_boundary: str | None = Field(
+        None,
+        description=(
+            "Regex that separates steps in a solution. Unset: the format's (plain: a blank line or a new "
+            "`Step k:` line; chat and templates: a blank line, i.e. '\\n\\n' between steps)."
+        ),
+    )
+    step_separator: str | None = Field(
+        None,
+        description=(
+            "What goes between steps when a prefix is rebuilt for a rollout; the boundary must split on it. "
+            "Unset: '\\n' for plain, '\\n\\n' for chat and templates."
+        ),
+    )
+    answer_format: Literal["any", "boxed"] | None = Field(
+        None,
+        description=(
+            "How a final answer is read: 'any' (\\boxed{}, '#### n' or 'The answer is n') or 'boxed' (\\boxed{} "
+            "through math-verify). Unset: any for plain, boxed for chat and templates."
+        ),
     )
     verifiers: tuple[Literal["arith", "z3", "lean", "code"], ...] = Field(
         (), description="Step verifiers to run on every step (arith, z3, lean, code); verdicts go to `verdicts`."
@@ -133,9 +188,11 @@ class GenerateConfig(BaseModel):
 
     @field_validator("step_boundary")
     @classmethod
-    def _compiles(cls, value: str) -> str:
+    def _compiles(cls, value: str | None) -> str | None:
         import re
 
+        if value is None:
+            return value
         try:
             re.compile(value)
         except re.error as error:

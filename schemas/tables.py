@@ -89,6 +89,9 @@ RUNS = Table(
         _c("policy_seconds", "DOUBLE", "wall time spent inside the policy model", volatile=True),
         _c("wall_seconds", "DOUBLE", "wall time of the whole run", volatile=True),
         _c("generated_tokens", "BIGINT"),
+        _c("prompt_format", "VARCHAR",
+           "the prompt format as JSON: id, kind, step boundary and separator, answer reader, system prompt, "
+           "few-shot examples and template (with digests), where the chat template came from"),
     ),
     key="run_id",
 )
@@ -124,6 +127,8 @@ NODES = Table(
         _c("seed", "BIGINT"),
         _c("generated_tokens", "BIGINT", "tokens of the sample this step came from, on its first step"),
         _c("run_id", "VARCHAR"),
+        _c("prompt_format", "VARCHAR", "id of the prompt format the step was sampled in: plain, chat:<digest>, "
+           "template:<file>:<digest> (runs.prompt_format describes it)"),
     ),
     key="node_id",
 )
@@ -148,6 +153,7 @@ ROLLOUTS = Table(
            "the raw prompt when it is not the prefix through node_id: a judge's (labeler 'judge'; "
            "node_id is the solution's last step, completion the raw answer, final_answer what was "
            "read: the step number, 'none', or null when unreadable); null for rollouts"),
+        _c("prompt_format", "VARCHAR", "id of the prompt format the prefix was written in (as nodes.prompt_format)"),
     ),
     key="rollout_id",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from functools import lru_cache
 
 _ANSWER_PATTERNS = (
     re.compile(r"####\s*(?P<answer>[^\n]+)"),
@@ -51,6 +52,30 @@ def extract_answer(text: str) -> str | None:
             if answer:
                 return answer
     return None
+
+
+def extract_boxed_answer(text: str) -> str | None:
+    """The final answer an instruct model states: its last \\boxed{...} (or "the final answer is
+    $x$"), as math-verify reads it; None when there is none. Plain "The answer is 5" is not read.
+
+    >>> extract_boxed_answer("so the total is \\\\boxed{\\\\frac{1}{2}}.")
+    '\\\\frac{1}{2}'
+    >>> extract_boxed_answer("The answer is 5.") is None
+    True
+    """
+    return _boxed_by_math_verify(text)
+
+
+@lru_cache(maxsize=65_536)
+def _boxed_by_math_verify(text: str) -> str | None:
+    from math_verify import LatexExtractionConfig, parse
+
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    config = LatexExtractionConfig(try_extract_without_anchor=False, boxed_match_priority=0)
+    parsed = parse(text, extraction_config=[config], parsing_timeout=timeout)
+    if len(parsed) < 2 or not str(parsed[1]).strip():
+        return None
+    return str(parsed[1]).strip()
 
 
 def _as_latex(answer: str) -> str:

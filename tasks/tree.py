@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 
 from schemas.records import Node, PolicyUsage, Problem, SamplingParams, Solution
-from tasks.answers import answers_match, extract_answer
+from tasks.answers import answers_match
 from tasks.ids import node_id
 from tasks.policies.base import Policy, prompts_per_call
-from tasks.splitting import split_steps
-from tasks.text_format import prompt_for
+from tasks.prompts import PLAIN_FORMAT, PromptFormat
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -20,30 +20,35 @@ def sample_solutions(
     problems: Sequence[Problem],
     samples: int,
     params: SamplingParams,
-    boundary: str,
+    boundary: str | None = None,
     batch_size: int | None = None,
     progress: Progress | None = None,
+    prompt_format: PromptFormat | None = None,
 ) -> tuple[list[Solution], PolicyUsage]:
     """`samples` solutions per problem, split into steps, with the final answer checked.
 
-    Problems go to the policy `batch_size` per call (by default as many as the policy asks for).
+    The prompt, the step boundary and the answer reader are `prompt_format`'s (by default the plain
+    format, split at `boundary` when given). Problems go to the policy `batch_size` per call (by
+    default as many as the policy asks for).
     """
+    if prompt_format is None:
+        prompt_format = replace(PLAIN_FORMAT, step_boundary=boundary) if boundary else PLAIN_FORMAT
     batch_size = batch_size or prompts_per_call(policy)
     solutions: list[Solution] = []
     usage = PolicyUsage()
     for start in range(0, len(problems), batch_size):
         batch = problems[start : start + batch_size]
         began = time.perf_counter()
-        generations = policy.generate([prompt_for(p.question) for p in batch], samples, params)
+        generations = policy.generate([prompt_format.prompt(p) for p in batch], samples, params)
         usage.add(PolicyUsage(len(batch), 0, time.perf_counter() - began, 1))
         for problem, outputs in zip(batch, generations, strict=True):
             for generation in outputs:
                 usage.generated_tokens += generation.generated_tokens
-                answer = extract_answer(generation.text)
+                answer = prompt_format.answer(generation.text)
                 solutions.append(
                     Solution(
                         problem_id=problem.problem_id,
-                        steps=split_steps(generation.text, boundary),
+                        steps=prompt_format.split(generation.text),
                         final_answer=answer,
                         is_correct=answers_match(answer, problem.answer),
                         generated_tokens=generation.generated_tokens,

@@ -6,20 +6,29 @@ parallel on the way. Columns the schema marks volatile (when or where something 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
 
 from schemas.tables import ALL_TABLES
 
 
-def table_fingerprints(connection: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
-    """(row count, content hash) per table, independent of row order and commit history."""
+def table_fingerprints(connection: duckdb.DuckDBPyConnection, leave_out: Sequence[str] = (),
+                       tables: Sequence[str] | None = None) -> dict[str, tuple[int, str]]:
+    """(row count, content hash) per table, independent of row order and commit history.
+
+    `leave_out` names more columns to ignore (e.g. `run_id` and `policy` when a sharded run is
+    compared with a single one: their run ids and endpoints differ by construction); `tables`
+    narrows the tables compared."""
     fingerprints: dict[str, tuple[int, str]] = {}
     existing = _existing_tables(connection)
     for table in ALL_TABLES:
+        if tables is not None and table.name not in tables:
+            continue
         if table.name not in existing:
             fingerprints[table.name] = (0, "")
             continue
-        columns = [column.name for column in table.columns if not column.volatile]
+        columns = [column.name for column in table.columns if not column.volatile and column.name not in leave_out]
         row_text = " || '|' || ".join(f"coalesce(CAST({c} AS VARCHAR), 'NULL')" for c in columns)
         count, digest = connection.execute(
             f"SELECT count(*), coalesce(md5(string_agg(row_hash, ',' ORDER BY row_hash)), '') "

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel
 from tasks.policies.base import Policy
-from tasks.text_format import prefix_for
+from tasks.prompts import PLAIN_FORMAT, Prompt, PromptFormat
 from tasks.tree import path_steps
 
 Progress = Callable[[int], None]
@@ -23,10 +23,11 @@ class LabelRequest:
     to_label: list[Node]
     rollouts_per_step: int
     params: SamplingParams
+    prompt_format: PromptFormat = PLAIN_FORMAT  # how prefixes are written and completions read
 
-    def prefix(self, node: Node) -> str:
+    def prefix(self, node: Node) -> Prompt:
         """The prompt plus the steps up to and including `node`: what a completion continues."""
-        return prefix_for(self.problems[node.problem_id].question, path_steps(node, self.nodes))
+        return self.prompt_format.prefix(self.problems[node.problem_id], path_steps(node, self.nodes))
 
     def reference(self, node: Node) -> str:
         return self.problems[node.problem_id].answer

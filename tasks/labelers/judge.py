@@ -28,7 +28,9 @@ from schemas.errors import UserError
 from schemas.records import Generation, Node, PolicyUsage, SamplingParams, StepLabel
 from tasks.ids import content_id
 from tasks.labelers.base import LabelRequest, LabelResult, Progress
+from tasks.fit import prompts_without_room
 from tasks.policies.base import Policy
+from tasks.prompts import Prompt
 
 LABELER = "judge"
 INSTEAD = (
@@ -191,7 +193,7 @@ class JudgeLabeler:
                 for path in batch
             ]
             began = time.perf_counter()
-            outputs = ask_judge(policy, prompts, params)
+            outputs = ask_judge(policy, [request.prompt_format.instruction(prompt) for prompt in prompts], params)
             usage = PolicyUsage(len(batch), 0, time.perf_counter() - began, 1)
             for path, prompt, (generation, *_) in zip(batch, prompts, outputs, strict=True):
                 usage.generated_tokens += generation.generated_tokens
@@ -217,13 +219,21 @@ class JudgeLabeler:
         return result
 
 
-def ask_judge(policy: Policy, prompts: list[str], params: SamplingParams) -> list[list[Generation]]:
-    """One greedy answer per prompt; a backend that rejects the prompt is JudgeUnavailable.
+def ask_judge(policy: Policy, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    """One greedy answer per prompt; a backend that cannot take the prompt is JudgeUnavailable.
 
-    Policy backends reject a request they cannot serve with ValueError (the simulated policy's
-    prompt format, a prompt longer than the model's context). Errors a user acts on elsewhere
-    (a server down, a timeout) pass through unchanged; anything else is a bug and is not hidden.
+    A prompt longer than the policy's context is found before anything is sent, where the policy
+    can count tokens. Policy backends reject a request they cannot serve with ValueError (the
+    simulated policy's prompt format, a prompt longer than the model's context). Errors a user acts
+    on elsewhere (a server down, a timeout) pass through unchanged; anything else is a bug.
     """
+    too_long = prompts_without_room(policy, prompts)
+    if too_long:
+        overflow = too_long[min(too_long)]
+        raise JudgeUnavailable(
+            f"policy {_shortened(policy.name, 60)!r} cannot act as the judge (a prompt has {overflow.tokens} "
+            f"tokens; the model's context is {overflow.context}); {INSTEAD}"
+        )
     try:
         return policy.generate(prompts, 1, params)
     except UserError:

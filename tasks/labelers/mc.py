@@ -2,7 +2,9 @@
 
 q (the soft label) is the share of completions that reach the reference answer; the hard label is
 q > 0. A step that states the final answer itself is labelled by that answer's check, with no
-rollouts (n = 0): no completion could change it.
+rollouts (n = 0): no completion could change it. A step whose prefix fills the policy's context
+(a solution that ran to the end of its budget) is labelled 0 with no rollouts (n = 0) and a reason
+that says so: the policy cannot continue it, so no completion from it reaches the answer.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel
-from tasks.answers import answers_match, extract_answer
+from tasks.answers import answers_match
+from tasks.fit import Overflow, prompts_without_room
 from tasks.ids import content_id
 from tasks.labelers.base import LabelRequest, LabelResult, Progress
 from tasks.policies.base import Policy, prompts_per_call
-from tasks.text_format import prefix_for
+from tasks.prompts import PLAIN_FORMAT, Prompt, PromptFormat
 from tasks.tree import path_steps
 
 LABELER = "mc"
+CONTEXT_FULL = "context full"
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class LabelTarget:
     """A node to label, with the prefix a completion continues and the answer it must reach."""
 
     node: Node
-    prefix: str
+    prefix: Prompt
     reference: str
 
 
@@ -46,11 +50,12 @@ def mc_estimate(n_correct: int, n: int) -> tuple[float, bool]:
     return q, q > 0
 
 
-def label_targets(nodes: Sequence[Node], all_nodes: dict[str, Node], problems: dict[str, Problem]) -> list[LabelTarget]:
+def label_targets(nodes: Sequence[Node], all_nodes: dict[str, Node], problems: dict[str, Problem],
+                  prompt_format: PromptFormat = PLAIN_FORMAT) -> list[LabelTarget]:
     targets = []
     for node in nodes:
         problem = problems[node.problem_id]
-        prefix = prefix_for(problem.question, path_steps(node, all_nodes))
+        prefix = prompt_format.prefix(problem, path_steps(node, all_nodes))
         targets.append(LabelTarget(node, prefix, problem.answer))
     return targets
 
@@ -75,6 +80,21 @@ def outcome_label(node: Node, labeler: str = LABELER) -> StepLabel:
     )
 
 
+def context_full_label(node: Node, overflow: Overflow, policy: str, labeler: str = LABELER) -> StepLabel:
+    return StepLabel(
+        label_id=content_id("label", node.node_id, labeler),
+        node_id=node.node_id,
+        labeler=labeler,
+        q=0.0,
+        hard=False,
+        n=0,
+        n_correct=0,
+        generated_tokens=0,
+        reason=f"{CONTEXT_FULL}: the prefix has {overflow.tokens} tokens and policy {policy}'s context is "
+               f"{overflow.context}: no completion can continue it",
+    )
+
+
 def label_mc(
     policy: Policy,
     targets: Sequence[LabelTarget],
@@ -83,8 +103,10 @@ def label_mc(
     batch_size: int | None = None,
     progress: Progress | None = None,
     labeler: str = LABELER,
+    prompt_format: PromptFormat = PLAIN_FORMAT,
 ) -> LabelResult:
-    """Monte Carlo labels for every target; rollouts are kept for the rollouts table.
+    """Monte Carlo labels for every target; rollouts are kept for the rollouts table. Completions'
+    answers are read the way `prompt_format` reads them.
 
     Targets go to the policy `batch_size` prefixes per call (by default as many as the policy asks
     for), in the order given: a tree's prefixes stay together, so an engine's prefix cache hits.
@@ -97,6 +119,10 @@ def label_mc(
             result.labels.append(outcome_label(target.node, labeler))
         else:
             to_sample.append(target)
+    full = prompts_without_room(policy, [target.prefix for target in to_sample])
+    for index in sorted(full):
+        result.labels.append(context_full_label(to_sample[index].node, full[index], policy.name, labeler))
+    to_sample = [target for index, target in enumerate(to_sample) if index not in full]
     if progress and len(to_sample) < len(targets):
         progress(len(targets) - len(to_sample))
     for start in range(0, len(to_sample), batch_size):
@@ -107,7 +133,7 @@ def label_mc(
         for target, outputs in zip(batch, generations, strict=True):
             node_rollouts = []
             for index, generation in enumerate(outputs):
-                answer = extract_answer(generation.text)
+                answer = prompt_format.answer(generation.text)
                 node_rollouts.append(
                     Rollout(
                         rollout_id=content_id("rollout", target.node.node_id, labeler, params.seed, index),
@@ -150,5 +176,6 @@ class MonteCarloLabeler:
     name = LABELER
 
     def label(self, policy: Policy, request: LabelRequest, progress: Progress | None = None) -> LabelResult:
-        targets = label_targets(request.to_label, request.nodes, request.problems)
-        return label_mc(policy, targets, request.rollouts_per_step, request.params, progress=progress)
+        targets = label_targets(request.to_label, request.nodes, request.problems, request.prompt_format)
+        return label_mc(policy, targets, request.rollouts_per_step, request.params, progress=progress,
+                        prompt_format=request.prompt_format)

@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas.records import PolicyUsage, Problem, SamplingParams, StepLabel
-from tasks.answers import extract_answer
 from tasks.ids import content_id
 from tasks.labelers.base import LabelRequest, LabelResult, Progress
 from tasks.labelers.mc import is_correct_answer, label_mc, label_targets
 from tasks.policies.base import Policy, prompts_per_call
-from tasks.text_format import prompt_for
+from tasks.prompts import PLAIN_FORMAT, PromptFormat
 
 LABELER = "progress"
 
@@ -58,7 +57,8 @@ def progress_of(q: float, q_before: float) -> float:
 
 
 def estimate_prompts(
-    policy: Policy, problems: Sequence[Problem], rollouts: int, params: SamplingParams, batch_size: int | None = None
+    policy: Policy, problems: Sequence[Problem], rollouts: int, params: SamplingParams, batch_size: int | None = None,
+    prompt_format: PromptFormat = PLAIN_FORMAT,
 ) -> tuple[dict[str, PromptEstimate], PolicyUsage]:
     """q_0 of each problem's bare prompt, from `rollouts` completions."""
     batch_size = batch_size or prompts_per_call(policy)
@@ -67,12 +67,12 @@ def estimate_prompts(
     for start in range(0, len(problems), batch_size):
         batch = problems[start : start + batch_size]
         began = time.perf_counter()
-        generations = policy.generate([prompt_for(problem.question) for problem in batch], rollouts, params)
+        generations = policy.generate([prompt_format.prompt(problem) for problem in batch], rollouts, params)
         usage.add(PolicyUsage(len(batch), 0, time.perf_counter() - began, 1))
         for problem, outputs in zip(batch, generations, strict=True):
             if not outputs:
                 raise ValueError(f"the policy returned no completions for the prompt of {problem.problem_id}")
-            n_correct = sum(is_correct_answer(extract_answer(g.text), problem.answer) for g in outputs)
+            n_correct = sum(is_correct_answer(prompt_format.answer(g.text), problem.answer) for g in outputs)
             tokens = sum(g.generated_tokens for g in outputs)
             usage.generated_tokens += tokens
             estimates[problem.problem_id] = PromptEstimate(
@@ -101,13 +101,15 @@ def label_progress(
         if progress and done:
             progress(done)
 
-    targets = label_targets(list(request.to_label) + extra, request.nodes, request.problems)
+    targets = label_targets(list(request.to_label) + extra, request.nodes, request.problems, request.prompt_format)
     estimated = label_mc(
-        policy, targets, request.rollouts_per_step, request.params, batch_size, report, labeler=LABELER
+        policy, targets, request.rollouts_per_step, request.params, batch_size, report, labeler=LABELER,
+        prompt_format=request.prompt_format,
     )
     root_problems = sorted({node.problem_id for node in request.to_label if node.parent_id is None})
     prompts, prompt_usage = estimate_prompts(
-        policy, [request.problems[pid] for pid in root_problems], request.rollouts_per_step, request.params, batch_size
+        policy, [request.problems[pid] for pid in root_problems], request.rollouts_per_step, request.params, batch_size,
+        request.prompt_format,
     )
     result = LabelResult(rollouts=estimated.rollouts, usage=estimated.usage)
     result.usage.add(prompt_usage)

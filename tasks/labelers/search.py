@@ -43,7 +43,7 @@ import polars as pl
 from schemas.records import Node, StepLabel
 from tasks.ids import content_id
 from tasks.labelers.base import LabelRequest, LabelResult, Progress
-from tasks.labelers.mc import label_mc, label_targets, outcome_label
+from tasks.labelers.mc import CONTEXT_FULL, label_mc, label_targets, outcome_label
 from tasks.policies.base import Policy
 
 LABELER = "search"
@@ -54,7 +54,8 @@ class Evidence:
     """What is known about one prefix: whether some completion from it reaches the answer."""
 
     node_id: str
-    kind: str  # "probe" (k rollouts), "answer" (the step states the final answer), "solution" (on a correct solution)
+    kind: str  # "probe" (k rollouts), "answer" (the step states the final answer), "solution" (on a correct
+    # solution), "context" (the prefix fills the policy's context: nothing can continue it)
     q: float
     n: int
     n_correct: int
@@ -67,6 +68,8 @@ class Evidence:
     def describe(self) -> str:
         if self.kind == "probe":
             return f"{self.n_correct} of {self.n} completions correct"
+        if self.kind == "context":
+            return "the prefix fills the policy's context: no completion can continue it"
         if self.kind == "answer":
             return "the step states the final answer, " + ("correct" if self.reaches else "wrong")
         return "a solution through this step reaches the answer"
@@ -230,12 +233,13 @@ def _probe(
     batch_size: int | None,
 ) -> None:
     """k rollouts from each node's prefix, kept as rollouts and cached as evidence."""
-    targets = label_targets(nodes, request.nodes, request.problems)
-    probed = label_mc(policy, targets, request.rollouts_per_step, request.params, batch_size, labeler=LABELER)
+    targets = label_targets(nodes, request.nodes, request.problems, request.prompt_format)
+    probed = label_mc(policy, targets, request.rollouts_per_step, request.params, batch_size, labeler=LABELER,
+                      prompt_format=request.prompt_format)
     result.rollouts.extend(probed.rollouts)
     result.usage.add(probed.usage)
     for label in probed.labels:
-        kind = "probe" if label.n > 0 else "answer"
+        kind = "probe" if label.n > 0 else ("context" if label.reason.startswith(CONTEXT_FULL) else "answer")
         cache[label.node_id] = Evidence(label.node_id, kind, label.q, label.n, label.n_correct, label.generated_tokens)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from schemas.records import Generation, SamplingParams
 from tasks.ids import content_id
 from tasks.policies.base import Policy, prompts_per_call
+from tasks.prompts import prompt_key
 
 _FORMAT = "policy-request-v1"  # change it when the stored value's shape changes
 
@@ -69,10 +70,10 @@ class CachedPolicy:
     def prompts_per_call(self) -> int:
         return prompts_per_call(self.inner)
 
-    def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence, n: int, params: SamplingParams) -> list[list[Generation]]:
         """Stored generations for known requests; one inner call, in prompt order, for the rest
         (a prompt repeated within the call is sent once)."""
-        keys = [request_key(self.name, prompt, n, params) for prompt in prompts]
+        keys = [request_key(self.name, prompt_key(prompt), n, params) for prompt in prompts]
         found = self._load(set(keys))
         missing = {key: prompt for key, prompt in zip(keys, prompts) if key not in found}
         if missing:

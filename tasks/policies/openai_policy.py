@@ -18,6 +18,17 @@ extension) when the server returns them; else the choice's `logprobs.tokens`; el
 to their text length (an approximation: the total is exact, the split is not). A server that
 rejects the `return_token_ids` field is asked again without it.
 
+Chat prompts (`tasks.prompts.ChatPrompt`) go to `{base}/chat/completions`, where the server
+renders its own chat template; the steps written so far are sent as the assistant's message with
+vLLM's `continue_final_message`. A chat prompt that names a local tokenizer (`template_from`,
+from `chat_template_from`) is rendered here instead and sent to the completions endpoint as text,
+with vLLM's `add_special_tokens: false` (the template wrote them). The extension fields are
+dropped, once, by a server that rejects them.
+
+Whether a prompt fits: vLLM's server reports `max_model_len` in `/v1/models` and counts prompt
+tokens at `/tokenize` (beside `/v1`); another server gives neither, and then nothing is checked
+before sending (the server refuses what is too long).
+
 Determinism: each prompt's request carries the seed the vLLM backend would use (see
 `tasks.policies.vllm_policy.request_seed`). `vllm serve` honours per-request seeds, so reruns
 against the same server and model reproduce the samples; other servers may treat the seed as a
@@ -42,10 +53,12 @@ from schemas.records import Generation, SamplingParams
 from tasks.policies.base import PolicyUnavailable
 from tasks.policies.transformers_policy import check_params
 from tasks.policies.vllm_policy import request_seed
+from tasks.prompts import ChatPrompt, Prompt, chat_tokenizer, prompt_key, render_chat
 
 API_KEY_ENV = "PRMFORGE_OPENAI_API_KEY"
 FALLBACK_API_KEY_ENV = "OPENAI_API_KEY"
 TOKEN_IDS_FIELD = "return_token_ids"  # a vLLM extension of the completions API
+SPECIAL_TOKENS_FIELD = "add_special_tokens"  # another: off for a prompt rendered with its chat template
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -108,7 +121,9 @@ class OpenAIPolicy:
         self.max_backoff_s = max_backoff_s
         self.attempts = 0  # HTTP requests sent, retries included
         self._api_key = os.environ.get(api_key_env) or os.environ.get(FALLBACK_API_KEY_ENV)
-        self._ask_token_ids = True
+        self._rejected_fields: set[str] = set()  # vLLM extensions this server refused
+        self._context: int | None | bool = False  # False: not asked yet
+        self._counts_tokens = True  # until /tokenize proves missing
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._client = httpx.Client(
@@ -130,7 +145,7 @@ class OpenAIPolicy:
         separator = "#" if "/" in self.model else "/"
         return f"openai:{self.base_url}{separator}{self.model}"
 
-    def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> list[list[Generation]]:
         check_params(n, params)
         # Greedy samples are all the same (and servers refuse n > 1 at temperature 0): ask once.
         draws = 1 if params.temperature == 0 else n
@@ -143,7 +158,36 @@ class OpenAIPolicy:
     def close(self) -> None:
         self._client.close()
 
-    def _complete_all(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
+    def context_length(self) -> int | None:
+        """The served model's `max_model_len` from `/v1/models` (vLLM reports it), or None."""
+        if self._context is False:
+            self._context = None
+            listing = self._request("GET", f"{self.base_url}/models", None, missing_ok=True) or {}
+            for entry in listing.get("data") or []:
+                if isinstance(entry, dict) and entry.get("id") == self.model and entry.get("max_model_len"):
+                    self._context = int(entry["max_model_len"])
+        return self._context
+
+    def count_prompt_tokens(self, prompts: Sequence[Prompt]) -> list[int] | None:
+        """Prompt tokens as the server counts them (vLLM's `/tokenize`), or None where it cannot."""
+        root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else None
+        if root is None or not self._counts_tokens:
+            return None
+        counts: list[int] = []
+        for prompt in prompts:
+            if isinstance(prompt, ChatPrompt) and not prompt.template_from:
+                body: dict[str, Any] = {"model": self.model, **_chat_fields(prompt)}
+            else:
+                body = {"model": self.model, "prompt": self._text(prompt),
+                        SPECIAL_TOKENS_FIELD: isinstance(prompt, str)}
+            answer = self._request("POST", f"{root}/tokenize", body, missing_ok=True)
+            if answer is None or "count" not in answer:
+                self._counts_tokens = False
+                return None
+            counts.append(int(answer["count"]))
+        return counts
+
+    def _complete_all(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> list[list[Generation]]:
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
             futures = [pool.submit(self._complete, prompt, n, params) for prompt in prompts]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -154,23 +198,71 @@ class OpenAIPolicy:
                 raise failed[0].exception()
             return [future.result() for future in futures]
 
-    def _complete(self, prompt: str, n: int, params: SamplingParams) -> list[Generation]:
+    def _complete(self, prompt: Prompt, n: int, params: SamplingParams) -> list[Generation]:
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": prompt,
             "n": n,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
-            "seed": request_seed(params.seed, prompt),
+            "seed": request_seed(params.seed, prompt_key(prompt)),
         }
         if params.stop:
             body["stop"] = list(params.stop)
-        return self._read(self._post(body), n)
+        extensions = {TOKEN_IDS_FIELD: True}
+        if isinstance(prompt, ChatPrompt) and not prompt.template_from:
+            body.update(_chat_fields(prompt))
+            return self._read(self._post(body, "/chat/completions", extensions), n)
+        body["prompt"] = self._text(prompt)
+        if isinstance(prompt, ChatPrompt):
+            extensions[SPECIAL_TOKENS_FIELD] = False
+        return self._read(self._post(body, "/completions", extensions), n)
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The JSON of a successful response, retrying what may pass; PolicyUnavailable otherwise."""
-        url = f"{self.base_url}/completions"
+    @staticmethod
+    def _text(prompt: Prompt) -> str:
+        """Text as it is; a chat prompt rendered with the local tokenizer it names."""
+        if isinstance(prompt, str):
+            return prompt
+        return render_chat(chat_tokenizer(prompt.template_from), prompt)
+
+    def _request(self, method: str, url: str, body: dict[str, Any] | None, missing_ok: bool = False) -> dict | None:
+        """A side request (model listing, token counts): the JSON, None when the server has no such
+        endpoint (404, 405) and `missing_ok`; unreachable or failing is PolicyUnavailable, as for completions."""
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        failure = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(backoff_delay(attempt, self.backoff_s, self.max_backoff_s, self._rng))
+            try:
+                response = self._client.request(method, url, json=body, headers=headers)
+            except httpx.TimeoutException:
+                failure = f"no response within {self.timeout_s:g} s"
+                continue
+            except httpx.TransportError as error:
+                failure = describe_transport_error(error)
+                continue
+            if response.status_code in (404, 405) and missing_ok:
+                return None
+            if response.status_code == 429 or response.status_code >= 500:
+                failure = f"HTTP {response.status_code} {one_line(response.text)}"
+                continue
+            if response.status_code >= 400:
+                raise PolicyUnavailable(
+                    f"policy endpoint {self.base_url} refused {url.rsplit('/', 1)[-1]}: HTTP {response.status_code} "
+                    f"{one_line(response.text)}{self._hint(response.status_code)}"
+                )
+            try:
+                return response.json()
+            except ValueError:
+                return None
+        verb = "unreachable" if failure and not failure.startswith("HTTP") else "kept failing"
+        raise PolicyUnavailable(f"policy endpoint {self.base_url} {verb} after {self.max_retries + 1} attempts: {failure}")
+
+    def _post(self, body: dict[str, Any], path: str = "/completions",
+              extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The JSON of a successful response, retrying what may pass; PolicyUnavailable otherwise.
+        `extensions` are vLLM's fields, sent until the server rejects one (then never again)."""
+        url = f"{self.base_url}{path}"
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         failure, wait_s, attempt = "", 0.0, 0
         while attempt <= self.max_retries:
@@ -179,7 +271,8 @@ class OpenAIPolicy:
             attempt += 1
             with self._lock:
                 self.attempts += 1
-            payload = {**body, TOKEN_IDS_FIELD: True} if self._ask_token_ids else body
+            sent = {name: value for name, value in (extensions or {}).items() if name not in self._rejected_fields}
+            payload = {**body, **sent}
             wait_s = 0.0
             try:
                 response = self._client.post(url, json=payload, headers=headers)
@@ -193,8 +286,9 @@ class OpenAIPolicy:
                 failure = f"HTTP {response.status_code} {one_line(response.text)}"
                 wait_s = retry_after(response, self.max_backoff_s)
                 continue
-            if response.status_code == 400 and self._ask_token_ids and TOKEN_IDS_FIELD in response.text:
-                self._ask_token_ids = False  # not vLLM: ask again without the extension, at no cost
+            rejected = [name for name in sent if name in response.text]
+            if response.status_code == 400 and rejected:
+                self._rejected_fields.update(rejected)  # not vLLM: ask again without them, at no cost
                 attempt -= 1
                 continue
             if response.status_code >= 400:
@@ -223,18 +317,33 @@ class OpenAIPolicy:
     def _read(self, response: dict[str, Any], n: int) -> list[Generation]:
         try:
             choices = sorted(response["choices"], key=lambda choice: choice.get("index", 0))
-            texts = [choice["text"] for choice in choices]
+            texts = [choice["text"] if "text" in choice else choice["message"]["content"] or "" for choice in choices]
         except (KeyError, TypeError):
             raise PolicyUnavailable(
                 f"policy endpoint {self.base_url} returned no completions: {one_line(str(response))}"
             ) from None
         if len(choices) != n:
             raise PolicyUnavailable(f"policy endpoint {self.base_url} returned {len(choices)} completions, not n={n}")
-        counts = token_counts(choices, (response.get("usage") or {}).get("completion_tokens"))
+        counts = token_counts([{**choice, "text": text} for choice, text in zip(choices, texts)],
+                              (response.get("usage") or {}).get("completion_tokens"))
         return [
             Generation(text, tokens, "length" if choice.get("finish_reason") == "length" else "stop")
             for choice, text, tokens in zip(choices, texts, counts)
         ]
+
+
+def _chat_fields(prompt: ChatPrompt) -> dict[str, Any]:
+    """The chat-completions fields of a chat prompt: its messages, and the reply so far as an
+    assistant message the server continues (vLLM's `continue_final_message`).
+
+    >>> _chat_fields(ChatPrompt((("user", "Q?"),), "Step 1: 2\\n\\n"))["messages"][-1]
+    {'role': 'assistant', 'content': 'Step 1: 2\\n\\n'}
+    """
+    messages = prompt.as_messages()
+    if not prompt.reply:
+        return {"messages": messages}
+    return {"messages": [*messages, {"role": "assistant", "content": prompt.reply}],
+            "add_generation_prompt": False, "continue_final_message": True}
 
 
 def token_counts(choices: Sequence[dict[str, Any]], completion_tokens: int | None) -> list[int]:

@@ -34,10 +34,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
-from schemas.records import Generation, SamplingParams
+from schemas.records import Generation, Problem, SamplingParams
 from tasks.ids import content_id
 from tasks.splitting import split_steps
 from tasks.synthetic import ITEMS, PEOPLE, Operation, answer_line, apply, step_line
+from tasks.prompts import PLAIN_FORMAT, PromptFormat
 from tasks.text_format import ANSWER_HEADER
 
 SPEC_NAME = "simulated"
@@ -460,6 +461,29 @@ class SimulatedPolicy:
 
     prompts_per_call = 64  # a program: calls cost nothing, only the cache granularity matters
 
+    def cannot_solve(self, problems: Sequence[Problem], prompt_format: PromptFormat) -> str | None:
+        """Why this policy cannot do the run at all: it reads only the plain format, without
+        few-shot examples, and only the questions tasks.synthetic writes."""
+        plain = (prompt_format.kind, prompt_format.step_separator, prompt_format.examples) == (
+            PLAIN_FORMAT.kind, PLAIN_FORMAT.step_separator, ())
+        if not plain:
+            return (f"the simulated policy reads only the plain prompt format, not {prompt_format.id}: "
+                    "use --prompt-format plain (without few-shot examples), or a model policy")
+        unreadable = []
+        for problem in problems:
+            try:
+                parse_question(problem.question)
+            except ValueError:
+                unreadable.append(problem)
+        if not unreadable:
+            return None
+        first = unreadable[0]
+        where = f"row {first.source_row} of {first.source_file}" if first.source_file else f"problem {first.problem_id}"
+        kinds = ", ".join(sorted({problem.source for problem in unreadable}))
+        return (f"the simulated policy solves only prmforge's synthetic arithmetic questions; {len(unreadable)} of "
+                f"{len(problems)} problems are not ({kinds} form; e.g. {where}: {first.question[:60]!r}): "
+                "use --policy embedded, transformers:PATH, vllm:PATH or openai:URL/MODEL")
+
     @property
     def name(self) -> str:
         return spec_of(self.config)
@@ -469,6 +493,8 @@ class SimulatedPolicy:
             raise ValueError(f"n must be at least 0, got {n}")
         outputs = []
         for prompt in prompts:
+            if not isinstance(prompt, str):
+                raise ValueError("the simulated policy reads only plain text prompts, not chat prompts")
             question, steps = split_prompt(prompt)
             truth = parse_question(question)
             state = read_prefix(truth, steps)

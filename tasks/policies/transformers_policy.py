@@ -2,6 +2,9 @@
 
 Sampling runs in our own loop over the KV cache rather than `model.generate`, so that each
 sample draws from its own random stream and stop strings end a sample the moment they appear.
+
+Chat prompts (`tasks.prompts.ChatPrompt`) are rendered with the model's own chat template and
+tokenized as they are: the template already wrote the special tokens.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from schemas.records import Generation, SamplingParams
 from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
+from tasks.prompts import Prompt, prompt_key, rendered
 
 if TYPE_CHECKING:
     import torch
@@ -132,7 +136,7 @@ class TransformersPolicy:
     def name(self) -> str:
         return f"transformers:{self._path}"
 
-    def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> list[list[Generation]]:
         """`n` continuations per prompt. Sample `i` of a prompt is seeded from (params.seed,
         prompt, i), so the same inputs always give the same output."""
         check_params(n, params)
@@ -141,6 +145,22 @@ class TransformersPolicy:
         for start in range(0, len(prompts), prompts_per_batch):
             results.extend(self._generate_group(prompts[start : start + prompts_per_batch], n, params))
         return results
+
+    def context_length(self) -> int:
+        """The model's context window in tokens (prompt plus continuation)."""
+        return int(self._load()[0].config.max_position_embeddings)
+
+    def count_prompt_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
+        return [len(ids) for ids in self._encode(prompts)]
+
+    def _encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt; a chat prompt rendered with the chat template, adding no special tokens."""
+        tokenizer = self._load()[1]
+        encoded = []
+        for prompt in prompts:
+            text, is_chat = rendered(tokenizer, prompt)
+            encoded.append(tokenizer(text, add_special_tokens=not is_chat)["input_ids"])
+        return encoded
 
     def _load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         if self._model is None or self._tokenizer is None:
@@ -157,7 +177,7 @@ class TransformersPolicy:
             self._tokenizer.padding_side = "left"
         return self._model, self._tokenizer
 
-    def _generate_group(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
+    def _generate_group(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> list[list[Generation]]:
         """Sample n continuations of each prompt in one left-padded batch.
 
         Each prompt (the shared prefix of its n samples) runs through the model once; its KV
@@ -167,11 +187,11 @@ class TransformersPolicy:
         import torch
 
         model, tokenizer = self._load()
-        encoded = tokenizer(list(prompts), padding=True, return_tensors="pt")
+        encoded = tokenizer.pad({"input_ids": self._encode(prompts)}, padding=True, return_tensors="pt")
         mask = encoded["attention_mask"]
         rows = [_Row(budget=self._budget(int(length), params)) for length in mask.sum(dim=-1) for _ in range(n)]
         generators = [
-            torch.Generator().manual_seed(sample_seed(params.seed, prompt, index))
+            torch.Generator().manual_seed(sample_seed(params.seed, prompt_key(prompt), index))
             for prompt in prompts
             for index in range(n)
         ]

@@ -32,6 +32,9 @@ Why the engine needs care:
   resubmits only the prompts that did not come back, at most `max_restarts` times per call. Each
   restart is in `restarts` (the flow stores the count per stage in `policy_usage`).
 
+Chat prompts (`tasks.prompts.ChatPrompt`) are rendered here with the engine's tokenizer and its
+chat template, and go to the engine as token ids (the template wrote the special tokens already).
+
 Determinism: each prompt's request carries its own seed, derived from (params.seed, prompt), and
 vLLM seeds sample i of a request with seed + i; so a prompt's samples do not depend on the call
 it arrives in or on its position there. What vLLM does not promise is bit-identical logits
@@ -54,6 +57,7 @@ from schemas.records import Generation, SamplingParams
 from tasks.policies.base import PolicyUnavailable
 from tasks.policies.registry import PolicySpecError
 from tasks.policies.transformers_policy import check_params, sample_seed
+from tasks.prompts import Prompt, prompt_key, rendered
 
 if TYPE_CHECKING:
     from vllm import LLM
@@ -127,7 +131,7 @@ class VLLMPolicy:
     def name(self) -> str:
         return f"vllm:{self._model}"
 
-    def generate(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> list[list[Generation]]:
         """`n` continuations per prompt, all prompts in one engine call so that requests sharing
         a prefix (a tree's rollouts) hit the prefix cache. Survives up to `max_restarts` engine
         deaths: the answers already in are kept, the rest go to a new engine."""
@@ -154,7 +158,7 @@ class VLLMPolicy:
                 self._restart(reason, len(prompts) - len(answers))
         return [answers[index] * (n // draws) for index in range(len(prompts))]
 
-    def _run(self, prompts: Sequence[str], pending: list[int], draws: int, params: SamplingParams,
+    def _run(self, prompts: Sequence[Prompt], pending: list[int], draws: int, params: SamplingParams,
              answers: dict[int, list[Generation]]) -> None:
         """Feed `pending` prompts to the engine and store each one's answer the moment it finishes."""
         from vllm import SamplingParams as EngineSamplingParams
@@ -163,14 +167,15 @@ class VLLMPolicy:
         requests = [
             EngineSamplingParams(
                 n=draws, temperature=params.temperature, top_p=params.top_p,
-                max_tokens=params.max_new_tokens, seed=request_seed(params.seed, prompts[index]),
+                max_tokens=params.max_new_tokens, seed=request_seed(params.seed, prompt_key(prompts[index])),
                 stop=list(params.stop),
             )
             for index in pending
         ]
         # enqueue renders and adds the requests; stepping the engine here, rather than in
         # LLM.generate, keeps every answer the moment it is finished.
-        request_ids = llm.enqueue([prompts[index] for index in pending], requests, use_tqdm=False)
+        inputs = [self.engine_input(prompts[index]) for index in pending]
+        request_ids = llm.enqueue(inputs, requests, use_tqdm=False)
         # Outputs carry the caller's request id; enqueue returns vLLM's internal one, which adds
         # "-" and 8 random characters to it.
         index_of = {request_id.rsplit("-", 1)[0]: index for request_id, index in zip(request_ids, pending, strict=True)}
@@ -190,6 +195,27 @@ class VLLMPolicy:
         missing = [index for index in pending if index not in answers]
         if missing:
             raise RuntimeError(f"the vLLM engine finished without answering {len(missing)} of {len(pending)} prompts")
+
+    def engine_input(self, prompt: Prompt) -> Any:
+        """Text as it is; a chat prompt rendered and tokenized here, as token ids."""
+        if isinstance(prompt, str):
+            return prompt
+        tokenizer = self.engine().get_tokenizer()
+        text, _ = rendered(tokenizer, prompt)
+        return {"prompt_token_ids": tokenizer(text, add_special_tokens=False)["input_ids"]}
+
+    def context_length(self) -> int:
+        """The engine's `max_model_len` (it starts the engine)."""
+        return int(self.engine().model_config.max_model_len)
+
+    def count_prompt_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
+        tokenizer = self.engine().get_tokenizer()
+        counts = []
+        for prompt in prompts:
+            engine_input = self.engine_input(prompt)
+            counts.append(len(engine_input["prompt_token_ids"]) if isinstance(engine_input, dict)
+                          else len(tokenizer(engine_input)["input_ids"]))
+        return counts
 
     def _engine_died(self, error: BaseException) -> bool:
         from vllm.v1.engine.exceptions import EngineDeadError

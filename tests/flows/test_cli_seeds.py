@@ -4,6 +4,7 @@ problems, and a file that cannot be read stops the run with one line and writes 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,66 @@ def test_a_missing_seed_file_is_one_line_and_writes_nothing(prefect_server_env, 
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "absent.jsonl" in errors[0], result.stderr[-2000:]
+    assert not data_dir.exists() or not any(data_dir.iterdir())
+
+
+# MATH form: two short problems and two that no embedded prompt can hold (its context is 256 tokens).
+SHORT_MATH = [
+    {"problem": "Mia has 14 apples. She gets 7 more. How many apples does Mia have now?",
+     "solution": "14 + 7 = 21, so $\\boxed{21}$."},
+    {"problem": "Sam has 9 coins. Then he has 2 times as many. How many coins does Sam have now?",
+     "solution": "$9 \\cdot 2 = \\boxed{18}$"},
+]
+LONG_MATH = [
+    {"problem": "Let $f(x) = " + " + ".join(f"{k}x^{{{k}}}" for k in range(1, 60)) + "$. Find $f(1)$.",
+     "solution": "The sum of 1 to 59 is $\\boxed{1770}$."},
+    {"problem": "A sequence is defined by " + ", ".join(f"$a_{{{k}}} = {k * k}$" for k in range(1, 40))
+     + ". What is $a_{3}$?", "solution": "$\\boxed{9}$"},
+]
+
+
+def test_problems_longer_than_the_context_are_quarantined_and_the_rest_run(prefect_server_env, tmp_path):
+    seeds = tmp_path / "math.jsonl"
+    seeds.write_text("".join(json.dumps(row) + "\n" for row in [SHORT_MATH[0], *LONG_MATH, SHORT_MATH[1]]))
+    data_dir = tmp_path / "warehouse"
+
+    result = prmforge(prefect_server_env, "generate", "--seeds", str(seeds), "--samples", "2", "--rollouts", "2",
+                      "--data-dir", str(data_dir))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 problems (2 quarantined rows)" in " ".join(result.stdout.split())
+    quarantined = rows(prefect_server_env, data_dir, "select source_row, reason from quarantine order by source_row")
+    assert [row["source_row"] for row in quarantined] == [2, 3]
+    for row in quarantined:  # the policy, the prompt's tokens and the limit
+        assert re.fullmatch(
+            r"prompt does not fit the policy's context: policy transformers:\S+/embedded, prompt (\d+) tokens "
+            r"\+ 160 new tokens \(max_new_tokens\) > context 256 tokens", row["reason"]), row["reason"]
+        assert int(re.search(r"prompt (\d+) tokens", row["reason"])[1]) + 160 > 256
+    problems = rows(prefect_server_env, data_dir, "select question from problems")
+    assert sorted(problem["question"] for problem in problems) == sorted(row["problem"] for row in SHORT_MATH)
+    labelled = rows(prefect_server_env, data_dir, "select count(*) as steps, count(mc_q) as labelled from labeled_steps")
+    assert labelled[0]["steps"] == labelled[0]["labelled"] > 0
+
+
+def test_a_policy_that_cannot_solve_the_seeds_says_so_in_one_line_and_writes_nothing(prefect_server_env, tmp_path):
+    seeds = tmp_path / "gsm8k.jsonl"
+    seeds.write_text(json.dumps({
+        "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+                    "How many clips did Natalia sell altogether in April and May?",
+        "answer": "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether.\n#### 72",
+    }) + "\n" + json.dumps(GOOD[0]) + "\n")
+    data_dir = tmp_path / "warehouse"
+
+    result = prmforge(prefect_server_env, "generate", "--seeds", str(seeds), "--policy", "simulated",
+                      "--data-dir", str(data_dir))
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert errors[0].startswith("error: the simulated policy solves only prmforge's synthetic arithmetic questions; "
+                                "1 of 2 problems are not (gsm8k form; e.g. row 1 of ")
+    assert "use --policy embedded" in errors[0]
     assert not data_dir.exists() or not any(data_dir.iterdir())
 
 
