@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel
+from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel, Verdict
 from tasks.policies.base import Policy
 from tasks.text_format import prefix_for
 from tasks.tree import path_steps
@@ -16,13 +16,18 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class LabelRequest:
-    """The tree to label: every node known so far, and the ones that still lack this label."""
+    """The tree to label: every node known so far, and the ones that still lack this label.
+
+    `verdicts` holds the verifiers' verdicts per node id where they ran first (the adaptive
+    labeller reads them; the others ignore them).
+    """
 
     nodes: dict[str, Node]
     problems: dict[str, Problem]
     to_label: list[Node]
     rollouts_per_step: int
     params: SamplingParams
+    verdicts: Mapping[str, Sequence[Verdict]] = field(default_factory=dict)
 
     def prefix(self, node: Node) -> str:
         """The prompt plus the steps up to and including `node`: what a completion continues."""
