@@ -14,8 +14,10 @@ same run on the same rollout tree:
   (correct solutions predicted -1); each distinct solution path counts once;
 - rollouts and generated tokens the labeller spent.
 The adaptive labeller (tasks/labelers/adaptive.py) gets the arith and z3 verdicts of every node,
-computed once per input (their time is in the note and in its `s`), and its default budget per
-solution (`--adaptive-budget`).
+computed once per input (their time is in the note and in its `s`). Its budget (rollouts per
+solution) is a second cost knob beside k: it runs at each k with every budget of
+`--adaptive-budgets` of at least k, and once with budget 0 (verdicts and free evidence alone, no
+rollouts: k = 0 in the table); its comparison, like search's over k, takes its cheapest run.
 Equal F1: at the F1 level an mc run reached, the rollouts of the cheapest search run (any k)
 reaching it over those of the cheapest mc run reaching it. The last line,
 `search_rollout_ratio_at_equal_f1`, is that ratio at mc's best F1 on each input (exhaustive mc at
@@ -28,7 +30,7 @@ for a weak toy LM) has no first-error F1: its rows are reported with "-" there a
 the input is left out of the equal-F1 comparison and the headline, which say so.
 
 Usage: .venv/bin/python bench/labels/label_accuracy.py [--problems 300 --ks 1 2 4 8 --lm-problems 8
-       --adaptive-budget 32]
+       --adaptive-budgets 1 2 32]
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def evaluate(
 
 def bench_input(
     name: str, policy, problems: list[Problem], samples: int, ks: Sequence[int], truth: StepTruth,
-    adaptive_budget: int = DEFAULT_BUDGET,
+    adaptive_budgets: Sequence[int] = (DEFAULT_BUDGET,),
 ) -> list[Row]:
     solutions, _ = sample_solutions(policy, problems, samples, SOLUTION_PARAMS, DEFAULT_BOUNDARY)
     tree = build_tree(solutions)
@@ -165,6 +167,9 @@ def bench_input(
     verdicts = verify_tree({n.node_id: n for n in tree}, questions, load_verifiers(DEFAULT_VERIFIERS))
     verify_seconds = time.perf_counter() - began
     rows = []
+    tree_nodes = {n.node_id: n for n in tree}
+    free = LabelRequest(tree_nodes, by_id, tree, 1, ROLLOUT_PARAMS)
+    rows.append(adaptive_row(name, policy, free, 0, verdicts, verify_seconds, tree, by_id, truth))
     for k in ks:
         request = LabelRequest({n.node_id: n for n in tree}, by_id, tree, k, ROLLOUT_PARAMS)
         began = time.perf_counter()
@@ -183,17 +188,24 @@ def bench_input(
             evaluate(name, "search", k, tree, by_id, truth, hard, len(outcome.result.rollouts),
                      outcome.result.usage.generated_tokens, seconds, note)
         )
-        began = time.perf_counter()
-        adaptive = label_adaptive(policy, request, verdicts, adaptive_budget)
-        seconds = time.perf_counter() - began + verify_seconds
-        hard = {label.node_id: label.hard for label in adaptive.result.labels}
-        note = (f"{adaptive.verdicts_used} of {len(adaptive.traces)} solutions bounded by a verdict; "
-                f"{adaptive.out_of_budget} out of budget; verifiers {verify_seconds:.1f} s")
-        rows.append(
-            evaluate(name, "adaptive", k, tree, by_id, truth, hard, len(adaptive.result.rollouts),
-                     adaptive.result.usage.generated_tokens, seconds, note)
-        )
+        for budget in sorted(b for b in adaptive_budgets if b >= k):
+            rows.append(adaptive_row(name, policy, request, budget, verdicts, verify_seconds, tree, by_id, truth))
     return rows
+
+
+def adaptive_row(
+    name: str, policy, request: LabelRequest, budget: int, verdicts: dict, verify_seconds: float,
+    tree: list[Node], by_id: dict[str, Problem], truth: StepTruth,
+) -> Row:
+    began = time.perf_counter()
+    adaptive = label_adaptive(policy, request, verdicts, budget)
+    seconds = time.perf_counter() - began + verify_seconds
+    hard = {label.node_id: label.hard for label in adaptive.result.labels}
+    note = (f"budget {budget}; {adaptive.verdicts_used} of {len(adaptive.traces)} solutions bounded by a verdict; "
+            f"{adaptive.out_of_budget} out of budget; verifiers {verify_seconds:.1f} s")
+    k = request.rollouts_per_step if budget else 0
+    return evaluate(name, "adaptive", k, tree, by_id, truth, hard, len(adaptive.result.rollouts),
+                    adaptive.result.usage.generated_tokens, seconds, note)
 
 
 def cheapest(rows: list[Row], name: str, labeler: str, f1: float) -> Row | None:
@@ -271,7 +283,8 @@ def main() -> None:
     parser.add_argument("--lm-problems", type=int, default=8, help="problems for the toy LM (CPU-bound)")
     parser.add_argument("--lm-policy", default="embedded", help="policy spec of the LM input")
     parser.add_argument("--seed", type=int, default=0, help="problem seed (the LM trains on seed 1000)")
-    parser.add_argument("--adaptive-budget", type=int, default=DEFAULT_BUDGET, help="adaptive rollouts per solution")
+    parser.add_argument("--adaptive-budgets", type=int, nargs="+", default=[1, 2, DEFAULT_BUDGET],
+                        help="adaptive rollouts per solution (each run at every k it affords)")
     args = parser.parse_args()
 
     from tasks.policies.registry import PolicySpecError, load_policy
@@ -281,7 +294,7 @@ def main() -> None:
     for spec in args.specs:
         problems = generate_problems(args.problems, args.seed)
         rows += bench_input(spec, load_policy(spec), problems, args.samples, args.ks, simulated_truth,
-                            args.adaptive_budget)
+                            args.adaptive_budgets)
     try:
         lm = load_policy(args.lm_policy)
     except PolicySpecError as error:
@@ -289,13 +302,13 @@ def main() -> None:
     else:
         problems = generate_problems(args.lm_problems, args.seed)
         rows += bench_input(args.lm_policy, lm, problems, args.samples, args.ks, recomputed_truth,
-                            args.adaptive_budget)
+                            args.adaptive_budgets)
 
     print()
     print(table(rows))
     print()
     by_key = {(row.input, row.labeler, row.k): row for row in rows}
-    for labeler in ("search", "adaptive"):
+    for labeler in ("search", "adaptive"):  # at the same k; adaptive with its largest budget
         for row in (r for r in rows if r.labeler == "mc"):
             other = by_key[(row.input, labeler, row.k)]
             print(f"{row.input} k={row.k}: {labeler}/mc rollouts {_number(ratio(other.rollouts, row.rollouts))}, "

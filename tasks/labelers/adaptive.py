@@ -10,9 +10,9 @@ What a verdict decides, and what it does not:
   reaches the answer: a probe with a correct completion, a correct solution through it, or a
   stated correct answer (tasks.labelers.search's evidence).
 - Rollouts are spent only on the steps before the first invalid one (the steps the verifiers leave
-  undecided), by tasks.labelers.search's binary search with probe reuse, with one change: while the
-  range's upper end is a verifier's bound, the step just before it is probed first (the invalid
-  step is the likeliest first error; one probe that reaches the answer confirms it).
+  undecided), by tasks.labelers.search's binary search with probe reuse. (Probing the step just
+  before a verifier's bound first, to confirm the invalid step as the first error in one probe,
+  spent as many rollouts as the middle on the simulated inputs, so the search stays plain.)
 
 A solution's correct final answer makes its steps before the bound positive for free; a verifier's
 bound still applies to it, so a correct answer reached through a wrong step gets its first error.
@@ -98,16 +98,6 @@ def start_trace(path: list[Node], verdicts: Mapping[str, Sequence[Verdict]]) -> 
     return trace
 
 
-def probe_position(trace: AdaptiveTrace) -> int:
-    """The step to probe next: the one before a verifier's bound while that is the range's end,
-    else the middle.
-
-    >>> probe_position(AdaptiveTrace("s", [], 0, 4, bound=4)), probe_position(AdaptiveTrace("s", [], 0, 4))
-    (3, 2)
-    """
-    return trace.hi - 1 if trace.hi == trace.bound else middle(trace.lo, trace.hi)
-
-
 @dataclass
 class AdaptiveOutcome:
     result: LabelResult
@@ -150,7 +140,7 @@ def label_adaptive(
             apply_known(trace, cache, spent_by)
             if trace.done:
                 continue
-            node = trace.path[probe_position(trace)]
+            node = trace.path[middle(trace.lo, trace.hi)]
             if node.node_id in requests:
                 continue  # another solution pays for it this round; this one applies it next round
             if trace.spent + k > budget:
