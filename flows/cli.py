@@ -64,7 +64,8 @@ def generate(
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Most steps in a synthetic problem.")] = None,
     test_fraction: Annotated[Optional[float], typer.Option("--test-fraction", help="Share of problems held out in the test split.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Policy: embedded, transformers:PATH, simulated[:...], vllm:PATH, openai:URL/MODEL.")] = None,
-    labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc, search, progress or judge.")] = None,
+    labeler: Annotated[Optional[str], typer.Option(help="Step labeller: mc, search, adaptive, progress or judge.")] = None,
+    adaptive_budget: Annotated[Optional[int], typer.Option("--adaptive-budget", help="The adaptive labeller's rollouts per solution.")] = None,
     verifiers: Annotated[Optional[str], typer.Option(help="Comma-separated step verifiers: arith,z3,lean,code.")] = None,
     consensus: Annotated[Optional[str], typer.Option(help="Consensus rule: default, majority or mc_and_verifiers.")] = None,
     consensus_sources: Annotated[Optional[str], typer.Option("--consensus-sources", help="Comma-separated labellers that vote in consensus (default: every labeller with labels for the steps).")] = None,
@@ -87,7 +88,7 @@ def generate(
     overrides = {
         "problems": problems, "samples": samples, "rollouts": rollouts, "seed": seed,
         "seeds_file": seeds, "min_steps": min_steps, "max_steps": max_steps, "test_fraction": test_fraction,
-        "policy": policy, "labeler": labeler, "consensus": consensus,
+        "policy": policy, "labeler": labeler, "adaptive_budget": adaptive_budget, "consensus": consensus,
         "shard": shard, "publish_dataset": dataset, "prompt_format": prompt_format, "system_prompt": system_prompt,
         "few_shot_file": few_shot, "chat_template_from": chat_template_from, "max_new_tokens": max_new_tokens,
         "verifiers": _names(verifiers), "consensus_sources": _names(consensus_sources),
@@ -202,7 +203,7 @@ def sql(
 
 @dataset_app.command("build")
 def dataset_build(
-    labeler: Annotated[str, typer.Option(help="Whose labels: mc, search, progress, judge, consensus:<rule> or verifier:<name>.")] = "mc",
+    labeler: Annotated[str, typer.Option(help="Whose labels: mc, search, adaptive, progress, judge, consensus:<rule> or verifier:<name>.")] = "mc",
     test_fraction: Annotated[float, typer.Option(help="Share of problems in the test split.")] = 0.2,
     hnc: Annotated[bool, typer.Option("--hnc/--no-hnc", help="Add merged-step (HNC) variants.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the HNC merge positions and balancing: the shards' --seed gives the dataset a single run would build.")] = 0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def sample_tree(config: GenerateConfig, problems: list[Problem], cache_dir: Path
 @task(name="label-steps", cache_policy=NO_CACHE)
 def label_steps(config: GenerateConfig, request: LabelRequest, cache_dir: Path) -> LabelResult:
     policy = policy_for(config, cache_dir)
-    labeler = get_labeler(config.labeler)
+    options = {"budget": config.adaptive_budget} if config.labeler == "adaptive" else {}
+    labeler = get_labeler(config.labeler, **options)
     restarts_before = len(engine_restarts(policy))
     with stage(f"labelling steps ({config.labeler}, k={config.rollouts})", len(request.to_label)) as advance:
         result = labeler.label(policy, request, progress=advance)
@@ -141,12 +143,13 @@ def _report_restarts(policy, before: int, stage_name: str) -> int:
 
 @task(name="verify-steps", cache_policy=NO_CACHE)
 def verify_steps(config: GenerateConfig, request: LabelRequest) -> dict:
-    """Every step of the tree through each configured verifier: node id -> verdicts."""
-    if not config.verifiers:
+    """Every step of the tree through each verifier of the run: node id -> verdicts."""
+    names = config.verifiers_to_run()
+    if not names:
         return {}
-    announce(f"verifying steps ({', '.join(config.verifiers)})")
+    announce(f"verifying steps ({', '.join(names)})")
     questions = {problem_id: problem.question for problem_id, problem in request.problems.items()}
-    return verify_tree(request.nodes, questions, load_verifiers(config.verifiers), config.verify_budget_ms)
+    return verify_tree(request.nodes, questions, load_verifiers(names), config.verify_budget_ms)
 
 
 @task(name="consensus", cache_policy=NO_CACHE)
@@ -235,8 +238,9 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 params=sampling_params(config, "rollouts"),
                 prompt_format=prompt_format,
             )
+            verdicts = verify_steps(config, request)  # first: the adaptive labeller reads them
+            request = replace(request, verdicts=verdicts)
             labelled_now = label_steps(config, request, cache_dir)
-            verdicts = verify_steps(config, request)
             consensus_rows, consensus_labels = CONSENSUS.empty_frame(), STEP_LABELS.empty_frame()
             if config.consensus:
                 # Labels other runs stored for these nodes vote too (e.g. mc earlier, the judge now).

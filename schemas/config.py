@@ -54,7 +54,8 @@ class DatasetConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     labeler: str = Field(
-        "mc", description="Whose labels: mc, search, progress, judge, consensus:<rule> or verifier:<name> (one verifier alone)."
+        "mc",
+        description="Whose labels: mc, search, adaptive, progress, judge, consensus:<rule> or verifier:<name> (one verifier alone).",
     )
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
     hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")
@@ -89,12 +90,23 @@ class GenerateConfig(BaseModel):
             "'simulated[:...]'."
         ),
     )
-    labeler: Literal["mc", "search", "progress", "judge"] = Field(
+    labeler: Literal["mc", "search", "adaptive", "progress", "judge"] = Field(
         "mc",
         description=(
             "Step labeller: 'mc' (k rollouts from every step), 'search' (OmegaPRM binary search for "
-            "the first wrong step, k rollouts per probe), 'progress' (q_t - q_(t-1) beside mc's q) or 'judge' "
+            "the first wrong step, k rollouts per probe), 'adaptive' (the verifiers first: a step they "
+            "call invalid bounds the search, and rollouts go only to the steps before it, within "
+            "adaptive_budget), 'progress' (q_t - q_(t-1) beside mc's q) or 'judge' "
             "(the policy names each solution's first wrong step; it must follow instructions)."
+        ),
+    )
+    adaptive_budget: int = Field(
+        32,
+        ge=0,
+        description=(
+            "The adaptive labeller's rollouts per solution (k per probe; probes another solution paid "
+            "for are free). A search that cannot afford its next probe stops at the nearest step known "
+            "to be wrong. 0: verdicts and free evidence only."
         ),
     )
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature.")
@@ -153,12 +165,16 @@ class GenerateConfig(BaseModel):
         ),
     )
     verifiers: tuple[Literal["arith", "z3", "lean", "code"], ...] = Field(
-        (), description="Step verifiers to run on every step (arith, z3, lean, code); verdicts go to `verdicts`."
+        (),
+        description=(
+            "Step verifiers to run on every step (arith, z3, lean, code); verdicts go to `verdicts`. "
+            "The adaptive labeller runs arith and z3 when none is given."
+        ),
     )
     consensus: Literal["default", "majority", "mc_and_verifiers"] | None = Field(
         None, description="Consensus rule over the labellers and the verifiers; the dataset then uses its labels."
     )
-    consensus_sources: tuple[Literal["mc", "search", "progress", "judge"], ...] = Field(
+    consensus_sources: tuple[Literal["mc", "search", "adaptive", "progress", "judge"], ...] = Field(
         (),
         description=(
             "Labellers whose labels vote in consensus beside the verifiers: this run's labels and those "
@@ -207,6 +223,18 @@ class GenerateConfig(BaseModel):
             if not 0 <= index < count:
                 raise ValueError(f"shard {value}: need 0 <= i < n")
         return value
+
+    def verifiers_to_run(self) -> tuple[str, ...]:
+        """The verifiers the run's verdicts come from: those configured, else the adaptive labeller's.
+
+        >>> GenerateConfig(labeler="adaptive").verifiers_to_run(), GenerateConfig().verifiers_to_run()
+        (('arith', 'z3'), ())
+        """
+        if self.verifiers or self.labeler != "adaptive":
+            return self.verifiers
+        from tasks.labelers.adaptive import DEFAULT_VERIFIERS
+
+        return DEFAULT_VERIFIERS
 
     def dataset_config(self) -> DatasetConfig:
         labeler = f"consensus:{self.consensus}" if self.consensus else self.labeler

@@ -6,7 +6,7 @@ is the question plus the shared prefix steps, the chosen step the one with the h
 rejected step the other. Siblings with equal q make no pair, whatever the margin.
 
 Only a measured q orders a pair. For the labellers whose q estimates the chance of reaching the
-answer (mc, search, progress) a q is measured when rollouts were spent on the step (n > 0) or the
+answer (mc, search, adaptive, progress) a q is measured when rollouts were spent on the step (n > 0) or the
 step states the final answer (q is then exactly 0 or 1). A label with n = 0 on any other step is
 inferred, not measured: search copies an unprobed step's q from the nearest probe, and gives q = 1
 to a step on a correct solution; ordering siblings by such a q would make pairs out of the
@@ -26,7 +26,7 @@ from tasks.ids import content_id
 from tasks.text_format import prefix_for
 
 PUBLIC_COLUMNS = ("prompt", "chosen", "rejected")
-ESTIMATING_LABELERS = ("mc", "search", "progress")  # q is a Monte Carlo estimate; n counts its rollouts
+ESTIMATING_LABELERS = ("mc", "search", "adaptive", "progress")  # q is a Monte Carlo estimate; n counts its rollouts
 
 
 def pair_id(labeler: str, chosen_node_id: str, rejected_node_id: str) -> str:

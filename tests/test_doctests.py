@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tasks", "schemas", "flows", "warehouse")
 
 EXAMPLES = {
+    "schemas.config": 1,
     "schemas.errors": 1,
     "tasks.answers": 9,
     "tasks.augment": 3,
@@ -25,6 +26,7 @@ EXAMPLES = {
     "tasks.fit": 2,
     "tasks.ground_truth": 12,
     "tasks.ids": 2,
+    "tasks.labelers.adaptive": 2,
     "tasks.labelers.judge": 6,
     "tasks.labelers.mc": 2,
     "tasks.labelers.progress": 1,

@@ -1,4 +1,5 @@
-"""Label accuracy per rollout spent: exhaustive mc against first-error search, on exact ground truth.
+"""Label accuracy per rollout spent: exhaustive mc against first-error search and adaptive labels,
+on exact ground truth.
 
 Inputs: the simulated policy at several error rates (ground truth from the policy's own
 `step_is_correct` / `first_error_index`), and the embedded toy LM (ground truth by exact
@@ -12,17 +13,24 @@ same run on the same rollout tree:
   predicted first error, the first step labelled hard=False, is exactly the true one) and acc_ok
   (correct solutions predicted -1); each distinct solution path counts once;
 - rollouts and generated tokens the labeller spent.
+The adaptive labeller (tasks/labelers/adaptive.py) gets the arith and z3 verdicts of every node,
+computed once per input (their time is in the note and in its `s`). Its budget (rollouts per
+solution) is a second cost knob beside k: it runs at each k with every budget of
+`--adaptive-budgets` of at least k, and once with budget 0 (verdicts and free evidence alone, no
+rollouts: k = 0 in the table); its comparison, like search's over k, takes its cheapest run.
 Equal F1: at the F1 level an mc run reached, the rollouts of the cheapest search run (any k)
 reaching it over those of the cheapest mc run reaching it. The last line,
 `search_rollout_ratio_at_equal_f1`, is that ratio at mc's best F1 on each input (exhaustive mc at
 its best k), worst input; "not reached" if search reaches it at no k. The ratio at every level is
-printed too: at mc's weakest levels it is bounded below by search's cost at the smallest k.
+printed too: at mc's weakest levels it is bounded below by search's cost at the smallest k. The
+same comparison for adaptive ends the output: `adaptive_rollout_ratio_at_equal_f1`.
 
 An input with no erroneous solution (acc err undefined) or no correct one (acc ok undefined, as
 for a weak toy LM) has no first-error F1: its rows are reported with "-" there and a note, and
 the input is left out of the equal-F1 comparison and the headline, which say so.
 
-Usage: .venv/bin/python bench/labels/label_accuracy.py [--problems 300 --ks 1 2 4 8 --lm-problems 8]
+Usage: .venv/bin/python bench/labels/label_accuracy.py [--problems 300 --ks 1 2 4 8 --lm-problems 8
+       --adaptive-budgets 1 2 32]
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from dataclasses import dataclass
 
 from schemas.records import Node, Problem, SamplingParams
 from tasks.ground_truth import step_truths
+from tasks.labelers.adaptive import DEFAULT_BUDGET, DEFAULT_VERIFIERS, label_adaptive
 from tasks.labelers.base import LabelRequest
 from tasks.labelers.registry import get_labeler
 from tasks.labelers.search import search_first_errors
@@ -42,6 +51,7 @@ from tasks.policies.simulated import step_is_correct
 from tasks.splitting import DEFAULT_BOUNDARY
 from tasks.synthetic import generate_problems
 from tasks.tree import build_tree, path_steps, sample_solutions
+from tasks.verification import load_verifiers, verify_tree
 
 SOLUTION_PARAMS = SamplingParams(seed=0)  # the flow's seeds: solutions 2*seed, rollouts 2*seed+1
 ROLLOUT_PARAMS = SamplingParams(seed=1)
@@ -144,14 +154,22 @@ def evaluate(
 
 
 def bench_input(
-    name: str, policy, problems: list[Problem], samples: int, ks: Sequence[int], truth: StepTruth
+    name: str, policy, problems: list[Problem], samples: int, ks: Sequence[int], truth: StepTruth,
+    adaptive_budgets: Sequence[int] = (DEFAULT_BUDGET,),
 ) -> list[Row]:
     solutions, _ = sample_solutions(policy, problems, samples, SOLUTION_PARAMS, DEFAULT_BOUNDARY)
     tree = build_tree(solutions)
     by_id = {problem.problem_id: problem for problem in problems}
     wrong = sum(not solution.is_correct for solution in solutions)
     print(f"{name}: {len(problems)} problems, {len(solutions)} solutions ({wrong} with a wrong answer), {len(tree)} nodes")
+    began = time.perf_counter()
+    questions = {problem.problem_id: problem.question for problem in problems}
+    verdicts = verify_tree({n.node_id: n for n in tree}, questions, load_verifiers(DEFAULT_VERIFIERS))
+    verify_seconds = time.perf_counter() - began
     rows = []
+    tree_nodes = {n.node_id: n for n in tree}
+    free = LabelRequest(tree_nodes, by_id, tree, 1, ROLLOUT_PARAMS)
+    rows.append(adaptive_row(name, policy, free, 0, verdicts, verify_seconds, tree, by_id, truth))
     for k in ks:
         request = LabelRequest({n.node_id: n for n in tree}, by_id, tree, k, ROLLOUT_PARAMS)
         began = time.perf_counter()
@@ -170,7 +188,24 @@ def bench_input(
             evaluate(name, "search", k, tree, by_id, truth, hard, len(outcome.result.rollouts),
                      outcome.result.usage.generated_tokens, seconds, note)
         )
+        for budget in sorted(b for b in adaptive_budgets if b >= k):
+            rows.append(adaptive_row(name, policy, request, budget, verdicts, verify_seconds, tree, by_id, truth))
     return rows
+
+
+def adaptive_row(
+    name: str, policy, request: LabelRequest, budget: int, verdicts: dict, verify_seconds: float,
+    tree: list[Node], by_id: dict[str, Problem], truth: StepTruth,
+) -> Row:
+    began = time.perf_counter()
+    adaptive = label_adaptive(policy, request, verdicts, budget)
+    seconds = time.perf_counter() - began + verify_seconds
+    hard = {label.node_id: label.hard for label in adaptive.result.labels}
+    note = (f"budget {budget}; {adaptive.verdicts_used} of {len(adaptive.traces)} solutions bounded by a verdict; "
+            f"{adaptive.out_of_budget} out of budget; verifiers {verify_seconds:.1f} s")
+    k = request.rollouts_per_step if budget else 0
+    return evaluate(name, "adaptive", k, tree, by_id, truth, hard, len(adaptive.result.rollouts),
+                    adaptive.result.usage.generated_tokens, seconds, note)
 
 
 def cheapest(rows: list[Row], name: str, labeler: str, f1: float) -> Row | None:
@@ -186,20 +221,20 @@ class EqualF1:
     input: str
     level: Row  # the mc run whose F1 sets the level
     mc: Row  # the cheapest mc run reaching it
-    search: Row | None  # the cheapest search run reaching it, None if none does
+    search: Row | None  # the cheapest run of the compared labeller reaching it, None if none does
 
     @property
     def ratio(self) -> float | None:
         return None if self.search is None else ratio(self.search.rollouts, self.mc.rollouts)
 
 
-def equal_f1(rows: list[Row]) -> list[EqualF1]:
-    """At each F1 level an mc run reached: the cheapest search and cheapest mc run reaching it.
+def equal_f1(rows: list[Row], labeler: str = "search") -> list[EqualF1]:
+    """At each F1 level an mc run reached: the cheapest `labeler` and cheapest mc run reaching it.
     Runs without a defined F1 set no level (see `left_out`)."""
     comparisons = []
     for level in (row for row in rows if row.labeler == "mc" and row.f1_defined):
         mc = cheapest(rows, level.input, "mc", level.f1)
-        comparisons.append(EqualF1(level.input, level, mc, cheapest(rows, level.input, "search", level.f1)))
+        comparisons.append(EqualF1(level.input, level, mc, cheapest(rows, level.input, labeler, level.f1)))
     return comparisons
 
 
@@ -248,6 +283,8 @@ def main() -> None:
     parser.add_argument("--lm-problems", type=int, default=8, help="problems for the toy LM (CPU-bound)")
     parser.add_argument("--lm-policy", default="embedded", help="policy spec of the LM input")
     parser.add_argument("--seed", type=int, default=0, help="problem seed (the LM trains on seed 1000)")
+    parser.add_argument("--adaptive-budgets", type=int, nargs="+", default=[1, 2, DEFAULT_BUDGET],
+                        help="adaptive rollouts per solution (each run at every k it affords)")
     args = parser.parse_args()
 
     from tasks.policies.registry import PolicySpecError, load_policy
@@ -256,42 +293,52 @@ def main() -> None:
     rows: list[Row] = []
     for spec in args.specs:
         problems = generate_problems(args.problems, args.seed)
-        rows += bench_input(spec, load_policy(spec), problems, args.samples, args.ks, simulated_truth)
+        rows += bench_input(spec, load_policy(spec), problems, args.samples, args.ks, simulated_truth,
+                            args.adaptive_budgets)
     try:
         lm = load_policy(args.lm_policy)
     except PolicySpecError as error:
         print(f"toy LM part skipped: {error} (train it with `prmforge policy train`)")
     else:
         problems = generate_problems(args.lm_problems, args.seed)
-        rows += bench_input(args.lm_policy, lm, problems, args.samples, args.ks, recomputed_truth)
+        rows += bench_input(args.lm_policy, lm, problems, args.samples, args.ks, recomputed_truth,
+                            args.adaptive_budgets)
 
     print()
     print(table(rows))
     print()
     by_key = {(row.input, row.labeler, row.k): row for row in rows}
-    for row in (r for r in rows if r.labeler == "mc"):
-        search = by_key[(row.input, "search", row.k)]
-        print(f"{row.input} k={row.k}: search/mc rollouts {_number(ratio(search.rollouts, row.rollouts))}, "
-              f"tokens {_number(ratio(search.tokens, row.tokens))}, F1 {_number(search.f1)} vs {_number(row.f1)}")
-    comparisons = equal_f1(rows)
+    for labeler in ("search", "adaptive"):  # at the same k; adaptive with its largest budget
+        for row in (r for r in rows if r.labeler == "mc"):
+            other = by_key[(row.input, labeler, row.k)]
+            print(f"{row.input} k={row.k}: {labeler}/mc rollouts {_number(ratio(other.rollouts, row.rollouts))}, "
+                  f"tokens {_number(ratio(other.tokens, row.tokens))}, F1 {_number(other.f1)} vs {_number(row.f1)}")
     for name, why in left_out(rows).items():
         print(f"{name}: left out of the equal-F1 comparison and the headline ({why})")
+    headlines = {labeler: report_equal_f1(rows, labeler) for labeler in ("search", "adaptive")}
+    print(f"total {time.perf_counter() - began:.0f} s")
+    for labeler, shown in headlines.items():
+        print(f"{labeler}_rollout_ratio_at_equal_f1: {shown}")
+
+
+def report_equal_f1(rows: list[Row], labeler: str) -> str:
+    """Print `labeler`'s ratio at every mc F1 level; return its headline as shown."""
+    comparisons = equal_f1(rows, labeler)
     for c in comparisons:
         searched = "never reaches it" if c.search is None else (
-            f"search needs {c.search.rollouts} (k={c.search.k}): ratio {_number(c.ratio)}")
+            f"{labeler} needs {c.search.rollouts} (k={c.search.k}): ratio {_number(c.ratio)}")
         print(f"{c.input}: F1 >= {c.level.f1:.3f} (mc k={c.level.k}): mc needs {c.mc.rollouts} (k={c.mc.k}), {searched}")
     ratios = [c.ratio for c in comparisons]
     worst = "no input with a defined F1" if not ratios else "not reached" if None in ratios else _number(max(ratios))
-    print(f"worst ratio over every mc F1 level: {worst}")
-    print(f"total {time.perf_counter() - began:.0f} s")
+    print(f"{labeler}: worst ratio over every mc F1 level: {worst}")
     value = headline(comparisons)
     if not comparisons:
-        shown = "undefined (no input has both erroneous and correct solutions)"
-    else:
-        shown = "not reached" if value is None else _number(value)
-        if left_out(rows):
-            shown += f" (over {len({c.input for c in comparisons})} inputs; left out: {', '.join(left_out(rows))})"
-    print(f"search_rollout_ratio_at_equal_f1: {shown}")
+        return "undefined (no input has both erroneous and correct solutions)"
+    shown = "not reached" if value is None else _number(value)
+    if left_out(rows):
+        shown += f" (over {len({c.input for c in comparisons})} inputs; left out: {', '.join(left_out(rows))})"
+    return shown
+
 
 if __name__ == "__main__":
     main()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel
+from schemas.records import Node, PolicyUsage, Problem, Rollout, SamplingParams, StepLabel, Verdict
 from tasks.policies.base import Policy
 from tasks.prompts import PLAIN_FORMAT, Prompt, PromptFormat
 from tasks.tree import path_steps
@@ -16,7 +16,11 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class LabelRequest:
-    """The tree to label: every node known so far, and the ones that still lack this label."""
+    """The tree to label: every node known so far, and the ones that still lack this label.
+
+    `verdicts` holds the verifiers' verdicts per node id where they ran first (the adaptive
+    labeller reads them; the others ignore them).
+    """
 
     nodes: dict[str, Node]
     problems: dict[str, Problem]
@@ -24,6 +28,7 @@ class LabelRequest:
     rollouts_per_step: int
     params: SamplingParams
     prompt_format: PromptFormat = PLAIN_FORMAT  # how prefixes are written and completions read
+    verdicts: Mapping[str, Sequence[Verdict]] = field(default_factory=dict)
 
     def prefix(self, node: Node) -> Prompt:
         """The prompt plus the steps up to and including `node`: what a completion continues."""

@@ -55,11 +55,13 @@ class Evidence:
 
     node_id: str
     kind: str  # "probe" (k rollouts), "answer" (the step states the final answer), "solution" (on a correct
-    # solution), "context" (the prefix fills the policy's context: nothing can continue it)
+    # solution), "context" (the prefix fills the policy's context: nothing can continue it), or "verdict" (a
+    # verifier called the step invalid: tasks.labelers.adaptive)
     q: float
     n: int
     n_correct: int
     generated_tokens: int
+    detail: str = ""  # a verdict's verifier and evidence
 
     @property
     def reaches(self) -> bool:
@@ -72,6 +74,8 @@ class Evidence:
             return "the prefix fills the policy's context: no completion can continue it"
         if self.kind == "answer":
             return "the step states the final answer, " + ("correct" if self.reaches else "wrong")
+        if self.kind == "verdict":
+            return self.detail
         return "a solution through this step reaches the answer"
 
 
@@ -209,7 +213,7 @@ def search_first_errors(
                 spent_by.setdefault(node.node_id, trace.solution_id)
         report([trace for trace in active if trace.done])
         if requests:
-            _probe(policy, request, list(requests.values()), cache, result, batch_size)
+            probe(policy, request, list(requests.values()), cache, result, batch_size)
         active = [trace for trace in active if not trace.done]
 
     # A node on no solution path (tasks.tree never makes one) is labelled by a probe of its own.
@@ -217,24 +221,25 @@ def search_first_errors(
     loose = [node for node in request.to_label if node.node_id not in on_paths]
     unprobed = [node for node in loose if node.node_id not in cache]
     if unprobed:
-        _probe(policy, request, unprobed, cache, result, batch_size)
+        probe(policy, request, unprobed, cache, result, batch_size)
     result.labels, disagreements = _resolve_labels(traces, cache, wanted, loose)
     if progress and len(wanted) > len(reported):
         progress(len(wanted) - len(reported))
     return SearchOutcome(result, traces, disagreements)
 
 
-def _probe(
+def probe(
     policy: Policy,
     request: LabelRequest,
     nodes: list[Node],
     cache: dict[str, Evidence],
     result: LabelResult,
     batch_size: int | None,
+    labeler: str = LABELER,
 ) -> None:
     """k rollouts from each node's prefix, kept as rollouts and cached as evidence."""
     targets = label_targets(nodes, request.nodes, request.problems, request.prompt_format)
-    probed = label_mc(policy, targets, request.rollouts_per_step, request.params, batch_size, labeler=LABELER,
+    probed = label_mc(policy, targets, request.rollouts_per_step, request.params, batch_size, labeler=labeler,
                       prompt_format=request.prompt_format)
     result.rollouts.extend(probed.rollouts)
     result.usage.add(probed.usage)
