@@ -87,3 +87,17 @@ def test_two_process_ddp_on_cpu_ends_with_the_weights_of_one_process(tiny_base, 
     assert report["losses"] == pytest.approx(single_losses, abs=LOSS_TOLERANCE)
     assert report["tokens"] == single_metrics.tokens
     assert report["final_lm_loss"] == pytest.approx(single_metrics.final_lm_loss, abs=1e-4)
+
+
+def test_lora_trains_adapters_on_the_attention_and_saves_a_plain_model(tiny_base, examples):
+    pytest.importorskip("peft")  # pinned in requirements.lock; optional at import time
+    initial = load_for_training(tiny_base, "hard", "prm", seed=0)[0].state_dict()
+    config = PRMTrainConfig(**SETTINGS | {"lora_rank": 4})
+    model, tokenizer = load_for_training(tiny_base, "hard", "prm", seed=0)
+    encoded, _ = training_examples(tokenizer, examples, "prm", "hard", 256)
+    train_loop(model, encoded, config, tokenizer.pad_token_id, "cpu")
+    merged = model.state_dict()
+    assert merged.keys() == initial.keys()  # the adapters are folded in: a plain StepRewardModel
+    changed = {name for name in merged if not torch.equal(merged[name], initial[name])}
+    # GPT-2's default LoRA target is the attention's c_attn; the head trains in full; nothing else moves.
+    assert changed == {"lm.transformer.h.0.attn.c_attn.weight", "score.weight", "score.bias"}
