@@ -67,6 +67,16 @@ def test_gradient_accumulation_trains_the_weights_of_the_whole_batch(tiny_base, 
     assert largest_difference(whole, initial.state_dict()) > 1e-3  # it trained
 
 
+def test_gradient_checkpointing_trains_the_same_weights_and_bf16_keeps_fp32_weights(tiny_base, examples):
+    whole, whole_losses, _ = trained(tiny_base, examples)
+    recomputed, recomputed_losses, _ = trained(tiny_base, examples, gradient_checkpointing=True)
+    assert largest_difference(whole, recomputed) < TOLERANCE
+    assert recomputed_losses == pytest.approx(whole_losses, abs=LOSS_TOLERANCE)
+    autocast, autocast_losses, _ = trained(tiny_base, examples, mixed_precision="bf16")
+    assert {tensor.dtype for tensor in autocast.values()} == {torch.float32}
+    assert autocast_losses != whole_losses and autocast_losses == pytest.approx(whole_losses, abs=0.05)
+
+
 def test_two_process_ddp_on_cpu_ends_with_the_weights_of_one_process(tiny_base, examples, tmp_path):
     single, single_losses, single_metrics = trained(tiny_base, examples)
     examples_file = tmp_path / "examples.json"
