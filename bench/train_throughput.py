@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/train_throughput.py [--steps 60] [--rounds 3] [--base PATH]
 
-prmforge's loop (tasks/prm/train.py: train_loop) does what a real run does: the LR schedule, gradient
-clipping, loss bookkeeping, a progress callback and a checkpoint every `checkpoint_every` steps
-(the default, 50). The bare loop collates the same batches and runs forward, the model's loss (the
+prmforge's loop (tasks/prm/train.py: train_loop, on transformers.Trainer) does what a real run does:
+Trainer's setup, the LR schedule, gradient clipping, loss bookkeeping, a progress callback and a
+Trainer checkpoint every `checkpoint_every` steps (the default, 50) and at the end. The bare loop collates the same batches and runs forward, the model's loss (the
 separator loss plus the LM loss on good steps), backward and AdamW, nothing else. The two alternate for several rounds in one process (the machine
 may be shared: alternating spreads the noise evenly). Throughput is non-padding tokens over wall
 time, and also over this process's CPU time: with one torch thread the CPU-time figure is what

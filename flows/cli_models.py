@@ -91,6 +91,10 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option(help="Solutions per optimizer step.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the head and the batch order.")] = None,
+    mixed_precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on a GPU that has it, else fp32), bf16, fp16 or no.")] = None,
+    gradient_accumulation_steps: Annotated[Optional[int], typer.Option(help="Passes per optimizer step, each on its share of the batch.")] = None,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass (less memory).")] = None,
+    lora_rank: Annotated[Optional[int], typer.Option(help="Train LoRA adapters of this rank on the base LM (needs peft; 0: off).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of the same settings.")] = False,
     data_dir: DataDir = None,
     as_json: AsJson = False,
@@ -103,7 +107,9 @@ def train(
         dataset = _latest_dataset(warehouse)
     config = _settings(
         PRMTrainConfig, dataset_version=dataset, base=base, label_kind=labels, kind=kind, epochs=epochs,
-        steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps, gradient_checkpointing=gradient_checkpointing,
+        lora_rank=lora_rank,
     )
     configure_prefect()
     from flows.train import train_flow

@@ -55,10 +55,44 @@ class PRMTrainConfig(BaseModel):
     )
     seed: int = Field(0, description="Seed for the classifier head's initialisation and the batch order.")
     checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between resumable checkpoints.")
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        "auto",
+        description=(
+            "Autocast precision of the forward and backward passes: 'auto' is bf16 on a GPU that supports it "
+            "and fp32 elsewhere (a CPU); 'fp16' needs a GPU; 'no' is fp32 everywhere. The weights stay fp32."
+        ),
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute the base LM's activations in the backward pass: less memory, about a third slower."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1,
+        description=(
+            "Forward/backward passes per optimizer step; each takes its share of batch_size solutions, so the "
+            "optimizer step sees the same batch with less memory."
+        ),
+    )
+    lora_rank: int = Field(
+        0, ge=0,
+        description=(
+            "Train LoRA adapters of this rank on the base LM instead of all its weights (needs peft; 0: off). "
+            "The step head trains in full; the adapters are merged into the saved model."
+        ),
+    )
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (the update is alpha / rank times B A).")
+    lora_target_modules: tuple[str, ...] | None = Field(
+        None, description="Names of the base LM's modules that get adapters; peft's default for the architecture if unset."
+    )
 
     def training_fingerprint(self) -> str:
-        """The fields that change the weights (checkpoint cadence does not)."""
-        return self.model_dump_json(exclude={"checkpoint_every"})
+        """The fields that change the weights (checkpoint cadence and gradient checkpointing do not).
+
+        The options added with the Trainer are left out at their defaults, so that the runs before them
+        keep their model ids.
+        """
+        later = {"mixed_precision", "gradient_accumulation_steps", "lora_rank", "lora_alpha", "lora_target_modules"}
+        at_default = {name for name in later if getattr(self, name) == type(self).model_fields[name].default}
+        return self.model_dump_json(exclude={"checkpoint_every", "gradient_checkpointing"} | at_default)
 
 
 class EvaluateConfig(BaseModel):

@@ -1,17 +1,19 @@
 """The PRM training loop: AdamW on the loss at step separators (plus, for a PRM, its LM's loss on
 the good steps), resumable from checkpoints.
 
-The loop is deliberately plain torch (bench/train_throughput.py holds it to a bare loop's speed).
-A checkpoint holds the weights, the optimizer and scheduler state, the RNG state, the next step
-and the losses and token count so far; the batch order is a pure function of the seed, so a resumed
-run ends with the same weights, and reports the same metrics, as an uninterrupted one.
+The loop runs on transformers.Trainer (tasks/prm/trainer.py), which brings DDP/FSDP, mixed
+precision, gradient checkpointing and accumulation; this module keeps what a run means: the
+examples, the batches (a pure function of the seed), the loss, the optimizer groups and the
+schedule (bench/train_throughput.py holds it to a bare torch loop's speed). A checkpoint holds the
+weights, the optimizer and scheduler state, the RNG state, the step, and the losses and token count
+so far, so a resumed run ends with the same weights, and reports the same metrics, as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.json"  # written once a checkpoint is complete (tasks/prm/trainer.py)
+
 Progress = Callable[[int, float], None]  # (optimizer step just finished, its loss)
 
 
@@ -158,48 +161,75 @@ def train_loop(
     resume: bool = False,
     progress: Progress | None = None,
 ) -> TrainingMetrics:
-    """Train `model` in place. With `resume`, continue from the checkpoint in `checkpoint_dir` if any."""
-    import torch
+    """Train `model` in place on transformers.Trainer (see tasks/prm/trainer.py). With `resume`,
+    continue from the checkpoint in `checkpoint_dir` if any.
+
+    Under `torchrun --nproc_per_node N` (or `accelerate launch`) every process calls this with the
+    same arguments; each trains on its share of every batch, and the weights end as one process's would.
+    """
+    from transformers import PrinterCallback, TrainingArguments
+
+    from tasks.policies.transformers_policy import quiet_transformers
+    from tasks.prm import trainer as engine
 
     if not examples:
         raise ValueError("no training examples: the dataset's train split is empty or every row was skipped")
     steps = total_steps(len(examples), config.batch_size, config.epochs, config.steps)
     order = batch_order(len(examples), config.batch_size, steps, config.seed)
-    model.to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
+    precision = engine.mixed_precision(config.mixed_precision, device)
+    marker = engine.read_marker(checkpoint_dir) if resume and checkpoint_dir is not None else None
+    if marker is not None and marker.config != config.training_fingerprint():
+        raise ValueError(f"the checkpoint in {checkpoint_dir} was made with other settings: rerun without --resume")
+    if config.lora_rank:
+        engine.attach_lora(model, config.lora_rank, config.lora_alpha, config.lora_target_modules)
+    scratch = None
+    if checkpoint_dir is None:
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="prm-train-")
+    arguments = TrainingArguments(
+        output_dir=str(checkpoint_dir if checkpoint_dir is not None else scratch.name),
+        max_steps=steps, per_device_train_batch_size=1, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay, max_grad_norm=1.0,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        save_strategy="steps" if checkpoint_dir is not None else "no", save_steps=config.checkpoint_every,
+        logging_strategy="no", report_to="none", disable_tqdm=True, seed=config.seed,
+        remove_unused_columns=False, average_tokens_across_devices=False, dataloader_num_workers=0,
+    )
+    processes, process = arguments.world_size, arguments.process_index
+    lm_on = config.kind == "prm" and float(model.config.lm_weight) > 0
+    micro_batches = engine.MicroBatches(
+        examples, order, pad_id, process, processes, config.gradient_accumulation_steps, lm_on)
+    engine.split_batch(order[0], processes * config.gradient_accumulation_steps)  # too small a batch fails here
     warmup = int(config.warmup_ratio * steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, warmup, steps))
-    metrics = TrainingMetrics(examples=len(examples), steps=steps, device=device)
-    start, losses, lm_losses = 0, [], []
-    checkpoint = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
-    if resume and checkpoint is not None and checkpoint.exists():
-        # Restores the RNG too, and the losses and tokens of the steps before `start`.
-        start, losses, metrics.tokens = load_checkpoint(checkpoint, model, optimizer, schedule, config)
-        metrics.resumed_from_step = start
-    else:
-        torch.manual_seed(config.seed)
-    model.train()
+    metrics = TrainingMetrics(examples=len(examples), steps=steps, device=str(arguments.device.type))
+    losses = list(marker.losses) if marker is not None else []
+    metrics.tokens = marker.tokens if marker is not None else 0
+    metrics.resumed_from_step = marker.step if marker is not None else 0
+    with quiet_transformers():
+        trainer = engine.PRMTrainer(
+            model=model, args=arguments, micro_batches=micro_batches,
+            optimizer_groups=lambda wrapped: parameter_groups(wrapped, config),
+            schedule=lambda step: learning_rate_factor(step, warmup, steps),
+            fingerprint=config.training_fingerprint(), losses=losses, tokens=metrics.tokens, progress=progress,
+        )
+    trainer.remove_callback(PrinterCallback)  # the metrics come back in TrainingMetrics, not on stdout
     tokens_before = metrics.tokens
     began = time.perf_counter()
-    for step in range(start, steps):
-        ids, mask, goal, lm = (tensor.to(device) for tensor in collate([examples[index] for index in order[step]], pad_id))
-        output = model(input_ids=ids, attention_mask=mask, labels=goal, lm_labels=lm)
-        loss = output.loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        metrics.tokens += int(mask.sum())
-        losses.append(float((output.step_loss if output.step_loss is not None else loss).detach()))
-        if output.lm_loss is not None:
-            lm_losses.append(float(output.lm_loss.detach()))
-        if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == steps):
-            save_checkpoint(checkpoint, model, optimizer, schedule, step + 1, config, losses, metrics.tokens)
-        if progress is not None:
-            progress(step, losses[-1])
+    try:
+        resume_from = str(checkpoint_dir / marker.folder) if marker is not None else None
+        with quiet_transformers():  # no progress bar per checkpoint
+            trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    if config.lora_rank:
+        engine.merge_lora(model)
     model.eval()
     metrics.seconds = round(time.perf_counter() - began, 3)
+    metrics.tokens, lm_losses = trainer.tokens, trainer.lm_losses
     trained_now = metrics.tokens - tokens_before
     metrics.tokens_per_second = round(trained_now / metrics.seconds, 1) if metrics.seconds else 0.0
     if lm_losses:
@@ -212,48 +242,14 @@ def train_loop(
 
 
 def parameter_groups(model, config: PRMTrainConfig) -> list[dict]:
-    """The new step head learns at `head_learning_rate`; the pretrained LM under it at `learning_rate`."""
-    head = [parameter for name, parameter in model.named_parameters() if name.startswith("score.")]
-    body = [parameter for name, parameter in model.named_parameters() if not name.startswith("score.")]
+    """The new step head learns at `head_learning_rate`; the pretrained LM under it at `learning_rate`
+    (only what trains: under LoRA, the adapters)."""
+    from tasks.prm.trainer import is_head
+
+    named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    head = [parameter for name, parameter in named if is_head(name)]
+    body = [parameter for name, parameter in named if not is_head(name)]
     return [{"params": body, "lr": config.learning_rate}, {"params": head, "lr": config.head_learning_rate}]
-
-
-def save_checkpoint(
-    path: Path, model, optimizer, schedule, next_step: int, config: PRMTrainConfig,
-    losses: Sequence[float] = (), tokens: int = 0,
-) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "next_step": next_step,
-        "rng": torch.get_rng_state(),
-        "config": config.training_fingerprint(),
-        "losses": list(losses),
-        "tokens": tokens,
-    }
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
-
-
-def load_checkpoint(path: Path, model, optimizer, schedule, config: PRMTrainConfig) -> tuple[int, list[float], int]:
-    """Restore the state saved by `save_checkpoint`; returns the step to continue from, and the
-    losses and token count of the steps before it."""
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["config"] != config.training_fingerprint():
-        raise ValueError(f"the checkpoint at {path} was made with other settings: rerun without --resume")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["rng"])
-    return int(state["next_step"]), list(state.get("losses", [])), int(state.get("tokens", 0))
 
 
 def model_card(
