@@ -45,20 +45,32 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_prm(tiny_base, tmp_path_factory):
+def train_prm(tmp_path_factory):
+    """Train a hard-label PRM on `base` and save it as an HF directory: train_prm(base, examples, config, name)."""
+
+    def train(base, examples, config, name: str):
+        from tasks.policies.transformers_policy import quiet_transformers
+        from tasks.prm.model import load_for_training
+        from tasks.prm.train import train_loop, training_examples
+
+        model, tokenizer = load_for_training(base, "hard", "prm", seed=0)
+        encoded, _ = training_examples(tokenizer, examples, "prm", "hard", 256)
+        train_loop(model, encoded, config, tokenizer.pad_token_id, "cpu")
+        output = tmp_path_factory.mktemp(name) / "model"
+        with quiet_transformers():
+            model.save_pretrained(output)
+        tokenizer.save_pretrained(output)
+        return output
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def tiny_prm(tiny_base, train_prm):
     """A hard-label PRM trained for a few steps and saved as an HF directory."""
     from tasks.prm.config import PRMTrainConfig
-    from tasks.policies.transformers_policy import quiet_transformers
-    from tasks.prm.model import load_for_training, set_cpu_threads
-    from tasks.prm.train import train_loop, training_examples
+    from tasks.prm.model import set_cpu_threads
 
     set_cpu_threads(1)
     config = PRMTrainConfig(dataset_version=1, epochs=40, batch_size=4, learning_rate=1e-2, head_learning_rate=1e-2)  # it memorises
-    model, tokenizer = load_for_training(tiny_base, "hard", "prm", seed=0)
-    encoded, _ = training_examples(tokenizer, EXAMPLES, "prm", "hard", 256)
-    train_loop(model, encoded, config, tokenizer.pad_token_id, "cpu")
-    output = tmp_path_factory.mktemp("prm") / "model"
-    with quiet_transformers():
-        model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    return output
+    return train_prm(tiny_base, EXAMPLES, config, "prm")

@@ -36,23 +36,14 @@ def pool(count: int, seed: int) -> list[StepwiseExample]:
 
 
 @pytest.fixture(scope="module")
-def content_prm(tmp_path_factory):
+def content_prm(train_prm):
     from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
-    from tasks.policies.transformers_policy import quiet_transformers
     from tasks.prm.config import PRMTrainConfig
-    from tasks.prm.model import load_for_training, set_cpu_threads
-    from tasks.prm.train import train_loop, training_examples
+    from tasks.prm.model import set_cpu_threads
 
     set_cpu_threads(2)
     config = PRMTrainConfig(dataset_version=1, steps=120, batch_size=8)  # 120 of 120 pairs, F1 0.88 here
-    model, tokenizer = load_for_training(EMBEDDED_POLICY_DIR, "hard", "prm", seed=0)
-    encoded, _ = training_examples(tokenizer, pool(200, POOL_SEED), "prm", "hard", 256)
-    train_loop(model, encoded, config, tokenizer.pad_token_id, "cpu")
-    output = tmp_path_factory.mktemp("content-prm") / "model"
-    with quiet_transformers():
-        model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    return output
+    return train_prm(EMBEDDED_POLICY_DIR, pool(200, POOL_SEED), config, "content-prm")
 
 
 def test_a_wrong_step_scores_below_its_corrected_twin(content_prm):
