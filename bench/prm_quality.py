@@ -256,6 +256,20 @@ def first_errors(models: dict, work: Path, args) -> dict[str, FirstErrorRow]:
     return results
 
 
+def reference_scores(question: str, steps) -> dict[str, float]:
+    """Two scorers that need no model, beside the PRMs at Best-of-N: `exact_steps`, a solution's
+    exact step truths (tasks/ground_truth.py: 1 when every step is right), the ceiling of any PRM
+    aggregated by its minimum; and `arith_min`, the arith verifier's verdicts read directly (valid 1,
+    unknown 0.5, invalid 0; the minimum over steps), the label source of the `prm_arith` model."""
+    from tasks.ground_truth import step_truths
+    from tasks.verification import load_verifiers, verify_solution
+
+    truths = step_truths(question, steps) or [False]
+    verdicts = [step[0].verdict for step in verify_solution(question, steps, load_verifiers(["arith"]))]
+    values = {"valid": 1.0, "unknown": 0.5}
+    return {"exact_steps": float(all(truths)), "arith_min": min((values.get(v, 0.0) for v in verdicts), default=0.0)}
+
+
 def best_of_n_curves(models: dict, work: Path, args, problem_ids: list[str], samples: list, headline_model: str) -> dict:
     from tasks.prm.evaluate import PRM_VOTE, Candidate, best_of_n, best_of_n_sizes
     from tasks.prm.score import AGGREGATIONS, aggregate
@@ -277,8 +291,10 @@ def best_of_n_curves(models: dict, work: Path, args, problem_ids: list[str], sam
             agg = aggregate(per_step) if per_step else None
             for how in AGGREGATIONS:
                 values[f"{name}_{how}"] = agg.aggregated(how) if agg else float("-inf")
+        values.update(reference_scores(questions[pid], steps))
         groups.setdefault(pid, []).append(Candidate(answer, bool(correct), values))
-    selectors = [f"{headline_model}_{how}" for how in AGGREGATIONS] + ["orm_last", "implicit_min", "adapted_surprise_min"]
+    selectors = [f"{headline_model}_{how}" for how in AGGREGATIONS] + [
+        "orm_last", "implicit_min", "adapted_surprise_min", "exact_steps", "arith_min"]
     votes = {f"{headline_model}_vote": f"{headline_model}_min"}
     return best_of_n(list(groups.values()), selectors, best_of_n_sizes(args.bon_samples), 256, 0, weighted_votes=votes)
 
@@ -328,14 +344,17 @@ def main() -> None:
     print(f"\nBest-of-N on {len(problems['measured'])} held-out problems (5-8 steps), {args.bon_samples} solutions "
           "each from the embedded policy; accuracy [95% CI over problems]")
     every_aggregation = [f"{headline_model}_{how}" for how in (*AGGREGATIONS, "vote")]
-    shown = ["oracle", "majority", "random", "orm_last", "implicit_min", "adapted_surprise_min", *every_aggregation]
+    shown = ["oracle", "exact_steps", "majority", "random", "arith_min", "orm_last", "implicit_min", "adapted_surprise_min",
+             *every_aggregation]
     print(f"{'method':<22} " + " ".join(f"{'N=' + str(n):>21}" for n in sizes))
     for method in shown:
         print(f"{method:<22} " + " ".join(f"{point(measured, method, n).accuracy:.3f} [{point(measured, method, n).low:.2f},{point(measured, method, n).high:.2f}]".rjust(21) for n in sizes))
     n = 16 if 16 in sizes else sizes[-1]  # 16 unless fewer solutions were sampled
     n16 = point(measured, "oracle", n)
     headroom = paired_difference(n16.values, point(measured, "majority", n).values)
+    ceiling = paired_difference(point(measured, "exact_steps", n).values, point(measured, "majority", n).values)
     print(f"\noracle - majority at N={n}: {headroom.shown()}")
+    print(f"exact_steps - majority at N={n} (paired; what a perfect PRM gains): {ceiling.shown()}")
     differences = {}
     for baseline in ("majority", "orm_last", "implicit_min", "random"):
         differences[baseline] = paired_difference(point(measured, headline, n).values, point(measured, baseline, n).values)
