@@ -95,28 +95,38 @@ def train(
     gradient_accumulation_steps: Annotated[Optional[int], typer.Option(help="Passes per optimizer step, each on its share of the batch.")] = None,
     gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass (less memory).")] = None,
     lora_rank: Annotated[Optional[int], typer.Option(help="Train LoRA adapters of this rank on the base LM (needs peft; 0: off).")] = None,
+    fsdp: Annotated[Optional[bool], typer.Option("--fsdp", help="Shard weights and optimizer state over the processes (FSDP; needs GPUs and torchrun or accelerate launch).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of the same settings.")] = False,
     data_dir: DataDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Train a PRM (or the ORM baseline) on a dataset version and register it in the models table."""
+    """Train a PRM (or the ORM baseline) on a dataset version and register it in the models table.
+
+    Under `torchrun --nproc_per_node N` or `accelerate launch` every process trains its share of each
+    batch; the main process alone reads the warehouse, registers the model and prints the summary.
+    """
+    from tasks.prm import processes
     from tasks.prm.config import PRMTrainConfig
+    from tasks.prm.model import device_for
 
     warehouse = _warehouse(data_dir)
     if dataset is None:
-        dataset = _latest_dataset(warehouse)
+        with _one_line_errors():
+            dataset = processes.from_main(lambda: _latest_dataset(warehouse), device_for())
     config = _settings(
         PRMTrainConfig, dataset_version=dataset, base=base, label_kind=labels, kind=kind, epochs=epochs,
         steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps, gradient_checkpointing=gradient_checkpointing,
-        lora_rank=lora_rank,
+        lora_rank=lora_rank, fsdp=fsdp,
     )
     configure_prefect()
-    from flows.train import train_flow
+    from flows.train import train as train_run
 
     interrupted = "interrupted: rerun with --resume to continue from the last checkpoint"
     with _one_line_errors(interrupted), _quiet_stdout(as_json):
-        summary = train_flow(config, warehouse, resume)
+        summary = train_run(config, warehouse, resume)
+    if not processes.is_main():
+        return  # the main process prints the run's summary
     if as_json:
         typer.echo(json.dumps(asdict(summary), indent=1, default=str))
         return
@@ -130,17 +140,13 @@ def train(
 
 
 def _latest_dataset(warehouse) -> int:
-    from tasks.prm.registry import RegistryError, find_dataset
-    from warehouse.connection import WarehouseError, connect
+    """The latest dataset version's number (one line if there is none, or no warehouse)."""
+    from tasks.prm.registry import find_dataset
+    from warehouse.connection import connect
 
-    try:
-        connection = connect(warehouse, read_only=True)
-    except WarehouseError as error:
-        _fail(str(error))
+    connection = connect(warehouse, read_only=True)
     try:
         return find_dataset(connection).version
-    except RegistryError as error:
-        _fail(str(error))
     finally:
         connection.close()
 

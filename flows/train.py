@@ -2,6 +2,8 @@
 
 The model trains in a work folder beside the registered ones, with a resumable checkpoint there.
 Registration moves it to data/models/v<N>/, writes its model card and commits one snapshot.
+Under `torchrun` or `accelerate launch` every process trains its share; the main one alone reads the
+catalog, runs the Prefect flow, saves and registers the model (tasks/prm/processes.py).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from flows.progress import announce, stage
 from schemas.config import WarehouseConfig
 from schemas.tables import RUNS
 from tasks.ids import content_id
+from tasks.prm import processes
 from tasks.prm.config import PRMTrainConfig
 from tasks.prm.data import StepwiseExample, originals, read_split
 from tasks.prm.registry import DatasetRef, ModelRef, find_dataset, list_models, next_version, now, register_model
@@ -98,21 +101,36 @@ def held_out_metrics(model_path: Path, examples: list[StepwiseExample], kind: st
 def fit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path, resume: bool) -> tuple[Path, dict]:
     """Train in `folder` and save the HF directory to `folder/model`; returns it with the metrics."""
     from tasks.policies.transformers_policy import quiet_transformers
+
+    if config.kind == "implicit":
+        return _fit_implicit(config, base, dataset, folder, originals(read_split(dataset.path, "train")))
+    model, tokenizer, metrics = train_weights(config, base, dataset, folder, resume, show_progress=True)
+    output = folder / "model"
+    with quiet_transformers():
+        model.to("cpu").save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    announce("held-out step accuracy")
+    result = metrics.as_dict() | held_out_metrics(output, read_split(dataset.path, "test"), config.kind)
+    return output, result
+
+
+def train_weights(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path, resume: bool,
+                  show_progress: bool):
+    """What every process of a run does: read the train split from the dataset's files (not the
+    catalog) and train on its share of each batch. Returns the model, its tokenizer and the metrics."""
     from tasks.prm.model import device_for, load_for_training, max_positions, set_cpu_threads
     from tasks.prm.train import total_steps, train_loop, training_examples
 
     set_cpu_threads()
-
     train = read_split(dataset.path, "train")
     if not config.variants:
         train = originals(train)
-    if config.kind == "implicit":
-        return _fit_implicit(config, base, dataset, folder, originals(train))
     model, tokenizer = load_for_training(base, config.label_kind, config.kind, config.seed, config.dropout, config.lm_weight)
     limit = config.max_length or max_positions(model.config)
     examples, skipped = training_examples(tokenizer, train, config.kind, config.label_kind, limit)
     steps = total_steps(len(examples), config.batch_size, config.epochs, config.steps) if examples else 0
-    with stage(f"training the {config.kind.upper()} ({config.label_kind} labels, {len(examples)} solutions)", steps) as advance:
+    description = f"training the {config.kind.upper()} ({config.label_kind} labels, {len(examples)} solutions)"
+    with stage(description, steps) if show_progress else nullcontext(lambda count: None) as advance:
         metrics = train_loop(
             model, examples, config, tokenizer.pad_token_id, device_for(), folder, resume,
             progress=lambda step, loss: advance(1),
@@ -121,13 +139,7 @@ def fit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path, r
     for item in skipped:
         reason = item.reason.split(":")[0]
         metrics.skip_reasons[reason] = metrics.skip_reasons.get(reason, 0) + 1
-    output = folder / "model"
-    with quiet_transformers():
-        model.to("cpu").save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    announce("held-out step accuracy")
-    result = metrics.as_dict() | held_out_metrics(output, read_split(dataset.path, "test"), config.kind)
-    return output, result
+    return model, tokenizer, metrics
 
 
 def _fit_implicit(config: PRMTrainConfig, base: Path, dataset: DatasetRef, folder: Path,
@@ -194,24 +206,75 @@ def register(
     return TrainSummary(model_id, "completed", version, str(final), dataset.version, metrics, run_id)
 
 
-@flow(name="prmforge-train", log_prints=False)
-def train_flow(config: PRMTrainConfig, warehouse: WarehouseConfig, resume: bool = False) -> TrainSummary:
+@dataclass(frozen=True)
+class RunPlan:
+    """What the main process reads from the warehouse before training, and hands every process."""
+
+    dataset: DatasetRef
+    base: Path
+    model_id: str
+    run_id: str
+    known: ModelRef | None  # this model is registered already
+    folder: Path  # where it trains, ready
+
+
+def plan_run(config: PRMTrainConfig, warehouse: WarehouseConfig, resume: bool) -> RunPlan:
+    """The dataset, the model id and whether it is registered; the work folder made ready for it."""
     from tasks.prm.model import resolve_base
 
-    started = time.perf_counter()
     with reading(warehouse) as connection:
         dataset = find_dataset(connection, config.dataset_version)
         base = resolve_base(config.base)
         model_id = model_id_for(config, dataset.dataset_id, base)
         known = next((model for model in list_models(connection) if model.model_id == model_id), None)
-    run_id = content_id("run", "train", model_id)
-    if known is not None:
-        return TrainSummary(model_id, "already done", known.version, known.path, known.dataset_version, known.metrics or {}, run_id)
     folder = work_dir(warehouse, model_id)
-    if folder.exists() and not resume:
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    trained, metrics = fit(config, base, dataset, folder, resume)
-    summary = register(warehouse, config, model_id, run_id, trained, base, dataset, metrics, started)
-    shutil.rmtree(folder, ignore_errors=True)  # the checkpoint is not needed once registered
+    if known is None:
+        if folder.exists() and not resume:
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+    return RunPlan(dataset, base, model_id, content_id("run", "train", model_id), known, folder)
+
+
+def already_done(plan: RunPlan) -> TrainSummary:
+    known = plan.known
+    return TrainSummary(plan.model_id, "already done", known.version, known.path, known.dataset_version,
+                        known.metrics or {}, plan.run_id)
+
+
+@flow(name="prmforge-train", log_prints=False)
+def train_flow(config: PRMTrainConfig, warehouse: WarehouseConfig, resume: bool = False) -> TrainSummary:
+    """The main process's run: under several processes it hands them the plan and trains beside them."""
+    from tasks.prm.model import device_for
+
+    started = time.perf_counter()
+    plan = processes.from_main(lambda: plan_run(config, warehouse, resume), device_for())
+    if plan.known is not None:
+        return already_done(plan)
+    trained, metrics = fit(config, plan.base, plan.dataset, plan.folder, resume)
+    summary = register(warehouse, config, plan.model_id, plan.run_id, trained, plan.base, plan.dataset, metrics, started)
+    shutil.rmtree(plan.folder, ignore_errors=True)  # the checkpoint is not needed once registered
     return summary
+
+
+def train_share(config: PRMTrainConfig, resume: bool) -> TrainSummary:
+    """Another process's run: the main process's plan, then this process's share of the training.
+    No catalog, no Prefect run, no model directory: those happen once, on the main process."""
+    from tasks.prm.model import device_for
+
+    plan = processes.from_main(lambda: None, device_for())
+    if plan.known is not None:
+        return already_done(plan)
+    train_weights(config, plan.base, plan.dataset, plan.folder, resume, show_progress=False)
+    return TrainSummary(plan.model_id, "trained its share", dataset_version=plan.dataset.version, run_id=plan.run_id)
+
+
+def train(config: PRMTrainConfig, warehouse: WarehouseConfig, resume: bool = False) -> TrainSummary:
+    """`prmforge train` in each of its processes: one, or N under `torchrun` or `accelerate launch`."""
+    from tasks.prm.model import device_for
+    from tasks.prm.trainer import check_processes
+
+    check_processes(config, device_for(), processes.count())
+    try:
+        return train_flow(config, warehouse, resume) if processes.is_main() else train_share(config, resume)
+    finally:
+        processes.leave()

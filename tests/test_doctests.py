@@ -47,7 +47,7 @@ EXAMPLES = {
     "tasks.prm.score": 1,
     "tasks.prm.stats": 4,
     "tasks.prm.train": 8,
-    "tasks.prm.trainer": 3,
+    "tasks.prm.trainer": 5,
     "tasks.processbench": 5,
     "tasks.prompts": 3,
     "tasks.splitting": 2,

@@ -72,6 +72,13 @@ class PRMTrainConfig(BaseModel):
             "optimizer step sees the same batch with less memory."
         ),
     )
+    fsdp: bool = Field(
+        False,
+        description=(
+            "Shard the weights, gradients and optimizer state over the processes of a `torchrun` or "
+            "`accelerate launch` run (PyTorch FSDP through the Trainer) instead of replicating them (DDP)."
+        ),
+    )
     lora_rank: int = Field(
         0, ge=0,
         description=(
@@ -88,9 +95,9 @@ class PRMTrainConfig(BaseModel):
         """The fields that change the weights (checkpoint cadence and gradient checkpointing do not).
 
         The options added with the Trainer are left out at their defaults, so that the runs before them
-        keep their model ids.
+        keep their model ids. The number of processes is not a setting: N processes train one's weights.
         """
-        later = {"mixed_precision", "gradient_accumulation_steps", "lora_rank", "lora_alpha", "lora_target_modules"}
+        later = {"mixed_precision", "gradient_accumulation_steps", "lora_rank", "lora_alpha", "lora_target_modules", "fsdp"}
         at_default = {name for name in later if getattr(self, name) == type(self).model_fields[name].default}
         return self.model_dump_json(exclude={"checkpoint_every", "gradient_checkpointing"} | at_default)
 

@@ -173,13 +173,13 @@ def train_loop(
     from tasks.prm import trainer as engine
 
     if not examples:
-        raise ValueError("no training examples: the dataset's train split is empty or every row was skipped")
+        raise engine.TrainingSetupError("no training examples: the dataset's train split is empty or every row was skipped")
     steps = total_steps(len(examples), config.batch_size, config.epochs, config.steps)
     order = batch_order(len(examples), config.batch_size, steps, config.seed)
     precision = engine.mixed_precision(config.mixed_precision, device)
     marker = engine.read_marker(checkpoint_dir) if resume and checkpoint_dir is not None else None
     if marker is not None and marker.config != config.training_fingerprint():
-        raise ValueError(f"the checkpoint in {checkpoint_dir} was made with other settings: rerun without --resume")
+        raise engine.TrainingSetupError(f"the checkpoint in {checkpoint_dir} was made with other settings: rerun without --resume")
     if config.lora_rank:
         engine.attach_lora(model, config.lora_rank, config.lora_alpha, config.lora_target_modules)
     scratch = None
@@ -192,13 +192,14 @@ def train_loop(
         max_steps=steps, per_device_train_batch_size=1, gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, max_grad_norm=1.0,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
-        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing=config.gradient_checkpointing, fsdp=True if config.fsdp else None,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         save_strategy="steps" if checkpoint_dir is not None else "no", save_steps=config.checkpoint_every,
         logging_strategy="no", report_to="none", disable_tqdm=True, seed=config.seed,
         remove_unused_columns=False, average_tokens_across_devices=False, dataloader_num_workers=0,
     )
     processes, process = arguments.world_size, arguments.process_index
+    engine.check_processes(config, device, processes)
     lm_on = config.kind == "prm" and float(model.config.lm_weight) > 0
     micro_batches = engine.MicroBatches(
         examples, order, pad_id, process, processes, config.gradient_accumulation_steps, lm_on)

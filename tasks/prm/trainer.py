@@ -25,10 +25,35 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
+from schemas.errors import UserError
 from tasks.prm.model import IGNORE_INDEX
 from tasks.prm.train import CHECKPOINT_FILE, collate
 
 CHECKPOINT_PREFIX = "checkpoint-"
+
+
+class TrainingSetupError(UserError, ValueError):
+    """Settings this run cannot train with, and what to change."""
+
+
+def check_processes(config, device: str, processes: int) -> None:
+    """Refuse, before anything is read, what several processes or FSDP cannot do here.
+
+    accelerate (1.15) shards with FSDP only across GPUs (or other accelerators): on CPU processes,
+    or in one process, it drops the FSDP plugin without a word and trains with DDP or alone.
+
+    >>> from tasks.prm.config import PRMTrainConfig
+    >>> check_processes(PRMTrainConfig(dataset_version=1, fsdp=True), "cpu", 2)
+    Traceback (most recent call last):
+    ...
+    tasks.prm.trainer.TrainingSetupError: fsdp needs GPUs: on CPU processes accelerate trains with DDP instead (drop --fsdp)
+    """
+    if config.fsdp and not device.startswith("cuda"):
+        raise TrainingSetupError("fsdp needs GPUs: on CPU processes accelerate trains with DDP instead (drop --fsdp)")
+    if config.fsdp and processes == 1:
+        raise TrainingSetupError("fsdp needs several processes: launch with torchrun --nproc_per_node N or accelerate launch")
+    if config.kind == "implicit" and processes > 1:
+        raise TrainingSetupError("the implicit PRM trains in one process: run it without torchrun or accelerate launch")
 
 
 @dataclass(frozen=True)
@@ -47,7 +72,7 @@ def split_batch(indices: Sequence[int], parts: int) -> list[list[int]]:
     ([[1, 2, 3], [4, 5]], [[1], [2], [3], [4]])
     """
     if parts > len(indices):
-        raise ValueError(
+        raise TrainingSetupError(
             f"a batch of {len(indices)} cannot be split over {parts} processes x accumulation steps: "
             "raise batch_size or lower gradient_accumulation_steps or the process count"
         )
@@ -226,7 +251,7 @@ def mixed_precision(choice: str, device: str) -> str:
     if choice == "auto":
         return "bf16" if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     if choice == "fp16" and not device.startswith("cuda"):
-        raise ValueError("mixed_precision 'fp16' needs a GPU: use 'bf16' or 'no' on a CPU")
+        raise TrainingSetupError("mixed_precision 'fp16' needs a GPU: use 'bf16' or 'no' on a CPU")
     return choice
 
 
@@ -235,7 +260,7 @@ def attach_lora(model, rank: int, alpha: float, target_modules: Sequence[str] | 
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as error:
-        raise ValueError("lora_rank needs peft: pip install peft (it is pinned in requirements.lock)") from error
+        raise TrainingSetupError("lora_rank needs peft: pip install peft (it is pinned in requirements.lock)") from error
     adapters = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0,
                           target_modules=list(target_modules) if target_modules else None)
     model.lm = get_peft_model(model.lm, adapters)

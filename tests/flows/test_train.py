@@ -1,11 +1,17 @@
 """The train flow's recovery paths, with real Prefect runs on a real warehouse: a registration that
 fails rolls back and keeps the trained weights, `train --resume` picks them (or an interrupted
-run's checkpoint) up, and a rerun without --resume starts over."""
+run's checkpoint) up, and a rerun without --resume starts over. And `prmforge train` under
+`torchrun`: two processes train, the main one registers once, with one process's weights."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -21,6 +27,7 @@ from warehouse.connection import connect
 
 DATA = GenerateConfig(problems=6, samples=3, rollouts=2, seed=13, policy="simulated", test_fraction=0.34)
 TRAIN = {"dataset_version": 1, "epochs": 2, "batch_size": 2, "learning_rate": 1e-2}
+ROOT = Path(__file__).resolve().parents[2]
 WHOLE_RUN = ("examples", "steps", "first_loss", "final_loss", "tokens", "test_accuracy", "test_targets")
 
 
@@ -171,3 +178,92 @@ def test_without_resume_a_rerun_starts_over(warehouse, base, monkeypatch):
     again = train_flow(config, warehouse)
     assert (again.status, again.metrics["resumed_from_step"]) == ("completed", 0)
     assert not folder.exists()
+
+
+# `prmforge train` under torchrun: the real console script, two processes on CPU talking gloo over
+# loopback. batch_size 3 splits 2 + 1, so the shares hold unequal numbers of labelled steps.
+PROCESSES_TRAIN = ["--dataset", "1", "--steps", "3", "--batch-size", "3", "--learning-rate", "0.01", "--seed", "4"]
+# As tests/tasks/prm/test_prm_trainer.py: float32 sums in another order over a few AdamW steps.
+TOLERANCE = 1e-4
+
+
+def torchrun_train(arguments: list[str], warehouse: WarehouseConfig, environment: dict, log_path) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 $(which prmforge) train ...`, as the README gives it."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               shutil.which("prmforge", path=str(Path(sys.executable).parent)), "train", *arguments,
+               "--data-dir", str(warehouse.data_dir), "--json"]
+    environment = environment | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    with log_path.open("w") as log:
+        return subprocess.run(command, cwd=ROOT, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=log, text=True, timeout=300)
+
+
+def saved_weights(folder) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def largest_difference(first: dict, second: dict) -> float:
+    assert first.keys() == second.keys()
+    return max(float((first[name] - second[name]).abs().max()) for name in first)
+
+
+@pytest.fixture()
+def second_warehouse(prefect_harness, warehouse, tmp_path) -> WarehouseConfig:
+    """A warehouse made as `warehouse` was: the same dataset v1, no model yet."""
+    config = WarehouseConfig(data_dir=tmp_path / "warehouse", catalog="sqlite")
+    assert generate_flow(DATA, config).dataset_version == 1
+    same = "SELECT dataset_id FROM datasets WHERE version = 1"
+    assert query(config, same) == query(warehouse, same)
+    return config
+
+
+def test_torchrun_prmforge_train_registers_one_model_with_the_weights_of_one_process(
+    warehouse, second_warehouse, base, prefect_server_env, tmp_path,
+):
+    _register_area_commands()
+    single = CliRunner().invoke(app, ["train", *PROCESSES_TRAIN, "--base", str(base),
+                                      "--data-dir", str(warehouse.data_dir), "--json"])
+    assert single.exit_code == 0, single.output
+    single = json.loads(single.stdout)
+
+    log = tmp_path / "torchrun.log"
+    run = torchrun_train([*PROCESSES_TRAIN, "--base", str(base)], second_warehouse, prefect_server_env, log)
+    assert run.returncode == 0, log.read_text()[-3000:]
+    summary = json.loads(run.stdout)  # one JSON document: only the main process prints
+    assert (summary["status"], summary["version"], summary["model_id"]) == ("completed", 1, single["model_id"])
+    # Registered once: one model row, one train run, one snapshot, one model directory.
+    state = snapshot_state(second_warehouse)
+    assert (state["models"], state["train_runs"], len(state["train_snapshots"])) == (1, 1, 1)
+    assert sorted(path.name for path in (second_warehouse.data_dir / "models").iterdir()) == ["v1"]
+    distributed, alone = saved_weights(Path(summary["path"])), saved_weights(Path(single["path"]))
+    assert largest_difference(distributed, alone) < TOLERANCE
+    for key in ("steps", "examples", "tokens", "test_targets"):
+        assert summary["metrics"][key] == single["metrics"][key]
+    assert summary["metrics"]["first_loss"] == pytest.approx(single["metrics"]["first_loss"], abs=1e-4)
+    assert summary["metrics"]["final_loss"] == pytest.approx(single["metrics"]["final_loss"], abs=1e-4)
+
+
+def test_under_torchrun_an_error_on_the_main_process_ends_every_process_with_one_line(
+    second_warehouse, base, prefect_server_env, tmp_path,
+):
+    log = tmp_path / "torchrun.log"
+    started = time.monotonic()
+    run = torchrun_train(["--dataset", "9", "--base", str(base), "--steps", "2"], second_warehouse, prefect_server_env, log)
+    assert run.returncode != 0 and time.monotonic() - started < 200  # not left waiting in a collective
+    errors = sorted(line for line in log.read_text().splitlines() if line.startswith("error:"))
+    assert errors == [
+        "error: no dataset version 9: versions are 1",
+        "error: the main process failed: no dataset version 9: versions are 1",
+    ]
+    assert snapshot_state(second_warehouse)["models"] == 0
+
+
+def test_fsdp_on_a_cpu_is_refused_in_one_line(warehouse, base):
+    _register_area_commands()
+    result = CliRunner().invoke(app, ["train", "--dataset", "1", "--base", str(base), "--steps", "1", "--fsdp",
+                                      "--data-dir", str(warehouse.data_dir)])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: fsdp needs GPUs: on CPU processes accelerate trains with DDP instead (drop --fsdp)")
