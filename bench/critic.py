@@ -27,16 +27,61 @@ Usage: .venv/bin/python bench/critic.py [--pool-problems 1000 --critic-steps 300
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prm_quality import run, score_everything, stage  # noqa: E402  (the bench's shared helpers)
+import prm_quality  # noqa: E402  (the bench's shared helpers)
+from prm_quality import score_everything, stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL_SEED, PB_SEED, PB_CALIBRATION_SEED, BON_SEED = 200, 9101, 9102, 9103
+
+
+@contextlib.contextmanager
+def prefect_server(work: Path):
+    """One Prefect server for every `prmforge` command of the bench: on a loaded machine each
+    command's own temporary server took 20-120 s to start, and once did not start at all."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(work / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}/api", time.monotonic() + 300
+    try:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline or server.poll() is not None:
+                sys.exit("the bench's Prefect server did not start within 300 s")
+            time.sleep(1)
+        os.environ["PREFECT_API_URL"] = url  # prm_quality.run passes the environment on
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+SERVER = contextlib.ExitStack()  # main() closes it: the server starts with the first command, if any runs
+
+
+def run(work: Path, *arguments: str) -> str:
+    if "PREFECT_API_URL" not in os.environ:
+        SERVER.enter_context(prefect_server(work))
+    return prm_quality.run(work, *arguments)
 
 
 def make_pool(work: Path, args) -> int:
@@ -53,7 +98,7 @@ def make_pool(work: Path, args) -> int:
 
 def train_both(work: Path, args, version: int) -> dict:
     critic = json.loads(run(work, "critic", "train", "--dataset", str(version), "--steps", str(args.critic_steps),
-                            "--batch-size", str(args.batch_size), "--json"))
+                            "--batch-size", str(args.batch_size), "--learning-rate", str(args.critic_learning_rate), "--json"))
     prm = json.loads(run(work, "train", "--dataset", str(version), "--steps", str(args.prm_steps),
                          "--batch-size", str(args.batch_size), "--json"))
     return {"critic": critic["path"], "critic_metrics": critic["metrics"], "prm": prm["path"]}
@@ -165,6 +210,7 @@ def main() -> None:
     parser.add_argument("--pool-policy", default="simulated:error_rate=0.15,recovery_rate=0.1")
     parser.add_argument("--labels", default="verifier:arith", help="the dataset's labeller (dataset build --labeler)")
     parser.add_argument("--critic-steps", type=int, default=300)
+    parser.add_argument("--critic-learning-rate", type=float, default=1e-3)
     parser.add_argument("--prm-steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--pb-rows", type=int, default=200)
@@ -177,8 +223,9 @@ def main() -> None:
     work = args.work.resolve()
     began = time.perf_counter()
 
-    version = stage(work, "dataset", lambda: make_pool(work, args))
-    models = stage(work, "models", lambda: train_both(work, args, version))
+    with SERVER:
+        version = stage(work, "dataset", lambda: make_pool(work, args))
+        models = stage(work, "models", lambda: train_both(work, args, version))
     errors = first_error_table(work, args, models)
     metrics = models["critic_metrics"]
     print(f"\ncritic: {metrics['examples']} solutions of dataset v{version} ({args.labels} labels, none share "

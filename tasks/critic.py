@@ -56,6 +56,11 @@ class CriticConfig:
     warmup_steps: int = field(default=20, metadata={"help": "Linear warm-up before the cosine decay."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Seed of the batch order."})
+    balance: bool = field(
+        default=False,
+        metadata={"help": "Repeat the rarer verdict kind (a named step, or none) until both are as many: "
+                  "trained on a pool mostly right, a critic learnt to answer none to everything."},
+    )
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 on a shared machine)."})
 
     def __post_init__(self) -> None:
@@ -103,6 +108,24 @@ def critic_examples(
             continue
         encoded.append(Example(ids, loss_from=len(prompt)))
     return encoded, skipped
+
+
+def balanced(corpus: Sequence[Example], none_ids: Sequence[int]) -> list[Example]:
+    """The corpus with its rarer kind of verdict (" none", or a named step) repeated, in turn,
+    until both kinds are as many.
+
+    >>> none, step = Example([1, 9], 1), Example([1, 5], 1)
+    >>> [example.ids[1] for example in balanced([none, none, none, step], [9])]
+    [9, 9, 9, 5, 5, 5]
+    """
+    says_none = [list(example.ids[example.loss_from : example.loss_from + len(none_ids)]) == list(none_ids)
+                 for example in corpus]
+    nones = [example for example, flag in zip(corpus, says_none) if flag]
+    named = [example for example, flag in zip(corpus, says_none) if not flag]
+    rare, common = sorted((nones, named), key=len)
+    if not rare:
+        return list(corpus)
+    return [*common, *(rare[index % len(rare)] for index in range(len(common)))]
 
 
 def trained_positions(norms: Sequence[float]) -> int:
@@ -172,6 +195,8 @@ def train_critic(
         started = time.perf_counter()
         model, tokenizer = load_critic_base(base, config.n_positions)
         corpus, skipped = critic_examples(tokenizer, train, config.n_positions)
+        if config.balance:
+            corpus = balanced(corpus, tokenizer(" none", add_special_tokens=False)["input_ids"])
         if not corpus:
             raise CriticBaseError(f"no training solution fits {config.n_positions} tokens ({skipped} skipped); "
                                   "raise --positions or build a dataset with labelled solutions")
