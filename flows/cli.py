@@ -287,7 +287,7 @@ def _register_area_commands() -> None:
         importlib.import_module(module).register(app)
 
 
-AREA_COMMAND_MODULES: tuple[str, ...] = ("flows.cli_verify", "flows.cli_models")
+AREA_COMMAND_MODULES: tuple[str, ...] = ("flows.cli_verify", "flows.cli_models", "flows.cli_critic")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ EXAMPLES = {
     "tasks.answers": 9,
     "tasks.augment": 3,
     "tasks.consensus": 4,
+    "tasks.critic": 6,
     "tasks.dataset": 8,
     "tasks.exports": 1,
     "tasks.fit": 2,
