@@ -59,6 +59,11 @@ class DatasetConfig(BaseModel):
     )
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
     hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")
+    slips: int = Field(
+        0, ge=0, le=8,
+        description="Slipped copies per training solution, marked variant='slip': cut after a good step whose result "
+        "is moved, kept when the arith verifier calls it invalid (tasks/augment.py).",
+    )
     balance: bool = Field(
         True, description="With the search labeller, balance solutions with and without an error (OmegaPRM)."
     )
@@ -195,6 +200,11 @@ class GenerateConfig(BaseModel):
     )
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of problems in the test split.")
     hnc: bool = Field(True, description="Add merged-step (HNC) variants to the dataset, marked variant='hnc'.")
+    slips: int = Field(
+        0, ge=0, le=8,
+        description="Slipped copies per training solution, marked variant='slip': cut after a good step whose result "
+        "is moved, kept when the arith verifier calls it invalid (tasks/augment.py).",
+    )
     balance: bool = Field(
         True, description="With the search labeller, balance solutions with and without an error (OmegaPRM)."
     )
@@ -239,6 +249,6 @@ class GenerateConfig(BaseModel):
     def dataset_config(self) -> DatasetConfig:
         labeler = f"consensus:{self.consensus}" if self.consensus else self.labeler
         return DatasetConfig(
-            labeler=labeler, test_fraction=self.test_fraction, hnc=self.hnc, balance=self.balance,
+            labeler=labeler, test_fraction=self.test_fraction, hnc=self.hnc, slips=self.slips, balance=self.balance,
             pair_margin=self.pair_margin, pair_labeler=self.labeler, seed=self.seed,
         )

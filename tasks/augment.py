@@ -1,15 +1,27 @@
-"""Hierarchical Node Compression (HNC, from HRM): merge two consecutive steps into one.
+"""Dataset augmentations: variants of the stored solutions, marked in the `variant` column.
 
-A near-free augmentation: the merged step is one node covering both parts, so a reward model also
-learns to score runs of steps. A merged step is correct only when both of its parts are: its hard
-label is the AND of theirs and its soft label the min of theirs.
+- Hierarchical Node Compression (HNC, from HRM): merge two consecutive steps into one. A
+  near-free augmentation: the merged step is one node covering both parts, so a reward model also
+  learns to score runs of steps. A merged step is correct only when both of its parts are: its
+  hard label is the AND of theirs and its soft label the min of theirs.
+- Slips: verifier-checked negatives. A solution's copy is cut after one of its good steps, and
+  that step's stated result is moved by a little. The copy is kept only when the arith verifier
+  calls the moved step invalid, so the new label comes from a label source, as every label does.
+  A policy's own pool holds few wrong steps (one in eight on the embedded policy), and this adds
+  them where a PRM needs them: bench/prm_levers.py measures what they do.
 """
 
 from __future__ import annotations
 
+import random
+import re
+
 import polars as pl
 
 from tasks.ids import content_id
+
+SLIP = "slip"
+LAST_RESULT = re.compile(r"=\s*(-?\d+)(?!.*=\s*-?\d)")  # the last `= number` of a line
 
 VARIANT = "hnc"
 
@@ -65,3 +77,66 @@ def hnc_variants(frame: pl.DataFrame, seed: int) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows, schema=frame.schema, orient="row").sort("solution_id")
+
+
+def moved_result(step: str, rng: random.Random) -> str | None:
+    """The step's first line with its last stated integer result moved a little, or None when the
+    line states none. Later lines (an answer line) are dropped: a slipped solution ends there.
+
+    >>> moved_result("Step 2: 5 * 2 = 10\\nThe answer is 10.", random.Random(0))
+    'Step 2: 5 * 2 = 11'
+    >>> moved_result("We add the two numbers.", random.Random(0)) is None
+    True
+    """
+    line = step.split("\n")[0]
+    match = LAST_RESULT.search(line)
+    if not match:
+        return None
+    value = int(match.group(1))
+    deltas = [d for d in ((-10, -2, -1, 1, 2, 10) if abs(value) > 20 else (-3, -2, -1, 1, 2, 3)) if value + d > 0]
+    return line[: match.start(1)] + str(value + rng.choice(deltas or [1])) + line[match.end(1) :]
+
+
+def slip_variants(frame: pl.DataFrame, copies: int, seed: int) -> pl.DataFrame:
+    """Up to `copies` slipped copies of each original training solution (variants only).
+
+    A copy takes the solution's steps before one of its good ones (a step labelled good with only
+    good steps before it), then that step with its result moved (`moved_result`). Its labels are
+    the prefix's and False; its soft labels the prefix's and 0.0. It is kept only when the arith
+    verifier calls the moved step invalid in the problem's context. Test rows get no copies, so
+    held-out figures stay on the policy's own solutions. `solution_id` is "<original
+    id>:slip:<copy>", and the moved step's node id is a content id of its parent and text: it is not
+    a node of the tree.
+    """
+    from tasks.verification import load_verifiers, verify_solution
+
+    arith = load_verifiers(["arith"])
+    rows = []
+    chosen = frame.filter((pl.col("variant") == "original") & (pl.col("split") == "train"))
+    for row in chosen.iter_rows(named=True):
+        good = _good_prefix(row["labels"])
+        rng = random.Random(content_id(SLIP, seed, row["solution_id"]))
+        for copy in range(copies if good else 0):
+            at = rng.choice(range(good))
+            moved = moved_result(row["completions"][at], rng)
+            if moved is None:
+                continue
+            steps = [*row["completions"][:at], moved]
+            if verify_solution(row["prompt"], steps, arith)[-1][0].verdict != "invalid":
+                continue
+            rows.append({
+                **row,
+                "solution_id": f"{row['solution_id']}:{SLIP}:{copy}",
+                "completions": steps,
+                "labels": [*row["labels"][:at], False],
+                "soft_labels": [*row["soft_labels"][:at], 0.0],
+                "node_ids": [*row["node_ids"][:at], content_id(SLIP, row["node_ids"][at], moved)],
+                "is_correct": False,
+                "variant": SLIP,
+            })
+    return pl.DataFrame(rows, schema=frame.schema, orient="row").sort("solution_id")
+
+
+def _good_prefix(labels: list[bool]) -> int:
+    """How many leading steps are labelled good."""
+    return next((index for index, good in enumerate(labels) if not good), len(labels))

@@ -13,6 +13,13 @@ from dataclasses import dataclass
 import polars as pl
 
 STEPWISE_COLUMNS = ("prompt", "completions", "labels")
+# A dataset version's rows, one per solution (variants included: tasks/augment.py).
+STEPWISE_SCHEMA = {
+    "solution_id": pl.String, "problem_id": pl.String, "split": pl.String, "prompt": pl.String,
+    "completions": pl.List(pl.String), "labels": pl.List(pl.Boolean),
+    "soft_labels": pl.List(pl.Float64), "node_ids": pl.List(pl.String),
+    "is_correct": pl.Boolean, "variant": pl.String,
+}
 VERIFIER_PREFIX = "verifier:"  # a dataset labelled by one verifier alone: `verifier:arith`
 
 
@@ -80,13 +87,7 @@ def stepwise_rows(
                 "variant": "original",
             }
         )
-    schema = {
-        "solution_id": pl.String, "problem_id": pl.String, "split": pl.String, "prompt": pl.String,
-        "completions": pl.List(pl.String), "labels": pl.List(pl.Boolean),
-        "soft_labels": pl.List(pl.Float64), "node_ids": pl.List(pl.String),
-        "is_correct": pl.Boolean, "variant": pl.String,
-    }
-    frame = pl.DataFrame(rows, schema=schema, orient="row").sort("solution_id")
+    frame = pl.DataFrame(rows, schema=STEPWISE_SCHEMA, orient="row").sort("solution_id")
     return frame, skipped
 
 

@@ -19,7 +19,7 @@ EXAMPLES = {
     "schemas.config": 1,
     "schemas.errors": 1,
     "tasks.answers": 9,
-    "tasks.augment": 3,
+    "tasks.augment": 5,
     "tasks.consensus": 4,
     "tasks.critic": 6,
     "tasks.dataset": 8,

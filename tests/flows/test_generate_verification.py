@@ -140,3 +140,42 @@ def _assert_balanced_with_exclusions(path: str, unmeasured_pairs: int) -> None:
     assert excluded.height > 0 and not set(excluded["solution_id"]) & set(kept["solution_id"])
     assert excluded["reason"].str.starts_with("balance: ").all()
     assert unmeasured_pairs == 0
+
+
+def test_slip_variants_are_verifier_checked_negatives_in_the_train_split(prefect_harness, warehouse_config):
+    """--slips adds copies cut after a good step whose result moved, each rejected by the arith verifier."""
+    from tasks.verification import load_verifiers, verify_solution
+
+    config = GenerateConfig(problems=6, samples=2, rollouts=2, seed=5, slips=2,
+                            policy="simulated:error_rate=0.2,recovery_rate=0.0,seed=5")
+    generate_flow(config, warehouse_config)
+    connection = connect(warehouse_config, read_only=True)
+    try:
+        path = connection.execute("SELECT path FROM datasets").fetchone()[0]
+    finally:
+        connection.close()
+    train, test = pl.read_parquet(f"{path}/train.parquet"), pl.read_parquet(f"{path}/test.parquet")
+    assert test.filter(pl.col("variant") == "slip").is_empty()
+    by_id = {row["solution_id"]: row for row in train.filter(pl.col("variant") == "original").iter_rows(named=True)}
+    slips = train.filter(pl.col("variant") == "slip")
+    assert 0 < slips.height <= 2 * len(by_id)
+    arith = load_verifiers(["arith"])
+    for row in slips.iter_rows(named=True):
+        source = by_id[row["solution_id"].rpartition(":slip:")[0]]
+        at = len(row["completions"]) - 1
+        assert row["completions"][:at] == source["completions"][:at] and all(source["labels"][: at + 1])
+        assert row["labels"] == [True] * at + [False] and row["is_correct"] is False
+        assert verify_solution(row["prompt"], row["completions"], arith)[-1][0].verdict == "invalid"
+        assert verify_solution(source["prompt"], source["completions"][: at + 1], arith)[-1][0].verdict != "invalid"
+
+
+def test_dataset_build_refuses_an_out_of_range_slips_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prmforge = str(Path(sys.executable).parent / "prmforge")
+    result = subprocess.run([prmforge, "dataset", "build", "--slips", "9", "--data-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == ["error: invalid option slips: Input should be less than or equal to 8"]

@@ -3,7 +3,7 @@ import doctest
 import polars as pl
 
 import tasks.augment
-from tasks.augment import hnc_variants, merge_position
+from tasks.augment import hnc_variants, merge_position, slip_variants
 
 SCHEMA = {
     "solution_id": pl.String, "problem_id": pl.String, "split": pl.String, "prompt": pl.String,
@@ -73,4 +73,48 @@ def test_no_rows_gives_an_empty_frame_with_the_schema():
 
 
 def test_docstring_examples():
-    assert doctest.testmod(tasks.augment) == doctest.TestResults(failed=0, attempted=3)  # every example ran
+    assert doctest.testmod(tasks.augment) == doctest.TestResults(failed=0, attempted=5)  # every example ran
+
+
+QUESTION = "Mia has 14 apples. She gets 7 more. She gives away 3. How many apples does Mia have now?"
+
+
+def slip_frame():
+    right = ["Step 1: 14 + 7 = 21", "Step 2: 21 - 3 = 18\nThe answer is 18."]
+    rows = [
+        {**row("r1", right, [True, True], [1.0, 0.75]), "prompt": QUESTION},
+        {**row("r2", ["Step 1: 14 + 7 = 22", "Step 2: 22 - 3 = 19"], [False, False], [0.0, 0.0]), "prompt": QUESTION},
+        {**row("r3", ["We add the apples she gets.", "Step 2: 21 - 3 = 18"], [True, True], [1.0, 1.0]), "prompt": QUESTION},
+        {**row("t1", right, [True, True], [1.0, 1.0]), "prompt": QUESTION, "split": "test"},
+    ]
+    return pl.DataFrame(rows, schema=SCHEMA, orient="row")
+
+
+def test_slip_variants_cut_after_a_moved_result_the_verifier_calls_invalid():
+    variants = slip_variants(slip_frame(), copies=3, seed=0)
+    assert variants.schema == SCHEMA
+    assert variants["variant"].unique().to_list() == ["slip"]
+    # r2 has no good step; t1 is a test row; r3's first step states no result, its second can be moved
+    assert sorted({sid.split(":")[0] for sid in variants["solution_id"]}) == ["r1", "r3"]
+    for variant in variants.iter_rows(named=True):
+        original = next(r for r in slip_frame().iter_rows(named=True) if r["solution_id"] == variant["solution_id"].split(":")[0])
+        at = len(variant["completions"]) - 1
+        assert variant["completions"][:at] == original["completions"][:at]
+        assert variant["labels"] == [True] * at + [False]
+        assert variant["soft_labels"] == original["soft_labels"][:at] + [0.0]
+        assert variant["node_ids"][:at] == original["node_ids"][:at] and variant["node_ids"][at] not in original["node_ids"]
+        assert variant["is_correct"] is False and "\n" not in variant["completions"][at]
+        stated, moved = original["completions"][at].split("\n")[0], variant["completions"][at]
+        assert moved != stated and moved.rsplit("=", 1)[0] == stated.rsplit("=", 1)[0]
+
+
+def test_slip_variants_keep_only_what_the_verifier_rejects():
+    # a step whose stated result the verifier cannot check (a name bound, not arithmetic) gives no copy
+    unchecked = pl.DataFrame([{**row("b1", ["Let x = 5.", "Then y = 7."], [True, True], [1.0, 1.0]), "prompt": QUESTION}],
+                             schema=SCHEMA, orient="row")
+    assert slip_variants(unchecked, copies=3, seed=0).is_empty()
+
+
+def test_slip_variants_are_seeded():
+    assert slip_variants(slip_frame(), 2, seed=0).equals(slip_variants(slip_frame().reverse(), 2, seed=0))
+    assert slip_variants(slip_frame(), 0, seed=0).is_empty()
