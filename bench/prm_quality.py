@@ -218,12 +218,12 @@ class FirstErrorRow:
     threshold: float
     calibration_f1: float
     by_steps: dict  # solution length -> share of rows whose first error (or none) is found exactly
+    hits: tuple = ()  # per measured row: (its label, whether the model found it), for paired comparisons
 
 
 def first_errors(models: dict, work: Path, args) -> dict[str, FirstErrorRow]:
     from tasks.ground_truth import synthetic_processbench
     from tasks.prm.evaluate import choose_threshold, first_error_result, predicted_first_error
-    from tasks.processbench import processbench_f1
     from tasks.prm.stats import bootstrap
 
     calibration = synthetic_processbench(args.pb_rows // 2, PB_CALIBRATION_SEED)
@@ -241,19 +241,36 @@ def first_errors(models: dict, work: Path, args) -> dict[str, FirstErrorRow]:
         result = first_error_result([r.label for r in measured], test, threshold)
         hits = [(row.label, predicted_first_error(value, threshold) == row.label) for row, value in zip(measured, test)]
 
-        def f1(sample):
-            wrong = [hit for label, hit in sample if label != -1]
-            right = [hit for label, hit in sample if label == -1]
-            return processbench_f1(sum(wrong) / len(wrong), sum(right) / len(right)) if wrong and right else None
-
         fitted = first_error_result([r.label for r in calibration], cal, threshold)
         by_steps: dict[int, list[bool]] = {}
         for row, (_, hit) in zip(measured, hits, strict=True):
             by_steps.setdefault(len(row.steps), []).append(hit)
         results[name] = FirstErrorRow(name, bootstrap(hits, f1), result.accuracy_erroneous, result.accuracy_correct,
                                       threshold, fitted.f1,
-                                      {n: sum(found) / len(found) for n, found in sorted(by_steps.items())})
+                                      {n: sum(found) / len(found) for n, found in sorted(by_steps.items())}, tuple(hits))
     return results
+
+
+def f1(sample) -> float | None:
+    """ProcessBench F1 of (label, found) pairs; None when either kind of row is missing."""
+    from tasks.processbench import processbench_f1
+
+    wrong = [hit for label, hit in sample if label != -1]
+    right = [hit for label, hit in sample if label == -1]
+    return processbench_f1(sum(wrong) / len(wrong), sum(right) / len(right)) if wrong and right else None
+
+
+def paired_f1_difference(first: FirstErrorRow, second: FirstErrorRow):
+    """F1(first) - F1(second) on the same rows, with the interval of a paired bootstrap over rows."""
+    from tasks.prm.stats import bootstrap
+
+    pairs = list(zip(first.hits, second.hits, strict=True))
+
+    def difference(sample):
+        a, b = f1([x for x, _ in sample]), f1([y for _, y in sample])
+        return None if a is None or b is None else a - b
+
+    return bootstrap(pairs, difference)
 
 
 def reference_scores(question: str, steps) -> dict[str, float]:

@@ -1,0 +1,156 @@
+"""Levers for the PRM's first-error F1, measured outside the warehouse: verifier-checked slip negatives
+and a base adapted to long solutions (issue 12).
+
+prm_quality.py's best PRM (prm_arith) learns from the arith verifier's labels on the policy's own
+solutions, where few steps are labelled bad. This bench asks whether more negatives of the same kind
+help: the product's slip variants (tasks/augment.py, `prmforge dataset build --slips N`) give every
+solution up to `--slips` copies cut after one of its good steps, whose stated result is moved by a
+little. A copy is kept only when the arith verifier calls the moved step invalid, so every added
+label comes from the label source, none from the ground truth.
+
+  pool       `--problems` synthetic problems (2-8 steps, prm_quality.py's pool seed) x 2 solutions
+             from vllm:embedded; labels: the arith verifier's, up to its first invalid step
+  models     the same training budget for each (`--steps` optimizer steps of 8 solutions):
+             arith         the pool alone (prm_quality.py's prm_arith, rebuilt here)
+             arith_slips   the pool and its slip copies
+             arith_slips_adapted   the same on the policy adapted to reference solutions
+                           (prm_quality.py's adapted_policy: its positions past ~192 tokens trained)
+             and, with `--long-steps N`, the last one trained N steps
+  measured   first-error F1 on prm_quality.py's synthetic ProcessBench (400 rows, threshold from 200
+             other rows), with the untrained and adapted policy's surprise beside them
+
+Usage: .venv/bin/python bench/prm_levers.py [--problems 1000 --slips 2 --steps 400 --long-steps 1200]
+Results are kept in --work (default bench/.prm_levers). Last line: `prm_levers_best_f1: X`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import prm_quality
+
+
+def sample_pool(work: Path, problems: int) -> list:
+    from schemas.records import SamplingParams
+    from tasks.policies.registry import load_policy
+    from tasks.splitting import DEFAULT_BOUNDARY
+    from tasks.synthetic import generate_problems
+    from tasks.tree import sample_solutions
+
+    chosen = generate_problems(problems, prm_quality.POOL_SEED, 2, 8)
+    solutions, _ = sample_solutions(load_policy("vllm:embedded"), chosen, 2,
+                                    SamplingParams(seed=prm_quality.POOL_SEED, max_new_tokens=200), DEFAULT_BOUNDARY)
+    questions = {p.problem_id: p.question for p in chosen}
+    return [[s.problem_id, questions[s.problem_id], list(s.steps), s.is_correct] for s in solutions]
+
+
+def verdicts(question: str, steps) -> list[str]:
+    from tasks.verification import load_verifiers, verify_solution
+
+    return [step[0].verdict for step in verify_solution(question, list(steps), load_verifiers(["arith"]))]
+
+
+def pool_frame(pool: list):
+    """The pool as a dataset version's rows (tasks/dataset.py's columns), every solution in the
+    train split, labelled by the arith verifier up to its first invalid step."""
+    import polars as pl
+
+    from tasks.dataset import STEPWISE_SCHEMA
+
+    rows = []
+    for index, (problem_id, question, steps, correct) in enumerate(pool):
+        if not steps:
+            continue
+        found = verdicts(question, steps)
+        first = next((position for position, verdict in enumerate(found) if verdict == "invalid"), len(found))
+        labels = [position < first for position in range(len(steps))]
+        rows.append({"solution_id": f"s{index}", "problem_id": problem_id, "split": "train", "prompt": question,
+                     "completions": steps, "labels": labels, "soft_labels": [float(label) for label in labels],
+                     "node_ids": [f"s{index}-{position}" for position in range(len(steps))],
+                     "is_correct": bool(correct), "variant": "original"})
+    return pl.DataFrame(rows, schema=STEPWISE_SCHEMA, orient="row")
+
+
+def examples(pool: list, slips: int) -> list:
+    """The pool's solutions with the verifier's labels and, with `slips`, the product's slip
+    variants of them (tasks/augment.py: `dataset build --slips N`)."""
+    import polars as pl
+
+    from tasks.augment import slip_variants
+    from tasks.prm.data import examples_from_frame
+
+    frame = pool_frame(pool)
+    if slips:
+        frame = pl.concat([frame, slip_variants(frame, slips, seed=0)])
+    return examples_from_frame(frame)
+
+
+def train(work: Path, name: str, train_on: list, base: str | None, steps: int) -> str:
+    """A PRM trained as `prmforge train` trains one (tasks/prm/train.py), saved to work/name/model."""
+    from tasks.prm.config import PRMTrainConfig
+    from tasks.prm.model import device_for, load_for_training, max_positions, resolve_base, set_cpu_threads
+    from tasks.prm.train import train_loop, training_examples
+
+    output = work / name / "model"
+    if output.exists():
+        return str(output)
+    set_cpu_threads()
+    config = PRMTrainConfig(steps=steps, batch_size=8, dataset_version=1)
+    model, tokenizer = load_for_training(resolve_base(base), config.label_kind, config.kind, config.seed,
+                                         config.dropout, config.lm_weight)
+    encoded, skipped = training_examples(tokenizer, train_on, config.kind, config.label_kind, max_positions(model.config))
+    began = time.perf_counter()
+    train_loop(model, encoded, config, tokenizer.pad_token_id, device_for(), work / name)
+    model.to("cpu").save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    print(f"  trained {name}: {len(encoded)} solutions ({len(skipped)} skipped), {steps} steps, "
+          f"{time.perf_counter() - began:.0f} s", flush=True)
+    return str(output)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", type=int, default=1000)
+    parser.add_argument("--slips", type=int, default=2, help="slip copies per solution")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--long-steps", type=int, default=1200, help="0 to skip the longer run")
+    parser.add_argument("--work", type=Path, default=Path(__file__).parent / ".prm_levers")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    pool = prm_quality.stage(work, "pool", lambda: sample_pool(work, args.problems))
+    plain, slipped = examples(pool, 0), examples(pool, args.slips)
+    negatives = sum(not all(example.labels) for example in slipped)
+    print(f"pool: {len(plain)} solutions, {sum(not all(e.labels) for e in plain)} with a bad step; "
+          f"with slips: {len(slipped)} ({negatives} with a bad step)")
+    settings = argparse.Namespace(pb_rows=400, pool_problems=1000)
+    adapted = prm_quality.stage(work, "adapted_policy", lambda: prm_quality.adapted_policy(work, settings))
+    models = {
+        "arith": train(work, "arith", plain, None, args.steps),
+        "arith_slips": train(work, "arith_slips", slipped, None, args.steps),
+        "arith_slips_adapted": train(work, "arith_slips_adapted", slipped, adapted, args.steps),
+    }
+    if args.long_steps:
+        name = f"arith_slips_adapted_{args.long_steps}"
+        models[name] = train(work, name, slipped, adapted, args.long_steps)
+    (work / "pb_scores.json").unlink(missing_ok=True)  # the models may have changed since the last run
+    rows = prm_quality.first_errors(models, work, settings)
+    lengths = sorted(next(iter(rows.values())).by_steps)
+    print(f"\n{'model':<28} {'F1 [95% CI]':<24} {'erroneous':>9} {'correct':>8}  exact by steps: "
+          + " ".join(f"{n:>4}" for n in lengths))
+    for row in rows.values():
+        print(f"{row.model:<28} {row.f1.shown():<24} {row.erroneous:>9.3f} {row.correct:>8.3f}                  "
+              + " ".join(f"{row.by_steps[n]:>4.2f}" for n in lengths))
+    best = max(models, key=lambda name: rows[name].calibration_f1)
+    print(f"best trained PRM on the calibration rows: {best}")
+    for name in models:
+        if name != "arith":
+            print(f"{name} - arith F1 (paired over rows): {prm_quality.paired_f1_difference(rows[name], rows['arith']).shown()}")
+    print(f"prm_levers_best_f1: {rows[best].f1.estimate:.3f}")
+
+
+if __name__ == "__main__":
+    main()
