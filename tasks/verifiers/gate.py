@@ -1,0 +1,240 @@
+"""The gate an `invalid` finding passes before it stands: an invalid needs more evidence than a valid.
+
+A false `invalid` does more harm than `unknown`: it mislabels a good step, and consensus then
+drops the sample or labels it wrongly. Roles (`tasks.verifiers.roles`) already keep cases,
+conditions and rejected claims from being judged; they read words one relation at a time and
+each new wording can slip past them. The gate is the second, coarser line, shared by arith and
+z3: a relation found false is called `invalid` only when all four rules let it through, and
+otherwise it is `unknown` with the rule's reason.
+
+1. Asserted plainly. Its sentence carries no sign that it is not stated as true: a question
+   mark, a negation or a rejection (`not`, `fails`, `impossible`, `contradiction`, `wrong`,
+   `≠`, ...), or a hypothesis or trial (`if`, `would`, `suppose`, `check`, `try`, ...). Model text
+   states a relation it does not hold for true in exactly these sentences ("that is 16 < 5,
+   which is not true", "if u = 1, then ...", "try n = 12: ...").
+2. Self-contained. A relation with names: no name is indexed by a letter (`x_n`, `a_{k+1}`: the
+   index takes values), none is given more than one value in the solution so far (a name bound
+   anew in a case, a rebinding), every name has one exact value (z3: the premises fix it), and
+   when a name's value comes from an earlier step the sentence opens no case or condition of
+   its own (`for`, `when`, `let`, `with`, `Case 2:`, ...): the name there is likely used anew.
+3. Beyond its stated precision. A relation with decimals is invalid only when its sides differ
+   by more than 0.5% and one unit of its least precise decimal; an approximation (`≈`, `...`,
+   `about`, `rounded`) only by more than 5% and five units.
+4. Read without doubt. Both sides have exact values, and the text has no form a reader may take
+   two ways: a function applied to an argument (`g(3)`, `\\gcd(252, 198)`: a value read
+   elsewhere, or a product) or a bracket next to a number or a bracket (`2(5)`, `(2)(5)`: a
+   product, or a label or list marker).
+
+The rules only ever turn `invalid` into `unknown`; `valid` verdicts never pass through the gate.
+A plain wrong computation ("Then 7 × 8 = 54.") passes all four and stays invalid.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.verifiers.claims import ASSIGNMENT, Claim
+
+# Rule 1: signs that a sentence does not assert its relations.
+QUESTION_MARKS = frozenset({"?"})
+NEGATION_WORDS = frozenset(
+    """not never cannot nor neither false untrue impossible contradiction contradicts contradictory
+    absurd wrong incorrect extraneous invalid fail fails failed failing reject rejected discard
+    discarded mistake error oops wait ≠""".split()
+)
+# "isn't", "doesn't", "can't": the reader splits them at the apostrophe.
+NEGATED_AUXILIARIES = frozenset("isn aren wasn weren doesn don didn can couldn wouldn shouldn hasn haven".split())
+HYPOTHESIS_WORDS = frozenset(
+    """if unless whether would could might should suppose supposing supposed assume assuming assumed
+    hypothetically""".split()
+)
+# "not prime", "not divisible by 3", "isn't an integer": a negated property of a value, not of
+# the relation before it.
+PROPERTY_WORDS = frozenset(
+    """prime composite zero integer integers whole divisible positive negative even odd square cube
+    real rational irrational multiple factor divisor digit""".split()
+)
+# Rule 2: words that open a case, a condition or a trial of a sentence's own ("<case>": a
+# `Case 2:` marker).
+CASE_WORDS = frozenset(
+    """for when whenever where with let given at say take taking consider considering provided check
+    checking test testing tested try trying tried trial guess <case>""".split()
+)
+# Rule 3: tolerances, relative to the larger side and in units of the last stated digit.
+DECIMAL_RELATIVE, DECIMAL_UNITS = 0.005, 1
+APPROXIMATE_RELATIVE, APPROXIMATE_UNITS = 0.05, 5
+APPROXIMATION_WORDS = frozenset(
+    "about approximately approx roughly around nearly almost rounded round rounding estimate estimated".split()
+)
+_DECIMAL_LITERAL = re.compile(r"(?<![\d.])\d+\.(\d+)")
+_TRUNCATED = re.compile(r"\.\.\.|\\[lc]?dots|…")
+# Rule 4: a name or command applied to a bracket, and a bracket beside a number or a bracket.
+_STRUCTURE_COMMANDS = frozenset(
+    "left right cdot times div pm mp frac dfrac tfrac sqrt binom dbinom tbinom big bigg Big Bigg".split()
+)
+_APPLICATION = re.compile(r"(?<![A-Za-z])(\\?[A-Za-z]+)\s*(?:_\{?[A-Za-z0-9]+\}?)?\s*(?:\\left\s*)?\(")
+_BRACKETED_NUMBER = r"(?:\\left\s*)?\(\s*[-+]?\d[\d.,]*\s*(?:\\right\s*)?\)"
+_BESIDE_BRACKET = re.compile(rf"[\d)]\s*{_BRACKETED_NUMBER}|{_BRACKETED_NUMBER}\s*[\d(A-Za-z]")
+_LABEL = re.compile(r"^\s*\(?\d{1,2}[.)]\s")
+_LETTER_INDEX = re.compile(r"_\{?[^}]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An `invalid` finding and what the gate weighs.
+
+    `sides`: the two values compared (exact Rationals, or floats for an approximation), None
+    when a side has no exact value. `names_from_earlier`: some name of the claim takes its value
+    from an earlier step. `rebound`: names given more than one value in the solution so far.
+    """
+
+    claim: Claim
+    sentence: tuple[str, ...]
+    sides: tuple[Any, Any] | None
+    names_from_earlier: bool = False
+    rebound: frozenset[str] = frozenset()
+
+
+def base_name(symbol: Any) -> str:
+    """`x'2` -> `x`: the name as written, without its version mark."""
+    return str(symbol).split("'")[0]
+
+
+def _version(symbol: Any) -> int:
+    text = str(symbol)
+    return int(text.split("'")[1]) if "'" in text and text.split("'")[1].isdigit() else 0
+
+
+def not_asserted(sentence: Iterable[str]) -> str | None:
+    """Rule 1: the sign in the sentence that it may not assert its relations, or None.
+
+    >>> not_asserted(["that", "is", ",", "which", "is", "not", "true"]), not_asserted(["then"])
+    ("its sentence says 'not': not asserted plainly", None)
+    """
+    words = list(sentence)
+    for index, word in enumerate(words):
+        following = words[index + 1] if index + 1 < len(words) else ""
+        negated = word in NEGATED_AUXILIARIES and following == "t"
+        if (word == "not" or negated) and _negates_property(words[index + (2 if negated else 1) :]):
+            continue
+        if word in QUESTION_MARKS or word in NEGATION_WORDS or word in HYPOTHESIS_WORDS or negated:
+            shown = f"{word}'t" if negated else word
+            return f"its sentence says {shown!r}: not asserted plainly"
+    return None
+
+
+def _negates_property(after: list[str]) -> bool:
+    """`not prime`, `not a perfect square`, `not divisible`: the negation denies a property."""
+    words = [word for word in after[:3] if word not in ("a", "an", "perfect", "exactly")] or [""]
+    return words[0] in PROPERTY_WORDS
+
+
+def not_self_contained(finding: Finding) -> str | None:
+    """Rule 2: why the claim's names do not settle its value on their own, or None."""
+    names = finding.claim.free_symbols
+    if not names:
+        return None
+    for symbol in sorted(names, key=str):
+        name = base_name(symbol)
+        if _LETTER_INDEX.search(name):
+            return f"{name} is indexed by a letter: the index takes values"
+        if _version(symbol) > 1 or name in finding.rebound:
+            return f"{name} is given more than one value in the solution"
+    if finding.sides is None:
+        return "its names have no single exact value"
+    if finding.names_from_earlier:
+        case = next((word for word in finding.sentence if word in CASE_WORDS), None)
+        if case is not None:
+            return f"a name takes its value from an earlier step, and its sentence opens a case ({case!r})"
+    return None
+
+
+def _last_digit_unit(text: str) -> float | None:
+    places = [len(match.group(1)) for match in _DECIMAL_LITERAL.finditer(text)]
+    return 10.0 ** -min(places) if places else None
+
+
+def within_precision(finding: Finding) -> str | None:
+    """Rule 3: why a claim with decimals or an approximation may only be imprecise, or None."""
+    claim = finding.claim
+    approximate = (
+        claim.operator == "≈"
+        or bool(_TRUNCATED.search(claim.text))
+        or not APPROXIMATION_WORDS.isdisjoint(finding.sentence)
+    )
+    unit = _last_digit_unit(claim.text)
+    if not approximate and unit is None:
+        return None
+    if finding.sides is None:
+        return "a side has no exact value"
+    left, right = (float(side) for side in finding.sides)
+    gap, scale = abs(left - right), max(abs(left), abs(right))
+    relative, units = (APPROXIMATE_RELATIVE, APPROXIMATE_UNITS) if approximate else (DECIMAL_RELATIVE, DECIMAL_UNITS)
+    if gap > relative * scale and gap > units * (unit or 1.0):
+        return None
+    kind = "an approximation" if approximate else "decimals"
+    return f"with {kind}, off by {gap:.6g} only (invalid needs more than {relative:.1%} and {units} units)"
+
+
+def not_read_without_doubt(finding: Finding) -> str | None:
+    """Rule 4: a form of the claim's text a reader may take two ways, or a side with no exact value."""
+    if finding.sides is None:
+        return "a side has no exact value"
+    for side in (finding.claim.left_text, finding.claim.right_text):
+        for match in _APPLICATION.finditer(side):
+            if match.group(1).lstrip("\\") not in _STRUCTURE_COMMANDS:
+                return f"{match.group(0).strip()!r} may be a function's value read elsewhere, or a product"
+        beside = _BESIDE_BRACKET.search(side)
+        if beside is not None:
+            return f"{beside.group(0).strip()!r}: a bracket beside a number may be a product, a label or a list marker"
+        if _LABEL.match(side):
+            return f"{side.strip()!r} may start with a label or list marker"
+    return None
+
+
+RULES: tuple[Callable[[Finding], str | None], ...] = (
+    lambda finding: not_asserted(finding.sentence),
+    not_self_contained,
+    not_read_without_doubt,
+    within_precision,
+)
+
+
+def invalid_blocked(finding: Finding) -> str | None:
+    """Why an `invalid` finding may not stand (the first rule that stops it), or None if it stands.
+
+    >>> from tasks.verifiers.claims import parse_span
+    >>> claim = parse_span("7 * 8 = 54", latex=False)[0]
+    >>> from sympy import Integer
+    >>> invalid_blocked(Finding(claim, ("then",), (Integer(56), Integer(54)))) is None
+    True
+    >>> invalid_blocked(Finding(claim, ("if", "then"), (Integer(56), Integer(54))))
+    "its sentence says 'if': not asserted plainly"
+    """
+    for rule in RULES:
+        reason = rule(finding)
+        if reason is not None:
+            return reason
+    return None
+
+
+def rebound_names(statements: Iterable[Any], evaluate: Callable[[Any], Any]) -> frozenset[str]:
+    """Names given two different values by the statements (any role: a case's binding counts).
+
+    A value is the exact value of a binding's right side; a right side with names (a formula)
+    is no value. `evaluate` gives the exact value or raises.
+    """
+    values: dict[str, set[Any]] = {}
+    for statement in statements:
+        claim = statement.claim
+        if claim.kind != ASSIGNMENT or claim.operator != "=" or not claim.lhs.is_Symbol or claim.rhs.free_symbols:
+            continue
+        try:
+            value = evaluate(claim.rhs)
+        except Exception:  # noqa: BLE001 - a value we cannot compute is no value
+            continue
+        values.setdefault(base_name(claim.lhs), set()).add(value)
+    return frozenset(name for name, found in values.items() if len(found) > 1)
