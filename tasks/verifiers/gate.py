@@ -18,8 +18,8 @@ otherwise it is `unknown` with the rule's reason.
    when a name's value comes from an earlier step the sentence opens no case or condition of
    its own (`for`, `when`, `let`, `with`, `Case 2:`, ...): the name there is likely used anew.
 3. Beyond its stated precision. A relation with decimals is invalid only when its sides differ
-   by more than 0.5% and one unit of its least precise decimal; an approximation (`≈`, `...`,
-   `about`, `rounded`) only by more than 5% and five units.
+   by more than 0.5% and one unit of its least precise decimal; an approximation (`≈` or `...`
+   in it or its sentence, `about`, `rounded`) only by more than 5% and five such units.
 4. Read without doubt. Both sides have exact values, and the text has no form a reader may take
    two ways: a function applied to an argument (`g(3)`, `\\gcd(252, 198)`: a value read
    elsewhere, or a product) or a bracket next to a number or a bracket (`2(5)`, `(2)(5)`: a
@@ -67,7 +67,7 @@ CASE_WORDS = frozenset(
 DECIMAL_RELATIVE, DECIMAL_UNITS = 0.005, 1
 APPROXIMATE_RELATIVE, APPROXIMATE_UNITS = 0.05, 5
 APPROXIMATION_WORDS = frozenset(
-    "about approximately approx roughly around nearly almost rounded round rounding estimate estimated".split()
+    "about approximately approx roughly around nearly almost rounded round rounding estimate estimated ≈".split()
 )
 _DECIMAL_LITERAL = re.compile(r"(?<![\d.])\d+\.(\d+)")
 _TRUNCATED = re.compile(r"\.\.\.|\\[lc]?dots|…")
@@ -79,6 +79,7 @@ _APPLICATION = re.compile(r"(?<![A-Za-z])(\\?[A-Za-z]+)\s*(?:_\{?[A-Za-z0-9]+\}?
 _BRACKETED_NUMBER = r"(?:\\left\s*)?\(\s*[-+]?\d[\d.,]*\s*(?:\\right\s*)?\)"
 _BESIDE_BRACKET = re.compile(rf"[\d)]\s*{_BRACKETED_NUMBER}|{_BRACKETED_NUMBER}\s*[\d(A-Za-z]")
 _LABEL = re.compile(r"^\s*\(?\d{1,2}[.)]\s")
+MODULUS_MARK = "<mod>"  # the sentence writes a modulus (roles.sentence_marks)
 _LETTER_INDEX = re.compile(r"_\{?[^}]*[A-Za-z]")
 
 
@@ -117,8 +118,9 @@ def not_asserted(sentence: Iterable[str]) -> str | None:
     words = list(sentence)
     for index, word in enumerate(words):
         following = words[index + 1] if index + 1 < len(words) else ""
-        negated = word in NEGATED_AUXILIARIES and following == "t"
-        if (word == "not" or negated) and _negates_property(words[index + (2 if negated else 1) :]):
+        negated = word in NEGATED_AUXILIARIES and following in ("t", "'", "’")  # the reader reads t as math
+        rest = [later for later in words[index + 1 :] if later not in ("t", "'", "’")]
+        if (word == "not" or negated) and _negates_property(rest):
             continue
         if word in QUESTION_MARKS or word in NEGATION_WORDS or word in HYPOTHESIS_WORDS or negated:
             shown = f"{word}'t" if negated else word
@@ -173,7 +175,7 @@ def within_precision(finding: Finding) -> str | None:
     left, right = (float(side) for side in finding.sides)
     gap, scale = abs(left - right), max(abs(left), abs(right))
     relative, units = (APPROXIMATE_RELATIVE, APPROXIMATE_UNITS) if approximate else (DECIMAL_RELATIVE, DECIMAL_UNITS)
-    if gap > relative * scale and gap > units * (unit or 1.0):
+    if gap > relative * scale and (unit is None or gap > units * unit):
         return None
     kind = "an approximation" if approximate else "decimals"
     return f"with {kind}, off by {gap:.6g} only (invalid needs more than {relative:.1%} and {units} units)"
@@ -183,6 +185,8 @@ def not_read_without_doubt(finding: Finding) -> str | None:
     """Rule 4: a form of the claim's text a reader may take two ways, or a side with no exact value."""
     if finding.sides is None:
         return "a side has no exact value"
+    if finding.claim.modulus is not None and MODULUS_MARK not in finding.sentence:
+        return f"its modulus ({finding.claim.modulus}) is not written in its sentence"
     for side in (finding.claim.left_text, finding.claim.right_text):
         for match in _APPLICATION.finditer(side):
             if match.group(1).lstrip("\\") not in _STRUCTURE_COMMANDS:

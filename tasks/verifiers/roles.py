@@ -125,14 +125,21 @@ class Reading:
 
 
 _NEGATED_MATH = re.compile(r"!=|≠|\\neq?(?![A-Za-z])|\\not(?![A-Za-z])")
+_APPROXIMATE_MATH = re.compile(r"≈|\\approx(?![A-Za-z])")
 
 
-def sentence_marks(sentence: list[Item]) -> tuple[str, ...]:
-    """The words, punctuation and markers of a sentence (`<case>`, `<item>`), and `≠` when its
-    math negates a relation: what the invalid gate reads (tasks.verifiers.gate)."""
+def sentence_marks(sentence: list[Item], moduli: set) -> tuple[str, ...]:
+    """What the invalid gate reads of a sentence (tasks.verifiers.gate): its words, punctuation
+    and markers (`<case>`, `<item>`); `≠` when its math negates a relation, `≈` when it
+    approximates, `<mod>` when it writes a modulus (`moduli`: those of its relations)."""
     marks = [f"<{item.text}>" if item.kind == MARKER else item.text for item in sentence if item.kind in (WORD, PUNCT, MARKER)]
-    if any(item.kind in (FRAGMENT, MATH) and _NEGATED_MATH.search(item.text) for item in sentence):
+    math = [item.text for item in sentence if item.kind in (FRAGMENT, MATH)]
+    if any(_NEGATED_MATH.search(text) for text in math):
         marks.append("≠")
+    if any(_APPROXIMATE_MATH.search(text) for text in math):
+        marks.append("≈")
+    if moduli:
+        marks.append("<mod>")
     return tuple(marks)
 
 
@@ -376,8 +383,8 @@ def read_step(text: str) -> Reading:
                               for role, cue, alt in sentence_roles]
         roles = iter(sentence_roles)
         whole_hint = not _WHOLE_WORDS.isdisjoint(_words(sentence))
-        marks = sentence_marks(sentence)
         sentence_moduli = _moduli([c for item in sentence if item.fragment for c in item.fragment.claims])
+        marks = sentence_marks(sentence, sentence_moduli)
         modulus = next(iter(sentence_moduli)) if len(sentence_moduli) == 1 else None
         if modulus is None and not sentence_moduli and len(step_moduli) == 1:
             modulus = next(iter(step_moduli))
