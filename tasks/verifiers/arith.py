@@ -36,7 +36,7 @@ from typing import Any
 from schemas.records import Verdict
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, run_guarded
 from tasks.verifiers.claims import ASSIGNMENT, Claim, load_parsers
-from tasks.verifiers.gate import Finding, invalid_blocked, rebound_names
+from tasks.verifiers.gate import Finding, binding_values, invalid_blocked, rebound_names
 from tasks.verifiers.roles import UNCUED
 from tasks.verifiers.units import unit_value
 from tasks.verifiers.knowledge import (
@@ -483,12 +483,10 @@ def unread_into(plan: Plan, outcome: StepOutcome) -> None:
             outcome.notes.append(f"{item.role}, not read: {item.text}")
 
 
-def judge_plan(
-    plan: Plan, deadline: Deadline | None = None, rebound: Callable[[], frozenset[str]] = frozenset
-) -> StepOutcome:
+def judge_plan(plan: Plan, deadline: Deadline | None = None, bindings_so_far: Callable[[], Any] = dict) -> StepOutcome:
     """Every statement of the plan judged by exact arithmetic (see the module docstring).
 
-    `rebound` gives the names the solution so far gives more than one value (for the gate).
+    `bindings_so_far` gives each name's values in the solution so far (for the gate).
     """
     outcome = StepOutcome()
     bindings: dict[Any, Any] = {}
@@ -516,7 +514,7 @@ def judge_plan(
                     if uncued(item, computing) and from_earlier:
                         check = ClaimCheck(claim, UNKNOWN, f"{display(claim.text)}: {ANEW}")
                     else:
-                        check = gated(check, item.statement, from_earlier, rebound)
+                        check = gated(check, item.statement, from_earlier, bindings_so_far)
                 outcome.add(check)
         elif item.mode == REBIND:
             _rebind(item, bindings, outcome, deadline)
@@ -531,30 +529,30 @@ def judge_plan(
     return outcome
 
 
-def gated(check: ClaimCheck, statement: Any, from_earlier: bool, rebound: Callable[[], frozenset[str]]) -> ClaimCheck:
+def gated(check: ClaimCheck, statement: Any, from_earlier: bool, bindings_so_far: Callable[[], Any]) -> ClaimCheck:
     """An invalid check through the gate (tasks.verifiers.gate): it stands, or becomes unknown
     with the gate's reason after what was found."""
     finding = Finding(check.claim, statement.sentence, check.sides, from_earlier, frozenset())
     reason = invalid_blocked(finding)
     if reason is None and check.claim.free_symbols:
-        reason = invalid_blocked(Finding(check.claim, statement.sentence, check.sides, from_earlier, rebound()))
+        rebound = rebound_names(bindings_so_far(), check.claim)
+        reason = invalid_blocked(Finding(check.claim, statement.sentence, check.sides, from_earlier, rebound))
     if reason is None:
         return check
     return ClaimCheck(check.claim, UNKNOWN, f"{check.detail}, but not called invalid: {reason}")
 
 
-def solution_rebound(context: StepContext, step_text: str) -> Callable[[], frozenset[str]]:
-    """The names the problem, the earlier steps and the step give more than one value, computed
-    on first use (only an invalid finding with names needs them)."""
+def solution_bindings(context: StepContext, step_text: str) -> Callable[[], Any]:
+    """Each name's values in the problem, the earlier steps and the step (gate.binding_values),
+    computed on first use: only an invalid finding with names needs them."""
     from tasks.verifiers.roles import read_step
 
     @functools.lru_cache(maxsize=1)
-    def names() -> frozenset[str]:
+    def values() -> Any:
         texts = (context.problem, *context.previous_steps, step_text)
-        statements = [statement for text in texts for statement in read_step(text).statements]
-        return rebound_names(statements, evaluate_exact)
+        return binding_values([statement for text in texts for statement in read_step(text).statements], evaluate_exact)
 
-    return names
+    return values
 
 
 # A claim false only with what earlier steps said of its names, that no word derives from them:
@@ -602,4 +600,4 @@ class ArithVerifier:
         )
 
     def _judge(self, step_text: str, context: StepContext, deadline: Deadline) -> Verdict:
-        return judge_plan(plan_step(context, step_text), deadline, solution_rebound(context, step_text)).verdict(self.name)
+        return judge_plan(plan_step(context, step_text), deadline, solution_bindings(context, step_text)).verdict(self.name)

@@ -22,8 +22,10 @@ otherwise it is `unknown` with the rule's reason.
    in it or its sentence, `about`, `rounded`) only by more than 5% and five such units.
 4. Read without doubt. Both sides have exact values, and the text has no form a reader may take
    two ways: a function applied to an argument (`g(3)`, `\\gcd(252, 198)`: a value read
-   elsewhere, or a product) or a bracket next to a number or a bracket (`2(5)`, `(2)(5)`: a
-   product, or a label or list marker).
+   elsewhere, or a product), a bracketed number next to a number or a bracket (`2(5)`, `(2)(5)`:
+   a product, or a label or list marker), a congruence whose modulus its sentence does not
+   write, or LaTeX beyond plain arithmetic (`\\sum`, `\\log`, `\\overline`: left to a general
+   LaTeX parser, whose readings are not certain).
 
 The rules only ever turn `invalid` into `unknown`; `valid` verdicts never pass through the gate.
 A plain wrong computation ("Then 7 × 8 = 54.") passes all four and stays invalid.
@@ -36,7 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.verifiers.claims import ASSIGNMENT, Claim
+from tasks.verifiers.claims import ASSIGNMENT, GREEK, Claim
 
 # Rule 1: signs that a sentence does not assert its relations.
 QUESTION_MARKS = frozenset({"?"})
@@ -75,9 +77,18 @@ _TRUNCATED = re.compile(r"\.\.\.|\\[lc]?dots|…")
 _STRUCTURE_COMMANDS = frozenset(
     "left right cdot times div pm mp frac dfrac tfrac sqrt binom dbinom tbinom big bigg Big Bigg".split()
 )
+# LaTeX read exactly by the project's own translation (claims.latex_to_plain) or with one plain
+# meaning; any other command (`\sum`, `\log`, `\sin`, `\overline`, `\cdots`) is left to a
+# general LaTeX parser, whose readings of model text are not certain enough for an invalid.
+PLAIN_COMMANDS = frozenset(
+    """frac dfrac tfrac sqrt binom dbinom tbinom cdot times div left right lfloor rfloor lceil rceil
+    pi text mathrm mbox textbf operatorname pmod bmod mod equiv approx le leq ge geq lt gt ne neq
+    quad qquad big bigg Big Bigg displaystyle""".split()
+) | GREEK  # Greek letters are names
+_COMMAND = re.compile(r"\\([A-Za-z]+)")
 _APPLICATION = re.compile(r"(?<![A-Za-z])(\\?[A-Za-z]+)\s*(?:_\{?[A-Za-z0-9]+\}?)?\s*(?:\\left\s*)?\(")
 _BRACKETED_NUMBER = r"(?:\\left\s*)?\(\s*[-+]?\d[\d.,]*\s*(?:\\right\s*)?\)"
-_BESIDE_BRACKET = re.compile(rf"[\d)]\s*{_BRACKETED_NUMBER}|{_BRACKETED_NUMBER}\s*[\d(A-Za-z]")
+_BESIDE_BRACKET = re.compile(rf"[\d)}}]\s*{_BRACKETED_NUMBER}|{_BRACKETED_NUMBER}\s*[\d(A-Za-z]")
 _LABEL = re.compile(r"^\s*\(?\d{1,2}[.)]\s")
 MODULUS_MARK = "<mod>"  # the sentence writes a modulus (roles.sentence_marks)
 _LETTER_INDEX = re.compile(r"_\{?[^}]*[A-Za-z]")
@@ -188,6 +199,9 @@ def not_read_without_doubt(finding: Finding) -> str | None:
     if finding.claim.modulus is not None and MODULUS_MARK not in finding.sentence:
         return f"its modulus ({finding.claim.modulus}) is not written in its sentence"
     for side in (finding.claim.left_text, finding.claim.right_text):
+        unusual = next((name for name in _COMMAND.findall(side) if name not in PLAIN_COMMANDS), None)
+        if unusual is not None:
+            return f"'\\{unusual}' is read by a general LaTeX parser, not exactly"
         for match in _APPLICATION.finditer(side):
             if match.group(1).lstrip("\\") not in _STRUCTURE_COMMANDS:
                 return f"{match.group(0).strip()!r} may be a function's value read elsewhere, or a product"
@@ -225,8 +239,9 @@ def invalid_blocked(finding: Finding) -> str | None:
     return None
 
 
-def rebound_names(statements: Iterable[Any], evaluate: Callable[[Any], Any]) -> frozenset[str]:
-    """Names given two different values by the statements (any role: a case's binding counts).
+def binding_values(statements: Iterable[Any], evaluate: Callable[[Any], Any]) -> dict[str, frozenset[Any]]:
+    """The values each name is bound to in the statements (any role: a case's binding counts, and
+    so does the problem's).
 
     A value is the exact value of a binding's right side; a right side with names (a formula)
     is no value. `evaluate` gives the exact value or raises.
@@ -241,4 +256,11 @@ def rebound_names(statements: Iterable[Any], evaluate: Callable[[Any], Any]) -> 
         except Exception:  # noqa: BLE001 - a value we cannot compute is no value
             continue
         values.setdefault(base_name(claim.lhs), set()).add(value)
-    return frozenset(name for name, found in values.items() if len(found) > 1)
+    return {name: frozenset(found) for name, found in values.items()}
+
+
+def rebound_names(values: dict[str, frozenset[Any]], claim: Claim) -> frozenset[str]:
+    """The names of `claim` the solution binds to two different values, the claim's own binding
+    included: `x = 13` after `Let x = 12.` may use x anew, as a second case does."""
+    names = {base_name(symbol) for symbol in claim.free_symbols}
+    return frozenset(name for name in names if len(values.get(name, ())) > 1)

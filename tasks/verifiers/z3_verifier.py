@@ -43,7 +43,7 @@ from tasks.verifiers.arith import (
     judge_rejections,
     note_computing,
     note_for,
-    solution_rebound,
+    solution_bindings,
     uncued,
     unread_into,
 )
@@ -206,7 +206,7 @@ class Z3Verifier:
         rejected: dict[int, list[ClaimCheck]] = {}
         alternatives: list[Any] = []
         computing: set[int] = set()
-        rebound = solution_rebound(context, step_text)
+        bindings_so_far = solution_bindings(context, step_text)
         for item in plan.items:
             note_computing(item, computing)
             if item.fresh_scope:
@@ -223,7 +223,7 @@ class Z3Verifier:
                     if uncued(item, computing) and from_earlier:
                         check = ClaimCheck(item.claim, UNKNOWN, f"{display(item.claim.text)}: {ANEW}")
                     else:
-                        check = gated(session.with_sides(check, facts), item.statement, from_earlier, rebound)
+                        check = gated(session.with_sides(check, facts), item.statement, from_earlier, bindings_so_far)
                 outcome.add(check)
             elif item.mode == REBIND:
                 _rebind(item, facts, outcome, deadline)
