@@ -192,6 +192,25 @@ def within_precision(finding: Finding) -> str | None:
     return f"with {kind}, off by {gap:.6g} only (invalid needs more than {relative:.1%} and {units} units)"
 
 
+def _application(claim: Claim, side: str) -> str | None:
+    """A function applied in the text whose reading is in doubt: its value read elsewhere (a name
+    like `g(3)` that an earlier step bound), or a letter before a bracket read as a product of a
+    name (`p(4)`: p times 4, or p at 4?). A function the text defines is expanded, which is sure."""
+    from sympy.core.function import AppliedUndef
+
+    names = {base_name(symbol) for symbol in claim.free_symbols}
+    read_elsewhere = next((name for name in sorted(names) if "(" in name), None)
+    if read_elsewhere is not None or claim.relation.atoms(AppliedUndef):
+        return f"{read_elsewhere or 'a function applied'} may be a function's value read elsewhere"
+    for match in _APPLICATION.finditer(side):
+        name = match.group(1)
+        if name.startswith("\\"):
+            continue  # LaTeX commands: the rule on commands decides
+        if len(name) > 1 or name in names:
+            return f"{match.group(0).strip()!r} may be a function applied, or a product"
+    return None
+
+
 def not_read_without_doubt(finding: Finding) -> str | None:
     """Rule 4: a form of the claim's text a reader may take two ways, or a side with no exact value."""
     if finding.sides is None:
@@ -202,9 +221,9 @@ def not_read_without_doubt(finding: Finding) -> str | None:
         unusual = next((name for name in _COMMAND.findall(side) if name not in PLAIN_COMMANDS), None)
         if unusual is not None:
             return f"'\\{unusual}' is read by a general LaTeX parser, not exactly"
-        for match in _APPLICATION.finditer(side):
-            if match.group(1).lstrip("\\") not in _STRUCTURE_COMMANDS:
-                return f"{match.group(0).strip()!r} may be a function's value read elsewhere, or a product"
+        application = _application(finding.claim, side)
+        if application is not None:
+            return application
         beside = _BESIDE_BRACKET.search(side)
         if beside is not None:
             return f"{beside.group(0).strip()!r}: a bracket beside a number may be a product, a label or a list marker"

@@ -162,9 +162,18 @@ def test_a_bracketed_number_beside_a_number_is_unknown(verifier):
     assert not_read_without_doubt(product) is None
 
 
-def test_a_function_application_is_unknown():
-    finding = Finding(claim("g(2) + g(3) = 16"), (), (Integer(15), Integer(16)))
-    assert not_read_without_doubt(finding) == "'g(' may be a function's value read elsewhere, or a product"
+def test_a_function_value_read_elsewhere_or_a_letter_before_a_bracket_is_unknown(verifier):
+    context = StepContext("Find g(2) + g(3) for the function g of the table.", ("$g(2) = 0$.", "$g(3) = 27 - 12 = 16$."))
+    verdict = verifier.verify("So $g(2) + g(3) = 0 + 16 = 16$.", context)
+    assert verdict.verdict == "unknown"
+    assert "but not called invalid: g(2) may be a function's value read elsewhere" in verdict.reason
+    product = Finding(claim("p(4 + 1) = 12"), (), (Integer(10), Integer(12)))
+    assert not_read_without_doubt(product) == "'p(' may be a function applied, or a product"
+
+
+def test_a_function_the_problem_defines_still_decides(verifier):
+    context = StepContext("Let $f(x) = 2x^2 - 3x + 1$. Compute $f(3)$.")
+    assert verifier.verify("$f(3) = 11$.", context).verdict == "invalid"
 
 
 def test_latex_beyond_plain_arithmetic_is_unknown(verifier):
