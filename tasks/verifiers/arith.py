@@ -8,6 +8,8 @@ a free symbol nothing binds) makes the claim `unknown`, never `invalid`.
 Only assertions are judged (`tasks.verifiers.roles`): a case, an assumption, a condition or a
 question is never checked, and a rejected relation ("81 < 40 is false") is right when false.
 Names take their values from the bindings in force (`tasks.verifiers.knowledge`), case by case.
+A relation found false is called invalid only through the gate (`tasks.verifiers.gate`): an
+invalid needs more evidence than a valid, and one the gate holds back is unknown with its reason.
 
 How a relation is read:
 - `=` is exact. When it fails exactly it is read the ways people write it before it is called
@@ -534,7 +536,7 @@ def gated(check: ClaimCheck, statement: Any, from_earlier: bool, bindings_so_far
     with the gate's reason after what was found."""
     finding = Finding(check.claim, statement.sentence, check.sides, from_earlier, frozenset())
     reason = invalid_blocked(finding)
-    if reason is None and check.claim.free_symbols:
+    if reason is None and check.claim.free_symbols and from_earlier:
         rebound = rebound_names(bindings_so_far(), check.claim)
         reason = invalid_blocked(Finding(check.claim, statement.sentence, check.sides, from_earlier, rebound))
     if reason is None:

@@ -8,21 +8,25 @@ z3: a relation found false is called `invalid` only when all four rules let it t
 otherwise it is `unknown` with the rule's reason.
 
 1. Asserted plainly. Its sentence carries no sign that it is not stated as true: a question
-   mark, a negation or a rejection (`not`, `fails`, `impossible`, `contradiction`, `wrong`,
-   `≠`, ...), or a hypothesis or trial (`if`, `would`, `suppose`, `check`, `try`, ...). Model text
-   states a relation it does not hold for true in exactly these sentences ("that is 16 < 5,
-   which is not true", "if u = 1, then ...", "try n = 12: ...").
+   mark, a negation or a rejection (`not`, `isn't`, `fails`, `impossible`, `contradiction`,
+   `wrong`, `≠`, ...; a negated property of a value, `not prime`, is no denial of the relation),
+   or a hypothesis (`if`, `would`, `suppose`, `assume`, `whether`, ...). Model text states a
+   relation it does not hold for true in exactly these sentences ("that is 16 < 5, which is not
+   true", "if u = 1, then ...", "2 + 2 = 5 would follow").
 2. Self-contained. A relation with names: no name is indexed by a letter (`x_n`, `a_{k+1}`: the
-   index takes values), none is given more than one value in the solution so far (a name bound
-   anew in a case, a rebinding), every name has one exact value (z3: the premises fix it), and
-   when a name's value comes from an earlier step the sentence opens no case or condition of
-   its own (`for`, `when`, `let`, `with`, `Case 2:`, ...): the name there is likely used anew.
+   index takes values) and each side has one exact value (z3: the premises give it one). A
+   relation this step and the problem decide alone is self-contained. One that needs a value an
+   earlier step gave must have it unambiguous: no name of it given two values by the solution so
+   far (a name bound anew in a case, a rebinding), and no case, condition or trial opened by its
+   own sentence (`for`, `when`, `let`, `with`, `try`, `check`, `Case 2:`, ...): the name there is
+   likely used anew.
 3. Beyond its stated precision. A relation with decimals is invalid only when its sides differ
    by more than 0.5% and one unit of its least precise decimal; an approximation (`≈` or `...`
    in it or its sentence, `about`, `rounded`) only by more than 5% and five such units.
 4. Read without doubt. Both sides have exact values, and the text has no form a reader may take
-   two ways: a function applied to an argument (`g(3)`, `\\gcd(252, 198)`: a value read
-   elsewhere, or a product), a bracketed number next to a number or a bracket (`2(5)`, `(2)(5)`:
+   two ways: a function's value read elsewhere (`g(3)` that an earlier step bound) or a letter
+   before a bracket (`p(4)`: p times 4, or p at 4?; a function the text defines is expanded and
+   decides), a bracketed number next to a number or a bracket (`2(5)`, `(2)(5)`:
    a product, or a label or list marker), a congruence whose modulus its sentence does not
    write, or LaTeX beyond plain arithmetic (`\\sum`, `\\log`, `\\overline`: left to a general
    LaTeX parser, whose readings are not certain).
@@ -73,10 +77,7 @@ APPROXIMATION_WORDS = frozenset(
 )
 _DECIMAL_LITERAL = re.compile(r"(?<![\d.])\d+\.(\d+)")
 _TRUNCATED = re.compile(r"\.\.\.|\\[lc]?dots|…")
-# Rule 4: a name or command applied to a bracket, and a bracket beside a number or a bracket.
-_STRUCTURE_COMMANDS = frozenset(
-    "left right cdot times div pm mp frac dfrac tfrac sqrt binom dbinom tbinom big bigg Big Bigg".split()
-)
+# Rule 4: LaTeX commands, a name applied to a bracket, a bracketed number beside a number.
 # LaTeX read exactly by the project's own translation (claims.latex_to_plain) or with one plain
 # meaning; any other command (`\sum`, `\log`, `\sin`, `\overline`, `\cdots`) is left to a
 # general LaTeX parser, whose readings of model text are not certain enough for an invalid.
@@ -154,11 +155,12 @@ def not_self_contained(finding: Finding) -> str | None:
         name = base_name(symbol)
         if _LETTER_INDEX.search(name):
             return f"{name} is indexed by a letter: the index takes values"
-        if _version(symbol) > 1 or name in finding.rebound:
-            return f"{name} is given more than one value in the solution"
     if finding.sides is None:
         return "its names have no single exact value"
-    if finding.names_from_earlier:
+    if finding.names_from_earlier:  # this step and the problem alone do not decide it
+        for symbol in sorted(names, key=str):
+            if _version(symbol) > 1 or base_name(symbol) in finding.rebound:
+                return f"{base_name(symbol)} takes its value from an earlier step and is given more than one value in the solution"
         case = next((word for word in finding.sentence if word in CASE_WORDS), None)
         if case is not None:
             return f"a name takes its value from an earlier step, and its sentence opens a case ({case!r})"

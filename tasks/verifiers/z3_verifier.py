@@ -5,6 +5,8 @@ For each asserted claim C of the step (roles: `tasks.verifiers.roles`), with pre
 scope 0, and this step's earlier statements in the same case):
 - P ∧ ¬C unsat and P ∧ C sat: C follows from P, valid.
 - P ∧ C unsat and P ∧ ¬C sat: C contradicts P, invalid; the evidence is a model of P ∧ ¬C.
+  The invalid then passes the gate (`tasks.verifiers.gate`) as arith's do, with the values of
+  C's sides when P gives each side one value (checked with the solver), else none.
 - both unsat: the premises contradict each other, unknown. Both sat: neither, unknown. A
   solver timeout is unknown too.
 - C unsat on its own, with no premise, and no false identity (`i^2 = -1`, unlike
