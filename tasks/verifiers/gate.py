@@ -37,6 +37,7 @@ A plain wrong computation ("Then 7 × 8 = 54.") passes all four and stays invali
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -185,7 +186,12 @@ def within_precision(finding: Finding) -> str | None:
         return None
     if finding.sides is None:
         return "a side has no exact value"
-    left, right = (float(side) for side in finding.sides)
+    try:
+        left, right = (float(side) for side in finding.sides)
+    except OverflowError:
+        left = right = math.inf
+    if not (math.isfinite(left) and math.isfinite(right)):
+        return "its sides are too large to weigh against its stated precision"
     gap, scale = abs(left - right), max(abs(left), abs(right))
     relative, units = (APPROXIMATE_RELATIVE, APPROXIMATE_UNITS) if approximate else (DECIMAL_RELATIVE, DECIMAL_UNITS)
     if gap > relative * scale and (unit is None or gap > units * unit):
