@@ -60,6 +60,7 @@ EXAMPLES = {
     "tasks.verifiers.base": 5,
     "tasks.verifiers.claims": 3,
     "tasks.verifiers.code": 3,
+    "tasks.verifiers.gate": 6,
     "tasks.verifiers.lean": 7,
     "tasks.verifiers.reading": 6,
     "tasks.verifiers.roles": 2,

@@ -8,6 +8,8 @@ a free symbol nothing binds) makes the claim `unknown`, never `invalid`.
 Only assertions are judged (`tasks.verifiers.roles`): a case, an assumption, a condition or a
 question is never checked, and a rejected relation ("81 < 40 is false") is right when false.
 Names take their values from the bindings in force (`tasks.verifiers.knowledge`), case by case.
+A relation found false is called invalid only through the gate (`tasks.verifiers.gate`): an
+invalid needs more evidence than a valid, and one the gate holds back is unknown with its reason.
 
 How a relation is read:
 - `=` is exact. When it fails exactly it is read the ways people write it before it is called
@@ -29,13 +31,14 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.records import Verdict
 from tasks.verifiers.base import INVALID, UNKNOWN, VALID, Deadline, StepContext, run_guarded
 from tasks.verifiers.claims import ASSIGNMENT, Claim, load_parsers
+from tasks.verifiers.gate import Finding, binding_values, invalid_blocked, rebound_names
 from tasks.verifiers.roles import UNCUED
 from tasks.verifiers.units import unit_value
 from tasks.verifiers.knowledge import (
@@ -255,6 +258,7 @@ class ClaimCheck:
     claim: Claim
     outcome: str  # VALID, INVALID or UNKNOWN
     detail: str
+    sides: tuple[Any, Any] | None = None  # an invalid's two compared values, for the gate (gate.py)
 
 
 def _equality_readings(claim: Claim, left: Any, right: Any, whole_hint: bool = False) -> ClaimCheck:
@@ -266,7 +270,7 @@ def _equality_readings(claim: Claim, left: Any, right: Any, whole_hint: bool = F
     if modulus is not None and left.q == 1 and right.q == 1:
         if (left - right) % modulus == 0:
             return ClaimCheck(claim, VALID, f"{text} holds modulo {modulus} (left {left}, right {right})")
-        return ClaimCheck(claim, INVALID, f"{text} is false, even modulo {modulus}: left {left}, right {right}")
+        return ClaimCheck(claim, INVALID, f"{text} is false, even modulo {modulus}: left {left}, right {right}", (left, right))
     for literal_text, literal, other in ((claim.right_text, right, left), (claim.left_text, left, right)):
         places = _decimal_places(literal_text)
         if places is None:
@@ -280,7 +284,7 @@ def _equality_readings(claim: Claim, left: Any, right: Any, whole_hint: bool = F
     for integer_text, integer, other in ((claim.right_text, right, left), (claim.left_text, left, right)):
         if whole_hint and _INTEGER.match(integer_text) and other.q != 1 and integer in (sympy.floor(other), sympy.ceiling(other)):
             return ClaimCheck(claim, UNKNOWN, f"{text}: {integer} is the whole part of {other} (a count of full groups?)")
-    return ClaimCheck(claim, INVALID, f"{text} is false: left {left}, right {right}")
+    return ClaimCheck(claim, INVALID, f"{text} is false: left {left}, right {right}", (left, right))
 
 
 def _check_approximation(claim: Claim, bindings: dict[Any, Any]) -> ClaimCheck:
@@ -294,7 +298,7 @@ def _check_approximation(claim: Claim, bindings: dict[Any, Any]) -> ClaimCheck:
     if (places and gap <= 0.5 * unit * 1.01 + 1e-12) or gap <= APPROX_RELATIVE_OK * scale:
         return ClaimCheck(claim, VALID, f"{text} holds approximately (left {left:.6g}, right {right:.6g})")
     if gap > APPROX_RELATIVE_WRONG * scale and gap > APPROX_UNITS_WRONG * unit:
-        return ClaimCheck(claim, INVALID, f"{text} is false: left {left:.6g}, right {right:.6g}")
+        return ClaimCheck(claim, INVALID, f"{text} is false: left {left:.6g}, right {right:.6g}", (left, right))
     return ClaimCheck(claim, UNKNOWN, f"{text}: left {left:.6g} and right {right:.6g} differ, loosely approximate?")
 
 
@@ -324,7 +328,7 @@ def _check_units(claim: Claim, bindings: dict[Any, Any], deadline: Deadline | No
     )
     check = check_relation(numbers, {}, deadline, whole_hint)
     if left_units == right_units:
-        return ClaimCheck(claim, check.outcome, check.detail.replace(display(numbers.text), text, 1))
+        return ClaimCheck(claim, check.outcome, check.detail.replace(display(numbers.text), text, 1), check.sides)
     if check.outcome == VALID:
         return ClaimCheck(claim, VALID, f"{text} holds in its numbers (left {left}, right {right}; the units differ)")
     return ClaimCheck(claim, UNKNOWN, f"{text}: left {left} and right {right} are in different units (a conversion?)")
@@ -347,7 +351,8 @@ def _check_irrational(claim: Claim, bindings: dict[Any, Any]) -> ClaimCheck:
     if abs(left - right) <= NUMERIC_MARGIN * max(abs(left), abs(right), 1.0):
         return ClaimCheck(claim, UNKNOWN, f"{text}: the sides are too close to compare in floats")
     verdict = VALID if holds(claim.operator, left, right) else INVALID
-    return ClaimCheck(claim, verdict, f"{text} {'holds' if verdict == VALID else 'is false'}: left {left:.6g}, right {right:.6g}")
+    detail = f"{text} {'holds' if verdict == VALID else 'is false'}: left {left:.6g}, right {right:.6g}"
+    return ClaimCheck(claim, verdict, detail, (left, right))
 
 
 def check_relation(
@@ -380,12 +385,12 @@ def check_relation(
             return ClaimCheck(claim, UNKNOWN, f"{text}: a congruence of non-integers")
         if (left - right) % claim.modulus == 0:
             return ClaimCheck(claim, VALID, f"{text} (mod {claim.modulus}) holds (left {left}, right {right})")
-        return ClaimCheck(claim, INVALID, f"{text} (mod {claim.modulus}) is false: left {left}, right {right}")
+        return ClaimCheck(claim, INVALID, f"{text} (mod {claim.modulus}) is false: left {left}, right {right}", (left, right))
     if holds(claim.operator, left, right):
         return ClaimCheck(claim, VALID, f"{text} holds (left {left}, right {right})")
     if claim.operator == "=":
         return _equality_readings(claim, left, right, whole_hint)
-    return ClaimCheck(claim, INVALID, f"{text} is false: left {left}, right {right}")
+    return ClaimCheck(claim, INVALID, f"{text} is false: left {left}, right {right}", (left, right))
 
 
 def bind_assignments(claims: Iterable[Claim], bindings: dict[Any, Any], deadline: Deadline | None = None) -> None:
@@ -480,8 +485,11 @@ def unread_into(plan: Plan, outcome: StepOutcome) -> None:
             outcome.notes.append(f"{item.role}, not read: {item.text}")
 
 
-def judge_plan(plan: Plan, deadline: Deadline | None = None) -> StepOutcome:
-    """Every statement of the plan judged by exact arithmetic (see the module docstring)."""
+def judge_plan(plan: Plan, deadline: Deadline | None = None, bindings_so_far: Callable[[], Any] = dict) -> StepOutcome:
+    """Every statement of the plan judged by exact arithmetic (see the module docstring).
+
+    `bindings_so_far` gives each name's values in the solution so far (for the gate).
+    """
     outcome = StepOutcome()
     bindings: dict[Any, Any] = {}
     bind_facts(plan.base, bindings, deadline)
@@ -503,12 +511,12 @@ def judge_plan(plan: Plan, deadline: Deadline | None = None) -> StepOutcome:
                 bind_assignments([claim], local, deadline)
             else:
                 check = check_relation(claim, bindings, deadline, item.statement.whole_hint)
-                if (
-                    check.outcome == INVALID
-                    and uncued(item, computing)
-                    and check_relation(claim, local, deadline, item.statement.whole_hint).outcome != INVALID
-                ):
-                    check = ClaimCheck(claim, UNKNOWN, f"{display(claim.text)}: {ANEW}")
+                if check.outcome == INVALID:
+                    from_earlier = check_relation(claim, local, deadline, item.statement.whole_hint).outcome != INVALID
+                    if uncued(item, computing) and from_earlier:
+                        check = ClaimCheck(claim, UNKNOWN, f"{display(claim.text)}: {ANEW}")
+                    else:
+                        check = gated(check, item.statement, from_earlier, bindings_so_far)
                 outcome.add(check)
         elif item.mode == REBIND:
             _rebind(item, bindings, outcome, deadline)
@@ -521,6 +529,32 @@ def judge_plan(plan: Plan, deadline: Deadline | None = None) -> StepOutcome:
     judge_rejections(rejected, outcome)
     unread_into(plan, outcome)
     return outcome
+
+
+def gated(check: ClaimCheck, statement: Any, from_earlier: bool, bindings_so_far: Callable[[], Any]) -> ClaimCheck:
+    """An invalid check through the gate (tasks.verifiers.gate): it stands, or becomes unknown
+    with the gate's reason after what was found."""
+    finding = Finding(check.claim, statement.sentence, check.sides, from_earlier, frozenset())
+    reason = invalid_blocked(finding)
+    if reason is None and check.claim.free_symbols and from_earlier:
+        rebound = rebound_names(bindings_so_far(), check.claim)
+        reason = invalid_blocked(Finding(check.claim, statement.sentence, check.sides, from_earlier, rebound))
+    if reason is None:
+        return check
+    return ClaimCheck(check.claim, UNKNOWN, f"{check.detail}, but not called invalid: {reason}")
+
+
+def solution_bindings(context: StepContext, step_text: str) -> Callable[[], Any]:
+    """Each name's values in the problem, the earlier steps and the step (gate.binding_values),
+    computed on first use: only an invalid finding with names needs them."""
+    from tasks.verifiers.roles import read_step
+
+    @functools.lru_cache(maxsize=1)
+    def values() -> Any:
+        texts = (context.problem, *context.previous_steps, step_text)
+        return binding_values([statement for text in texts for statement in read_step(text).statements], evaluate_exact)
+
+    return values
 
 
 # A claim false only with what earlier steps said of its names, that no word derives from them:
@@ -568,4 +602,4 @@ class ArithVerifier:
         )
 
     def _judge(self, step_text: str, context: StepContext, deadline: Deadline) -> Verdict:
-        return judge_plan(plan_step(context, step_text), deadline).verdict(self.name)
+        return judge_plan(plan_step(context, step_text), deadline, solution_bindings(context, step_text)).verdict(self.name)

@@ -585,12 +585,12 @@ def _latex_expression(source: str) -> Any:
         raise CannotParse(f"not an expression: {source.strip()!r}")
     for symbol in expression.free_symbols:
         stem = str(symbol).split("_")[0]
-        if len(stem) != 1 and stem not in _GREEK:
+        if len(stem) != 1 and stem not in GREEK:
             raise CannotParse(f"word {str(symbol)!r} inside math")
     return canonical_symbols(expression)
 
 
-_GREEK = frozenset(
+GREEK = frozenset(
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi rho sigma tau phi chi psi omega".split()
 )
 

@@ -103,6 +103,7 @@ class Statement:
     fragment: int  # the links of one chain share it
     alternative: bool = False  # one of several values offered for a name: never a binding
     whole_hint: bool = False  # its sentence speaks of whole groups or rounding ("full boxes", "need")
+    sentence: tuple[str, ...] = ()  # its sentence's words and marks, for the invalid gate (gate.py)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,25 @@ class Reading:
     # Names a sentence introduces in words ("Let $S$ denote the sum ..."): (the number of
     # statements before it, its scope, the name). What was known of the name no longer holds.
     introduced: tuple[tuple[int, int, str], ...] = ()
+
+
+_NEGATED_MATH = re.compile(r"!=|≠|\\neq?(?![A-Za-z])|\\not(?![A-Za-z])")
+_APPROXIMATE_MATH = re.compile(r"≈|\\approx(?![A-Za-z])")
+
+
+def sentence_marks(sentence: list[Item], moduli: set) -> tuple[str, ...]:
+    """What the invalid gate reads of a sentence (tasks.verifiers.gate): its words, punctuation
+    and markers (`<case>`, `<item>`); `≠` when its math negates a relation, `≈` when it
+    approximates, `<mod>` when it writes a modulus (`moduli`: those of its relations)."""
+    marks = [f"<{item.text}>" if item.kind == MARKER else item.text for item in sentence if item.kind in (WORD, PUNCT, MARKER)]
+    math = [item.text for item in sentence if item.kind in (FRAGMENT, MATH)]
+    if any(_NEGATED_MATH.search(text) for text in math):
+        marks.append("≠")
+    if any(_APPROXIMATE_MATH.search(text) for text in math):
+        marks.append("≈")
+    if moduli:
+        marks.append("<mod>")
+    return tuple(marks)
 
 
 def _sentences(items: tuple[Item, ...]) -> list[list[Item]]:
@@ -364,6 +384,7 @@ def read_step(text: str) -> Reading:
         roles = iter(sentence_roles)
         whole_hint = not _WHOLE_WORDS.isdisjoint(_words(sentence))
         sentence_moduli = _moduli([c for item in sentence if item.fragment for c in item.fragment.claims])
+        marks = sentence_marks(sentence, sentence_moduli)
         modulus = next(iter(sentence_moduli)) if len(sentence_moduli) == 1 else None
         if modulus is None and not sentence_moduli and len(step_moduli) == 1:
             modulus = next(iter(step_moduli))
@@ -399,6 +420,6 @@ def read_step(text: str) -> Reading:
                 seen.add(key)
                 binding_alternative = alternative and link == 0 and _binding_shaped(item)
                 statements.append(
-                    Statement(claim, link_role, cue, scope, fragment_index, binding_alternative, whole_hint)
+                    Statement(claim, link_role, cue, scope, fragment_index, binding_alternative, whole_hint, marks)
                 )
     return Reading(tuple(statements), tuple(unread), tuple(introduced))

@@ -5,6 +5,8 @@ For each asserted claim C of the step (roles: `tasks.verifiers.roles`), with pre
 scope 0, and this step's earlier statements in the same case):
 - P ∧ ¬C unsat and P ∧ C sat: C follows from P, valid.
 - P ∧ C unsat and P ∧ ¬C sat: C contradicts P, invalid; the evidence is a model of P ∧ ¬C.
+  The invalid then passes the gate (`tasks.verifiers.gate`) as arith's do, with the values of
+  C's sides when P gives each side one value (checked with the solver), else none.
 - both unsat: the premises contradict each other, unknown. Both sat: neither, unknown. A
   solver timeout is unknown too.
 - C unsat on its own, with no premise, and no false identity (`i^2 = -1`, unlike
@@ -39,9 +41,11 @@ from tasks.verifiers.arith import (
     bind_facts,
     check_relation,
     evaluate_exact,
+    gated,
     judge_rejections,
     note_computing,
     note_for,
+    solution_bindings,
     uncued,
     unread_into,
 )
@@ -204,6 +208,7 @@ class Z3Verifier:
         rejected: dict[int, list[ClaimCheck]] = {}
         alternatives: list[Any] = []
         computing: set[int] = set()
+        bindings_so_far = solution_bindings(context, step_text)
         for item in plan.items:
             note_computing(item, computing)
             if item.fresh_scope:
@@ -214,10 +219,13 @@ class Z3Verifier:
                 alternatives = []
             if item.mode == CHECK:
                 check = session.check(item.claim, facts, item.statement.whole_hint)
-                if check.outcome == INVALID and uncued(item, computing) and item.claim.free_symbols:
+                if check.outcome == INVALID:
                     local = [fact for fact in facts if id(fact) not in earlier]
-                    if session.consistent(item.claim, local):
+                    from_earlier = bool(item.claim.free_symbols) and session.consistent(item.claim, local)
+                    if uncued(item, computing) and from_earlier:
                         check = ClaimCheck(item.claim, UNKNOWN, f"{display(item.claim.text)}: {ANEW}")
+                    else:
+                        check = gated(session.with_sides(check, facts), item.statement, from_earlier, bindings_so_far)
                 outcome.add(check)
             elif item.mode == REBIND:
                 _rebind(item, facts, outcome, deadline)
@@ -333,6 +341,41 @@ class _Session:
         return ClaimCheck(
             claim, UNKNOWN, f"{text} neither follows from nor contradicts the premises (counterexample {_model_text(counter)})"
         )
+
+    def with_sides(self, check: ClaimCheck, facts: list[Fact]) -> ClaimCheck:
+        """A symbolic invalid check with the exact values of its sides when the premises give each
+        side one value (the gate needs them: tasks.verifiers.gate), else as it is."""
+        from dataclasses import replace
+
+        import sympy
+
+        claim = check.claim
+        if check.sides is not None or not claim.free_symbols:
+            return check
+        if _false_identity(claim):  # its sides differ by a number, whatever the names' values
+            return replace(check, sides=(sympy.expand(claim.lhs - claim.rhs), sympy.Integer(0)))
+        z3 = self._start()
+        premises = self._premises(claim, facts)
+        status, model = self._solve(premises)
+        if status != "sat":
+            return check
+        sides = []
+        for side in (claim.lhs, claim.rhs):
+            try:
+                term = self.translator.expression(side)
+            except Unsupported:
+                return check
+            value = model.eval(term, model_completion=True)
+            if z3.is_int_value(value):
+                exact = sympy.Integer(value.as_long())
+            elif z3.is_rational_value(value):
+                exact = sympy.Rational(value.numerator_as_long(), value.denominator_as_long())
+            else:
+                return check
+            if self._solve([*premises, term != value])[0] != "unsat":
+                return check  # the premises leave the side more than one value
+            sides.append(exact)
+        return replace(check, sides=(sides[0], sides[1]))
 
     def consistent(self, claim: Claim, facts: list[Fact]) -> bool:
         """Whether the claim and the facts (those that share a name with it) can hold together."""

@@ -40,7 +40,12 @@ def test_inequalities(arith):
 def test_exact_rationals_no_floats(arith):
     assert arith.verify("0.1 + 0.2 = 0.3", PROBLEM).verdict == "valid"
     assert arith.verify("1/3 + 1/6 = 1/2", PROBLEM).verdict == "valid"
-    assert arith.verify("1/3 = 0.334", PROBLEM).evidence == "1/3 = 0.334 is false: left 1/3, right 167/500"
+    assert arith.verify("1/3 = 0.35", PROBLEM).evidence == "1/3 = 0.35 is false: left 1/3, right 7/20"
+    # Off by less than 0.5% and one unit of its last digit: a rounding slip is no invalid (gate.py).
+    assert arith.verify("1/3 = 0.334", PROBLEM).reason == (
+        "1/3 = 0.334 is false: left 1/3, right 167/500, but not called invalid: with decimals, off by 0.000666667 only "
+        "(invalid needs more than 0.5% and 1 units)"
+    )
 
 
 def test_a_decimal_that_rounds_the_exact_value_is_read_as_rounded(arith):

@@ -116,6 +116,7 @@ def test_each_case_is_judged_against_its_own_assumption(z3_verifier):
     assert z3_verifier.verify("The solutions are $x = 5$ and $x = -2$.", StepContext(problem, steps)).evidence == (
         "x = 5 or x = -2 follows from the premises"
     )
+    # x was 5 in case 1; the slip is decided by its own case's premise alone, so the gate lets it stand.
     slip = z3_verifier.verify("Case 2: $2x - 3 = -7$, so $x = -3$.", StepContext(problem, steps[:1]))
     assert (slip.verdict, slip.evidence) == (
         "invalid", "x = -3 contradicts the premises; model of premises and not claim: [x = -2]"
