@@ -66,7 +66,7 @@ STEP_LIMIT_MS = 60_000.0
 BOOTSTRAP = 2000  # resamples for each 95% interval
 PINS = CORPUS / "verdicts.json"
 # Each corpus folder and its parts; each folder pins its verdicts in its verdicts.json.
-CORPORA = {CORPUS: ("dev", "heldout"), BLIND: ("audit", "heldout", "check")}
+CORPORA = {CORPUS: ("dev", "heldout"), BLIND: ("audit", "heldout", "check", "round4")}
 
 
 def baseline_package(revision: str, folder: Path) -> str:
@@ -284,8 +284,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", default="dev,heldout", help="corpus parts to score (dev, heldout)")
-    parser.add_argument("--blind-parts", default="audit,heldout,check",
-                        help="parts of the blind audit corpus to score (audit, heldout, check; those present)")
+    parser.add_argument("--blind-parts", default="audit,heldout,check,round4",
+                        help="parts of the blind audit corpus to score (audit, heldout, check, round4; those present)")
     parser.add_argument("--write-pins", action="store_true",
                         help="only write the current verdicts of every corpus part to its folder's verdicts.json")
     args = parser.parse_args()

@@ -1,7 +1,10 @@
 """The hand-written corpora of realistic LLM solutions: every step's arith and z3 verdict is pinned.
 
 tests/data/verifier_corpus/ (dev, heldout) and the independent blind audit's
-tests/data/verifier_blind/ (audit, heldout, check), each with its verdicts.json.
+tests/data/verifier_blind/ (audit, heldout, check, round4), each with its verdicts.json. round4 is
+the last blind part: its first run's false alarms are pinned as they are and not fixed, so that it
+stays a measurement of text no fix has seen (bench/RESULTS.md); it is left out of the no-false-alarm
+test.
 """
 
 import importlib.util
@@ -16,8 +19,9 @@ from tasks.verifiers.base import StepContext
 from tasks.verifiers.z3_verifier import Z3Config, Z3Verifier
 
 DATA = Path(__file__).parents[2] / "data"
-CORPORA = {"verifier_corpus": ("dev", "heldout"), "verifier_blind": ("audit", "heldout", "check")}
+CORPORA = {"verifier_corpus": ("dev", "heldout"), "verifier_blind": ("audit", "heldout", "check", "round4")}
 PARTS = [(corpus, part) for corpus, parts in CORPORA.items() for part in parts]
+UNFIXED = {("verifier_blind", "round4")}  # blind measurements: their false alarms are recorded, not fixed
 SMALLEST = {"verifier_corpus": 300, "verifier_blind": 700}  # steps in all parts together
 
 
@@ -78,7 +82,7 @@ def test_every_step_verdict_is_pinned(verdicts, corpus, part):
     assert current == pins
 
 
-@pytest.mark.parametrize("corpus, part", PARTS)
+@pytest.mark.parametrize("corpus, part", [item for item in PARTS if item not in UNFIXED])
 @pytest.mark.parametrize("name", ["arith", "z3"])
 def test_no_false_alarm_and_every_invalid_verdict_at_or_after_the_error(verdicts, corpus, part, name):
     rows, by_verifier = verdicts[corpus, part]
