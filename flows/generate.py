@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.progress import announce, stage
 from flows.publish import GenerateSummary, dataset_version_lock, exclusive_writer, publish, record_failure
 from schemas import expectations
-from schemas.config import GenerateConfig, WarehouseConfig
+from schemas.config import GenerateConfig, WarehouseConfig, identity_json
 from schemas.records import PolicyUsage, Problem, SamplingParams
 from schemas.tables import CONSENSUS, POLICY_USAGE, STEP_LABELS, VERDICTS
 from tasks import frames
@@ -50,7 +50,7 @@ def run_id_for(config: GenerateConfig, prompt_format: PromptFormat | None = None
     if config.seeds_file is not None and Path(config.seeds_file).is_file():
         seeds_digest = hashlib.sha256(Path(config.seeds_file).read_bytes()).hexdigest()
     prompt_format = prompt_format or format_for(config)
-    return content_id("run", "generate", config.model_dump_json(), seeds_digest, prompt_format.id)
+    return content_id("run", "generate", identity_json(config), seeds_digest, prompt_format.id)
 
 
 def sampling_params(config: GenerateConfig, purpose: str) -> SamplingParams:

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.progress import announce
 from schemas import expectations
-from schemas.config import DatasetConfig, GenerateConfig, WarehouseConfig
+from schemas.config import DatasetConfig, GenerateConfig, WarehouseConfig, identity_json
 from schemas.tables import (
     CONSENSUS, DATASETS, DQ_RESULTS, NODES, POLICY_USAGE, PREFERENCE_PAIRS, PROBLEMS, QUARANTINE, ROLLOUTS,
     RUNS, STEP_LABELS, VERDICTS,
@@ -283,7 +283,7 @@ def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig
     export_openrlhf(dataset, staged / "openrlhf")  # OpenRLHF's process-reward form, beside TRL's
     summary.new_pairs = insert_new(connection, PREFERENCE_PAIRS, pairs)
     row = {
-        "dataset_id": content_id("dataset", snapshot_id, config.model_dump_json()),
+        "dataset_id": content_id("dataset", snapshot_id, identity_json(config)),
         "version": version, "snapshot_id": snapshot_id, "labeler": config.labeler, "path": str(final),
         "n_train": dataset.filter(pl.col("split") == "train").height,
         "n_test": dataset.filter(pl.col("split") == "test").height,

@@ -48,6 +48,24 @@ class WarehouseConfig(BaseModel):
         return self.data_dir / "datasets"
 
 
+# Fields added after warehouses already held runs: at their default they are left out of the JSON
+# that run and dataset ids hash, so upgrading prmforge keeps every stored id (and its cache).
+LATER_FIELDS = ("slips",)
+
+
+def identity_json(config: BaseModel) -> str:
+    """The config's JSON for hashing into ids: LATER_FIELDS are left out while at their default.
+
+    >>> identity_json(DatasetConfig()) == DatasetConfig().model_dump_json(exclude={"slips"})
+    True
+    >>> '"slips":2' in identity_json(DatasetConfig(slips=2))
+    True
+    """
+    fields = type(config).model_fields
+    at_default = {name for name in LATER_FIELDS if name in fields and getattr(config, name) == fields[name].default}
+    return config.model_dump_json(exclude=at_default)
+
+
 class DatasetConfig(BaseModel):
     """How a dataset version is built from the warehouse."""
 

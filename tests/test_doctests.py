@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tasks", "schemas", "flows", "warehouse")
 
 EXAMPLES = {
-    "schemas.config": 1,
+    "schemas.config": 3,
     "schemas.errors": 1,
     "tasks.answers": 9,
     "tasks.augment": 5,
