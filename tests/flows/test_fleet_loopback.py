@@ -71,12 +71,15 @@ def test_a_loopback_fleet_equals_a_single_process_run(prefect_server_env, tmp_pa
     assert counts["problems"] == 8
     assert counts["nodes"] > 0 and counts["step_labels"] == counts["nodes"]
     assert counts["dataset v1 train.parquet"] > 0 and counts["dataset v1 test.parquet"] > 0
-    # Each worker ran one of the two shards as a flow run, in its own data folder: the flow's stage
-    # lines show in the worker's log whatever Prefect's log level.
-    for i in range(2):
-        log = (fleet_dir / f"worker-{i}.log").read_text()
-        assert log.count("[stage] publish") == 1, log[-3000:]
-        assert (fleet_dir / f"worker-{i}" / "cache").is_dir()
+    # Both workers joined the pool, and the two shards ran as flow runs on them, each once, in the data
+    # folder of the worker that took it: the flow's stage lines show in the worker's log whatever
+    # Prefect's log level. Which worker takes which run is the pool's choice: on a busy machine one
+    # worker can finish the first shard and take the second before the other polls.
+    logs = [(fleet_dir / f"worker-{i}.log").read_text() for i in range(2)]
+    assert all(f"Worker 'worker-{i}' started!" in log for i, log in enumerate(logs)), logs
+    published = [log.count("[stage] publish") for log in logs]
+    assert sum(published) == 2, logs
+    assert all((fleet_dir / f"worker-{i}" / "cache").is_dir() for i, runs in enumerate(published) if runs)
     # The shards and the dataset build used the throwaway PostgreSQL catalog; the single run its own.
     [catalog] = [line for line in lines if line.startswith("fleet catalog: ")]
     assert re.fullmatch(r"fleet catalog: postgres:host=127\.0\.0\.1 port=\d+ dbname=prmforge user=postgres", catalog)
