@@ -46,12 +46,6 @@ def sample_pool(work: Path, problems: int) -> list:
     return [[s.problem_id, questions[s.problem_id], list(s.steps), s.is_correct] for s in solutions]
 
 
-def verdicts(question: str, steps) -> list[str]:
-    from tasks.verification import load_verifiers, verify_solution
-
-    return [step[0].verdict for step in verify_solution(question, list(steps), load_verifiers(["arith"]))]
-
-
 def pool_frame(pool: list):
     """The pool as a dataset version's rows (tasks/dataset.py's columns), every solution in the
     train split, labelled by the arith verifier up to its first invalid step."""
@@ -63,7 +57,7 @@ def pool_frame(pool: list):
     for index, (problem_id, question, steps, correct) in enumerate(pool):
         if not steps:
             continue
-        found = verdicts(question, steps)
+        found = prm_quality.arith_verdicts(question, steps)
         first = next((position for position, verdict in enumerate(found) if verdict == "invalid"), len(found))
         labels = [position < first for position in range(len(steps))]
         rows.append({"solution_id": f"s{index}", "problem_id": problem_id, "split": "train", "prompt": question,

@@ -33,6 +33,7 @@ Best-of-N scores the headline PRM, the ORM and the implicit PRM; first errors sc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -273,16 +274,29 @@ def paired_f1_difference(first: FirstErrorRow, second: FirstErrorRow):
     return bootstrap(pairs, difference)
 
 
+@functools.cache
+def _arith():
+    from tasks.verification import load_verifiers
+
+    return load_verifiers(["arith"])
+
+
+def arith_verdicts(question: str, steps) -> list[str]:
+    """The arith verifier's verdict on each step (one verifier, loaded once per process)."""
+    from tasks.verification import verify_solution
+
+    return [step[0].verdict for step in verify_solution(question, list(steps), _arith())]
+
+
 def reference_scores(question: str, steps) -> dict[str, float]:
     """Two scorers that need no model, beside the PRMs at Best-of-N: `exact_steps`, a solution's
     exact step truths (tasks/ground_truth.py: 1 when every step is right), the ceiling of any PRM
     aggregated by its minimum; and `arith_min`, the arith verifier's verdicts read directly (valid 1,
     unknown 0.5, invalid 0; the minimum over steps), the label source of the `prm_arith` model."""
     from tasks.ground_truth import step_truths
-    from tasks.verification import load_verifiers, verify_solution
 
     truths = step_truths(question, steps) or [False]
-    verdicts = [step[0].verdict for step in verify_solution(question, steps, load_verifiers(["arith"]))]
+    verdicts = arith_verdicts(question, steps)
     values = {"valid": 1.0, "unknown": 0.5}
     return {"exact_steps": float(all(truths)), "arith_min": min((values.get(v, 0.0) for v in verdicts), default=0.0)}
 
