@@ -6,20 +6,13 @@ import json
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from flows.cli import _register_area_commands, app
+from flows.cli import app
 from flows.generate import generate_flow
 from schemas.config import GenerateConfig
 from warehouse.connection import connect
 
 DATA = GenerateConfig(problems=8, samples=4, rollouts=2, seed=11, policy="simulated", test_fraction=0.4)
-
-
-@pytest.fixture(scope="module")
-def runner() -> CliRunner:
-    _register_area_commands()
-    return CliRunner()
 
 
 @pytest.fixture(scope="module")

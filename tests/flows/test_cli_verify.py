@@ -5,17 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from flows.cli import app, _register_area_commands
+from flows.cli import app
 
 HANDMADE = Path(__file__).parents[1] / "data" / "processbench_handmade.jsonl"
-
-
-@pytest.fixture(scope="module")
-def runner() -> CliRunner:
-    _register_area_commands()
-    return CliRunner()
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from flows.cli import _register_area_commands, app
+from flows.cli import app
 from flows.generate import generate_flow
 from schemas.config import GenerateConfig
 
 DATA = GenerateConfig(problems=8, samples=4, rollouts=2, seed=11, policy="simulated", test_fraction=0.25)
-
-
-@pytest.fixture(scope="module")
-def runner() -> CliRunner:
-    _register_area_commands()
-    return CliRunner()
 
 
 @pytest.fixture(scope="module")
