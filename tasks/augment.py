@@ -7,8 +7,8 @@
 - Slips: verifier-checked negatives. A solution's copy is cut after one of its good steps, and
   that step's stated result is moved by a little. The copy is kept only when the arith verifier
   calls the moved step invalid, so the new label comes from a label source, as every label does.
-  A policy's own pool holds few wrong steps (one in eight on the embedded policy), and this adds
-  them where a PRM needs them: bench/prm_levers.py measures what they do.
+  A policy's own pool holds few wrong steps (the arith verifier finds one in 468 of the embedded
+  policy's 2,000 pool solutions), and this adds them where a PRM needs them: bench/prm_levers.py measures what they do.
 """
 
 from __future__ import annotations
