@@ -12,6 +12,8 @@ synthetic problems of each length, and per length
   exact_vote    majority vote among the solutions whose steps are all right (a perfect prm_vote)
   arith_min     the arith verifier as a step scorer (valid 1, unknown 0.5, invalid 0): the label
                 source the best PRM was trained on, read directly
+  arith_vote    majority vote among the solutions the arith verifier finds no invalid step in
+                (the first solution when it finds one in every solution): a verifier-filtered vote
   random        one solution at random
 
 with 95% bootstrap intervals over problems, and paired intervals for each ceiling minus majority.
@@ -32,6 +34,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 BON_SEED = 9003
+VOTES = {"exact_vote": "exact_steps", "arith_vote": "arith_clear"}
 
 
 def sample(policy_spec: str, length: int, problems: int, samples: int, seed: int):
@@ -88,6 +91,7 @@ def candidates(problems, solutions, extra: list[dict[str, float]] | None = None)
     groups = collections.defaultdict(list)
     for index, solution in enumerate(solutions):
         scores = {**reference_scores(questions[solution.problem_id], solution.steps), **(extra[index] if extra else {})}
+        scores["arith_clear"] = float(scores["arith_min"] > 0)  # no step called invalid
         groups[solution.problem_id].append(Candidate(solution.final_answer, bool(solution.is_correct), scores))
     return [groups[p.problem_id] for p in problems]
 
@@ -99,10 +103,10 @@ def table(curves: dict, n: int, title: str, scorers: list[str]) -> str:
         return next(p for p in curves[method] if p.n == n)
 
     lines = [title]
-    for method in ("oracle", "majority", "exact_steps", "exact_vote", "arith_min", *scorers, "random"):
+    for method in ("oracle", "majority", "exact_steps", "exact_vote", "arith_min", "arith_vote", *scorers, "random"):
         p = at(method)
         lines.append(f"  {method:<12} {p.accuracy:.3f} [{p.low:.3f}, {p.high:.3f}]")
-    for method in ("oracle", "exact_steps", "exact_vote", "arith_min", *scorers):
+    for method in ("oracle", "exact_steps", "exact_vote", "arith_min", "arith_vote", *scorers):
         d = paired_difference(at(method).values, at("majority").values)
         lines.append(f"  {method} - majority: {d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}]")
     return "\n".join(lines)
@@ -127,11 +131,11 @@ def main() -> None:
         groups = candidates(problems, solutions, surprise_scores(problems, solutions, scorers) if scorers else None)
         every += groups
         curves = best_of_n(groups, ["exact_steps", "arith_min", *scorers], [args.samples], 256, 0,
-                           weighted_votes={"exact_vote": "exact_steps"})
+                           weighted_votes=VOTES)
         print(table(curves, args.samples, f"{length} steps: Best-of-{args.samples} on {len(groups)} problems", scorers),
               flush=True)
     curves = best_of_n(every, ["exact_steps", "arith_min", *scorers], [args.samples], 256, 0,
-                       weighted_votes={"exact_vote": "exact_steps"})
+                       weighted_votes=VOTES)
     print(table(curves, args.samples, f"all lengths ({args.lengths}): {len(every)} problems", scorers))
     print(f"({time.perf_counter() - began:.0f} s)")
     point = {m: next(p for p in curves[m] if p.n == args.samples) for m in ("exact_steps", "majority")}

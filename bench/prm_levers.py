@@ -32,6 +32,16 @@ from pathlib import Path
 import prm_quality
 
 
+# Training on the pool undoes the adaptation (the adapted base alone reads first errors better than
+# any PRM trained on it): ways to train the head while the base LM moves less.
+KEEP_THE_ADAPTATION = {
+    "arith_slips_adapted_lr1e-5": {"learning_rate": 1e-5},
+    "arith_slips_adapted_lora8": {"lora_rank": 8},
+    "arith_slips_adapted_lm3": {"lm_weight": 3.0},
+    "arith_slips_adapted_lr3e-4": {"learning_rate": 3e-4},
+}
+
+
 def sample_pool(work: Path, problems: int) -> list:
     from schemas.records import SamplingParams
     from tasks.policies.registry import load_policy
@@ -67,6 +77,14 @@ def pool_frame(pool: list):
     return pl.DataFrame(rows, schema=STEPWISE_SCHEMA, orient="row")
 
 
+def references(problems: int) -> list:
+    """The pool problems' reference solutions as pool entries (every step right, by construction)."""
+    from tasks.synthetic import generate_problems
+
+    return [[p.problem_id, p.question, list(p.reference_steps), True]
+            for p in generate_problems(problems, prm_quality.POOL_SEED, 2, 8)]
+
+
 def examples(pool: list, slips: int) -> list:
     """The pool's solutions with the verifier's labels and, with `slips`, the product's slip
     variants of them (tasks/augment.py: `dataset build --slips N`)."""
@@ -81,8 +99,9 @@ def examples(pool: list, slips: int) -> list:
     return examples_from_frame(frame)
 
 
-def train(work: Path, name: str, train_on: list, base: str | None, steps: int) -> str:
-    """A PRM trained as `prmforge train` trains one (tasks/prm/train.py), saved to work/name/model."""
+def train(work: Path, name: str, train_on: list, base: str | None, steps: int, **settings) -> str:
+    """A PRM trained as `prmforge train` trains one (tasks/prm/train.py), saved to work/name/model;
+    `settings` are PRMTrainConfig fields (learning_rate, lora_rank, lm_weight, ...)."""
     from tasks.prm.config import PRMTrainConfig
     from tasks.prm.model import device_for, load_for_training, max_positions, resolve_base, set_cpu_threads
     from tasks.prm.train import train_loop, training_examples
@@ -91,7 +110,7 @@ def train(work: Path, name: str, train_on: list, base: str | None, steps: int) -
     if output.exists():
         return str(output)
     set_cpu_threads()
-    config = PRMTrainConfig(steps=steps, batch_size=8, dataset_version=1)
+    config = PRMTrainConfig(steps=steps, batch_size=8, dataset_version=1, **settings)
     model, tokenizer = load_for_training(resolve_base(base), config.label_kind, config.kind, config.seed,
                                          config.dropout, config.lm_weight)
     encoded, skipped = training_examples(tokenizer, train_on, config.kind, config.label_kind, max_positions(model.config))
@@ -110,6 +129,12 @@ def main() -> None:
     parser.add_argument("--slips", type=int, default=2, help="slip copies per solution")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--long-steps", type=int, default=1200, help="0 to skip the longer run")
+    parser.add_argument("--keep", action="store_true",
+                        help="also the levers that keep the adapted base's surprise intact while the head learns")
+    parser.add_argument("--references", action="store_true",
+                        help="also the pool problems' reference solutions (and their slips) as training solutions")
+    parser.add_argument("--bon", action="store_true",
+                        help="also Best-of-N for the best model, with an ORM and an implicit PRM on the pool's outcomes")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / ".prm_levers")
     args = parser.parse_args()
     work = args.work.resolve()
@@ -130,6 +155,15 @@ def main() -> None:
     if args.long_steps:
         name = f"arith_slips_adapted_{args.long_steps}"
         models[name] = train(work, name, slipped, adapted, args.long_steps)
+    for name, options in KEEP_THE_ADAPTATION.items() if args.keep else ():
+        models[name] = train(work, name, slipped, adapted, args.steps, **options)
+    if args.references:
+        # Long negatives: the pool holds few well-formed long solutions (the policy stops or repeats
+        # after step 6), so its slip copies are short; the reference solutions and their slips are long.
+        with_references = examples(pool + references(args.problems), args.slips)
+        print(f"pool and references with slips: {len(with_references)} solutions "
+              f"({sum(not all(e.labels) for e in with_references)} with a bad step)")
+        models["arith_refs_slips_adapted"] = train(work, "arith_refs_slips_adapted", with_references, adapted, args.steps)
     (work / "pb_scores.json").unlink(missing_ok=True)  # the models may have changed since the last run
     rows = prm_quality.first_errors(models, work, settings)
     lengths = sorted(next(iter(rows.values())).by_steps)
@@ -143,7 +177,59 @@ def main() -> None:
     for name in models:
         if name != "arith":
             print(f"{name} - arith F1 (paired over rows): {prm_quality.paired_f1_difference(rows[name], rows['arith']).shown()}")
+    if args.bon:
+        best_of_n_table(work, models, rows, best, plain, args.steps, settings)
     print(f"prm_levers_best_f1: {rows[best].f1.estimate:.3f}")
+
+
+def best_of_n_table(work: Path, models: dict, rows: dict, best: str, plain: list, steps: int, settings) -> None:
+    """prm_quality.py's Best-of-N on its 200 held-out problems (5-8 steps, 16 fresh solutions each)
+    for the best lever model, beside an ORM and an implicit PRM trained on the pool's outcomes."""
+    from tasks.prm.stats import paired_difference
+
+    settings.bon_problems, settings.bon_samples, settings.policy = 200, 16, "vllm:embedded"
+    problems = prm_quality.stage(work, "bon_problems", lambda: prm_quality.held_out_problems(settings))
+    samples = prm_quality.stage(work, "bon_samples", lambda: prm_quality.sample_best_of_n(settings, problems))
+    compared = {best: models[best], "orm": train(work, "orm", plain, None, steps, kind="orm"),
+                "implicit": implicit(work, plain, steps)}
+    curves = prm_quality.best_of_n_curves(compared, work, settings, problems["measured"], samples, best,
+                                          rows[best].threshold)
+    sizes = sorted({p.n for p in curves["oracle"]})
+    methods = ["oracle", "exact_steps", "majority", "random", "arith_min", "arith_vote", "orm_last", "implicit_min",
+               "adapted_surprise_min", f"{best}_min", f"{best}_vote", f"{best}_filtered_vote"]
+    print(f"\nBest-of-N on {len(problems['measured'])} held-out problems (5-8 steps); accuracy [95% CI over problems]")
+    print(f"{'method':<40} " + " ".join(f"{'N=' + str(n):>21}" for n in sizes))
+    for method in methods:
+        shown = [prm_quality.point(curves, method, n) for n in sizes]
+        print(f"{method:<40} " + " ".join(f"{p.accuracy:.3f} [{p.low:.2f},{p.high:.2f}]".rjust(21) for p in shown))
+    at = {method: prm_quality.point(curves, method, 16).values for method in methods}
+    headline = f"{best}_{prm_quality.HEADLINE_AGGREGATION}"
+    for method, baseline in [("oracle", "majority"), ("exact_steps", "majority"), ("arith_vote", "majority"),
+                             (f"{best}_min", "majority"), *[(headline, other) for other in
+                                                            ("majority", "orm_last", "implicit_min", "random")]]:
+        print(f"{method} - {baseline} at N=16 (paired): {paired_difference(at[method], at[baseline]).shown()}")
+    difference = paired_difference(at[headline], at["majority"])
+    print(f"prm_first_error_f1: {rows[best].f1.estimate:.3f}")
+    print(f"prm_bon16_minus_majority: {difference.estimate:.3f}")
+    print(f"prm_bon16_minus_majority_ci_low: {difference.low:.3f}")
+
+
+def implicit(work: Path, train_on: list, steps: int) -> str:
+    """The implicit PRM on the pool's outcomes, as `prmforge train --kind implicit` trains it."""
+    from tasks.prm.config import PRMTrainConfig
+    from tasks.prm.implicit import train_implicit
+    from tasks.prm.model import device_for, resolve_base, set_cpu_threads
+
+    output = work / "implicit" / "model"
+    if output.exists():
+        return str(output)
+    set_cpu_threads()
+    config = PRMTrainConfig(steps=steps, batch_size=8, dataset_version=1, kind="implicit")
+    model, tokenizer, _ = train_implicit(resolve_base(None), train_on, steps, config.batch_size, config.learning_rate,
+                                         config.beta, config.seed, device_for())
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    return str(output)
 
 
 if __name__ == "__main__":

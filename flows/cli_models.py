@@ -139,6 +139,44 @@ def train(
     )
 
 
+def adapt(
+    output: Annotated[Path, typer.Option("--output", help="Where to save the adapted base (a Hugging Face directory).")],
+    dataset: Annotated[Optional[int], typer.Option("--dataset", help="Dataset version whose training problems are read (default: the latest).")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Local HF causal LM to adapt (default: the embedded policy).")] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Reference solutions per step.")] = 16,
+    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Fine-tune a base LM on the reference solutions of a dataset's training problems.
+
+    Then `prmforge train --base OUTPUT` builds a PRM on it, which reads first errors better in long
+    solutions (tasks/prm/adapt.py). Held-out problems are never read."""
+    from tasks.prm.adapt import AdaptSettings
+
+    for name, value in (("--steps", steps), ("--batch-size", batch_size)):
+        if value < 1:
+            _fail(f"{name} must be at least 1, got {value}")
+    if not learning_rate > 0:
+        _fail(f"--learning-rate must be above 0, got {learning_rate}")
+    if output.exists() and any(output.iterdir()):
+        _fail(f"{output} is not empty: choose a new folder for the adapted base")
+    configure_prefect()
+    from flows.policy import adapt_policy_flow
+
+    with _one_line_errors(), _quiet_stdout(as_json):
+        result = adapt_policy_flow(_warehouse(data_dir), dataset, base, output,
+                                   AdaptSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate))
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    typer.echo(f"adapted {result['base']} to {result['problems']} reference solutions of dataset version "
+               f"{result['dataset_version']} ({result['skipped']} too long): loss {result['first_loss']} -> "
+               f"{result['final_loss']} in {result['seconds']} s\n  saved to {result['output']}: "
+               f"prmforge train --base {result['output']}")
+
+
 def _latest_dataset(warehouse) -> int:
     """The latest dataset version's number (one line if there is none, or no warehouse)."""
     from tasks.prm.registry import find_dataset
@@ -266,13 +304,13 @@ def _point(point) -> str:
 
 
 def _differences(curves: dict, n: int) -> list[str]:
-    """prm_min and the PRM-weighted vote against each baseline at N, paired over the same problems."""
-    from tasks.prm.evaluate import PRM_VOTE
+    """prm_min and the PRM's votes against each baseline at N, paired over the same problems."""
+    from tasks.prm.evaluate import PRM_FILTERED_VOTE, PRM_VOTE
     from tasks.prm.stats import paired_difference
 
     at_n = {method: point for method, points in curves.items() for point in points if point.n == n and point.values}
     lines = []
-    for method in ("prm_min", PRM_VOTE):
+    for method in ("prm_min", PRM_VOTE, PRM_FILTERED_VOTE):
         if method not in at_n:
             continue
         shown = []
@@ -461,3 +499,7 @@ def register(app: typer.Typer) -> None:
     for name, function in COMMANDS.items():
         if name not in present:
             app.command(name)(function)
+    from flows.cli import policy_app
+
+    if "adapt" not in {command.name for command in policy_app.registered_commands}:
+        policy_app.command("adapt")(adapt)

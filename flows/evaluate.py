@@ -30,8 +30,9 @@ from tasks.ids import content_id
 from tasks.prm.config import EvaluateConfig
 from tasks.prm.data import StepwiseExample, originals, processbench_rows, read_split
 from tasks.prm.evaluate import (
-    PRM_VOTE, BestOfNPoint, Candidate, FirstErrorResult, best_of_n, best_of_n_sizes, calibration, calibration_split,
-    choose_threshold, expected_calibration_error, first_error_result, label_distribution, min_on_last_share,
+    CLEAR, PRM_FILTERED_VOTE, PRM_VOTE, BestOfNPoint, Candidate, FirstErrorResult, best_of_n, best_of_n_sizes,
+    calibration, calibration_split, choose_threshold, clear_of_errors, expected_calibration_error, first_error_result,
+    label_distribution, min_on_last_share,
 )
 from tasks.prm.registry import (
     DatasetRef, ModelRef, evaluation_rows, find_dataset, find_model, find_orm, now, store_evaluations,
@@ -269,10 +270,12 @@ def evaluate_flow(
     def ranked(scores: StepScores | None, how: str) -> float:
         return -math.inf if scores is None else scores.aggregated(how)
 
+    threshold = first_error.threshold if first_error is not None else None
     candidates = [
         [
             Candidate(answer, correct, {
                 **{f"prm_{how}": ranked(scored.get(solution), how) for how in AGGREGATIONS},
+                CLEAR: clear_of_errors(getattr(scored.get(solution), "per_step", None), threshold),
                 **({"orm": ranked(orm_scored.get(solution), "last")} if orm_ref is not None else {}),
             })
             for solution, answer, correct in group
@@ -282,7 +285,7 @@ def evaluate_flow(
     largest = max((len(group) for group in groups), default=0)
     curves = best_of_n(
         candidates, selectors, best_of_n_sizes(largest), config.subset_draws, config.seed,
-        weighted_votes={PRM_VOTE: "prm_min"},
+        weighted_votes={PRM_VOTE: "prm_min"} | ({PRM_FILTERED_VOTE: CLEAR} if threshold is not None else {}),
     )
     min_last = min_on_last_share([scored[item[0]].per_step for group in groups for item in group if item[0] in scored])
     step_predictions, step_outcomes = [], []

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.progress import stage
+from flows.progress import announce, stage
 
 
 @task(name="train-embedded-policy", cache_policy=NO_CACHE)
@@ -27,3 +27,30 @@ def train_policy_flow(output: Path | None = None, steps: int | None = None) -> d
     from tasks.policies.embedded_model import EMBEDDED_POLICY_DIR
 
     return train_embedded(output or EMBEDDED_POLICY_DIR, steps)
+
+
+@task(name="adapt-base", cache_policy=NO_CACHE)
+def adapt(base: Path, problems: list, output: Path, settings) -> dict:
+    from dataclasses import asdict
+
+    from tasks.prm.adapt import adapt_base
+
+    announce(f"adapting {base.name} to {len(problems)} reference solutions")
+    return asdict(adapt_base(base, problems, output, settings))
+
+
+@flow(name="prmforge-policy-adapt")
+def adapt_policy_flow(warehouse, dataset_version: int | None, base: str | None, output: Path, settings) -> dict:
+    """Fine-tune a base LM on the reference solutions of a dataset version's training problems
+    (tasks/prm/adapt.py), for `prmforge train --base output`."""
+    from flows.train import reading
+    from tasks.prm.adapt import training_problems
+    from tasks.prm.model import resolve_base
+    from tasks.prm.registry import find_dataset
+
+    chosen = resolve_base(base)
+    with reading(warehouse) as connection:
+        dataset = find_dataset(connection, dataset_version)
+        problems = training_problems(connection, dataset)
+    return {"dataset_version": dataset.version, "base": str(chosen), "output": str(output)} | adapt(
+        chosen, problems, output, settings)

@@ -102,7 +102,8 @@ def test_evaluate_measures_the_held_out_split_against_every_baseline(evaluation,
     else:
         assert first_error["rows"] < test.height
     methods = set(summary["best_of_n"])
-    assert methods == {"prm_min", "prm_last", "prm_product", "prm_mean", "orm", "prm_vote", "majority", "random", "oracle"}
+    assert methods == {"prm_min", "prm_last", "prm_product", "prm_mean", "orm", "prm_vote", "prm_filtered_vote",
+                       "majority", "random", "oracle"}
     largest = test.group_by("problem_id").len()["len"].max()
     assert [point["n"] for point in summary["best_of_n"]["oracle"]] == [n for n in (1, 2, 4, 8, 16) if n <= largest]
     one = {method: points[0]["accuracy"] for method, points in summary["best_of_n"].items()}

@@ -6,7 +6,7 @@ import pytest
 
 from tasks.prm.data import StepwiseExample, processbench_rows, targets
 from tasks.prm.evaluate import (
-    Candidate, best_of_n, best_of_n_sizes, calibration, calibration_split, choose_threshold,
+    Candidate, best_of_n, best_of_n_sizes, calibration, calibration_split, choose_threshold, clear_of_errors,
     expected_calibration_error, first_error_result, label_distribution, majority_pick, min_on_last_share, subsets,
 )
 
@@ -134,6 +134,16 @@ def test_subsets_are_sampled_when_there_are_too_many():
     assert all(len(set(chosen)) == 8 and list(chosen) == sorted(chosen) for chosen in drawn)
     assert len(subsets(4, 2, 64, random.Random(0))) == 6
     assert best_of_n_sizes(16) == [1, 2, 4, 8, 16] and best_of_n_sizes(5) == [1, 2, 4]
+
+
+def test_the_filtered_vote_drops_what_the_prm_flags_and_falls_back_to_majority():
+    # A policy that repeats a wrong fact: three samples reach 9 through a step the PRM scores low.
+    repeated = [Candidate("9", False, {"clear": clear_of_errors([0.9, 0.2], 0.5)}) for _ in range(3)]
+    right = [Candidate("8", True, {"clear": clear_of_errors([0.9, 0.7], 0.5)}) for _ in range(2)]
+    curves = best_of_n([repeated + right], [], [5], weighted_votes={"filtered": "clear"})
+    assert (curves["majority"][0].accuracy, curves["filtered"][0].accuracy) == (0.0, 1.0)
+    flagged = [Candidate("8", True, {"clear": 0.0}), *[Candidate("7", False, {"clear": 0.0})] * 2]
+    assert majority_pick(flagged, weight="clear") == majority_pick(flagged) == 1  # nothing clear: plain majority
 
 
 def test_majority_ignores_solutions_without_an_answer():
