@@ -42,7 +42,7 @@ KEEP_THE_ADAPTATION = {
 }
 
 
-def sample_pool(work: Path, problems: int) -> list:
+def sample_pool(work: Path, problems: int, samples: int) -> list:
     from schemas.records import SamplingParams
     from tasks.policies.registry import load_policy
     from tasks.splitting import DEFAULT_BOUNDARY
@@ -50,7 +50,7 @@ def sample_pool(work: Path, problems: int) -> list:
     from tasks.tree import sample_solutions
 
     chosen = generate_problems(problems, prm_quality.POOL_SEED, 2, 8)
-    solutions, _ = sample_solutions(load_policy("vllm:embedded"), chosen, 2,
+    solutions, _ = sample_solutions(load_policy("vllm:embedded"), chosen, samples,
                                     SamplingParams(seed=prm_quality.POOL_SEED, max_new_tokens=200), DEFAULT_BOUNDARY)
     questions = {p.problem_id: p.question for p in chosen}
     return [[s.problem_id, questions[s.problem_id], list(s.steps), s.is_correct] for s in solutions]
@@ -126,7 +126,10 @@ def train(work: Path, name: str, train_on: list, base: str | None, steps: int, *
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=2, help="solutions per pool problem")
     parser.add_argument("--slips", type=int, default=2, help="slip copies per solution")
+    parser.add_argument("--adapted-only", action="store_true",
+                        help="train only the slips-on-the-adapted-base model (and the levers asked for)")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--long-steps", type=int, default=1200, help="0 to skip the longer run")
     parser.add_argument("--keep", action="store_true",
@@ -140,18 +143,18 @@ def main() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
-    pool = prm_quality.stage(work, "pool", lambda: sample_pool(work, args.problems))
+    pool = prm_quality.stage(work, "pool", lambda: sample_pool(work, args.problems, args.samples))
     plain, slipped = examples(pool, 0), examples(pool, args.slips)
     negatives = sum(not all(example.labels) for example in slipped)
     print(f"pool: {len(plain)} solutions, {sum(not all(e.labels) for e in plain)} with a bad step; "
           f"with slips: {len(slipped)} ({negatives} with a bad step)")
     settings = argparse.Namespace(pb_rows=400, pool_problems=1000)
     adapted = prm_quality.stage(work, "adapted_policy", lambda: prm_quality.adapted_policy(work, settings))
-    models = {
+    models = {} if args.adapted_only else {
         "arith": train(work, "arith", plain, None, args.steps),
         "arith_slips": train(work, "arith_slips", slipped, None, args.steps),
-        "arith_slips_adapted": train(work, "arith_slips_adapted", slipped, adapted, args.steps),
     }
+    models["arith_slips_adapted"] = train(work, "arith_slips_adapted", slipped, adapted, args.steps)
     if args.long_steps:
         name = f"arith_slips_adapted_{args.long_steps}"
         models[name] = train(work, name, slipped, adapted, args.long_steps)
@@ -174,7 +177,7 @@ def main() -> None:
               + " ".join(f"{row.by_steps[n]:>4.2f}" for n in lengths))
     best = max(models, key=lambda name: rows[name].calibration_f1)
     print(f"best trained PRM on the calibration rows: {best}")
-    for name in models:
+    for name in models if "arith" in models else ():
         if name != "arith":
             print(f"{name} - arith F1 (paired over rows): {prm_quality.paired_f1_difference(rows[name], rows['arith']).shown()}")
     if args.bon:

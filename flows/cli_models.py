@@ -160,7 +160,7 @@ def adapt(
             _fail(f"{name} must be at least 1, got {value}")
     if not learning_rate > 0:
         _fail(f"--learning-rate must be above 0, got {learning_rate}")
-    if output.exists() and any(output.iterdir()):
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
         _fail(f"{output} is not empty: choose a new folder for the adapted base")
     configure_prefect()
     from flows.policy import adapt_policy_flow

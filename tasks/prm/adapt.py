@@ -61,6 +61,9 @@ def training_problems(connection: duckdb.DuckDBPyConnection, dataset: DatasetRef
     wanted = set(pl.read_parquet(train, columns=["problem_id"])["problem_id"].to_list())
     frame = read_table(connection, PROBLEMS, at_snapshot=dataset.snapshot_id)
     rows = frame.filter(pl.col("problem_id").is_in(sorted(wanted)) & (pl.col("reference_steps").list.len() > 0))
+    if rows.is_empty():
+        raise NothingToAdaptOn(f"none of the {len(wanted)} training problems of dataset version {dataset.version} has "
+                               "reference steps: its seeds carry no worked solutions to adapt to")
     return [
         Problem(row["problem_id"], row["question"], row["answer"], row["source"], tuple(row["reference_steps"]))
         for row in rows.sort("problem_id").iter_rows(named=True)

@@ -117,11 +117,16 @@ def test_misuse_ends_in_one_line(runner, world, tmp_path, options, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_folder_that_holds_files_is_refused(runner, world, tmp_path):
+@pytest.mark.parametrize("taken", ["folder", "file"])
+def test_an_output_that_holds_something_is_refused(runner, world, tmp_path, taken):
     warehouse, base, _ = world
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("mine")
-    result = runner.invoke(app, ["policy", "adapt", "--output", str(tmp_path / "out"), "--base", str(base),
+    output = tmp_path / "out"
+    if taken == "folder":
+        output.mkdir()
+        (output / "keep.txt").write_text("mine")
+    else:
+        output.write_text("mine")
+    result = runner.invoke(app, ["policy", "adapt", "--output", str(output), "--base", str(base),
                                  "--data-dir", str(warehouse.data_dir)])
-    assert (result.exit_code, result.stderr.strip()) == (1, f"error: {tmp_path / 'out'} is not empty: choose a new folder for the adapted base")
-    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    assert (result.exit_code, result.stderr.strip()) == (1, f"error: {output} is not empty: choose a new folder for the adapted base")
+    assert (output / "keep.txt" if taken == "folder" else output).read_text() == "mine"
