@@ -207,6 +207,7 @@ def dataset_build(
     test_fraction: Annotated[float, typer.Option(help="Share of problems in the test split.")] = 0.2,
     hnc: Annotated[bool, typer.Option("--hnc/--no-hnc", help="Add merged-step (HNC) variants.")] = True,
     slips: Annotated[int, typer.Option(help="Verifier-checked slipped copies per training solution (0 to 8).")] = 0,
+    references: Annotated[bool, typer.Option("--references", help="Add the training problems' worked solutions (their seeds' reference steps), all steps good; slips apply to them too.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the HNC merge positions and balancing: the shards' --seed gives the dataset a single run would build.")] = 0,
     data_dir: DataDir = None,
 ) -> None:
@@ -216,7 +217,8 @@ def dataset_build(
     from schemas.config import DatasetConfig
 
     try:
-        settings = DatasetConfig(labeler=labeler, test_fraction=test_fraction, hnc=hnc, slips=slips, seed=seed)
+        settings = DatasetConfig(labeler=labeler, test_fraction=test_fraction, hnc=hnc, slips=slips,
+                                 references=references, seed=seed)
     except ValidationError as error:
         first = error.errors()[0]
         fail(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}")

@@ -26,7 +26,7 @@ from schemas.tables import (
     RUNS, STEP_LABELS, VERDICTS,
 )
 from tasks import frames
-from tasks.augment import hnc_variants, slip_variants
+from tasks.augment import hnc_variants, reference_rows, slip_variants
 from tasks.dataset import VERIFIER_PREFIX, stepwise_rows, verifier_labels, with_check_columns
 from tasks.exports import export_openrlhf
 from tasks.gates import GateResult, enforce, run_suite
@@ -258,6 +258,8 @@ def _build_dataset(connection, warehouse: WarehouseConfig, config: DatasetConfig
         dataset, excluded = selection.kept, selection.rejected
     if config.hnc:
         dataset = pl.concat([dataset, hnc_variants(dataset, config.seed)])
+    if config.references:
+        dataset = pl.concat([dataset, reference_rows(problems, dataset)])
     if config.slips:
         dataset = pl.concat([dataset, slip_variants(dataset, config.slips, config.seed)])
     pairs = preference_pairs(problems, nodes, labels, config.pair_labeler, config.pair_margin).with_columns(

@@ -50,7 +50,7 @@ class WarehouseConfig(BaseModel):
 
 # Fields added after warehouses already held runs: at their default they are left out of the JSON
 # that run and dataset ids hash, so upgrading prmforge keeps every stored id (and its cache).
-LATER_FIELDS = ("slips",)
+LATER_FIELDS = ("slips", "references")
 
 
 def identity_json(config: BaseModel) -> str:
@@ -81,6 +81,11 @@ class DatasetConfig(BaseModel):
         0, ge=0, le=8,
         description="Slipped copies per training solution, marked variant='slip': cut after a good step whose result "
         "is moved, kept when the arith verifier calls it invalid (tasks/augment.py).",
+    )
+    references: bool = Field(
+        False,
+        description="Add each training problem's worked solution (its seed's reference steps), every step good, "
+        "marked variant='reference'; slips apply to them too (tasks/augment.py).",
     )
     balance: bool = Field(
         True, description="With the search labeller, balance solutions with and without an error (OmegaPRM)."
@@ -223,6 +228,11 @@ class GenerateConfig(BaseModel):
         description="Slipped copies per training solution, marked variant='slip': cut after a good step whose result "
         "is moved, kept when the arith verifier calls it invalid (tasks/augment.py).",
     )
+    references: bool = Field(
+        False,
+        description="Add each training problem's worked solution (its seed's reference steps), every step good, "
+        "marked variant='reference'; slips apply to them too (tasks/augment.py).",
+    )
     balance: bool = Field(
         True, description="With the search labeller, balance solutions with and without an error (OmegaPRM)."
     )
@@ -267,6 +277,7 @@ class GenerateConfig(BaseModel):
     def dataset_config(self) -> DatasetConfig:
         labeler = f"consensus:{self.consensus}" if self.consensus else self.labeler
         return DatasetConfig(
-            labeler=labeler, test_fraction=self.test_fraction, hnc=self.hnc, slips=self.slips, balance=self.balance,
-            pair_margin=self.pair_margin, pair_labeler=self.labeler, seed=self.seed,
+            labeler=labeler, test_fraction=self.test_fraction, hnc=self.hnc, slips=self.slips,
+            references=self.references, balance=self.balance, pair_margin=self.pair_margin, pair_labeler=self.labeler,
+            seed=self.seed,
         )

@@ -21,6 +21,7 @@ import polars as pl
 from tasks.ids import content_id
 
 SLIP = "slip"
+REFERENCE = "reference"
 LAST_RESULT = re.compile(r"=\s*(-?\d+)(?!.*=\s*-?\d)")  # the last `= number` of a line
 
 VARIANT = "hnc"
@@ -98,7 +99,7 @@ def moved_result(step: str, rng: random.Random) -> str | None:
 
 
 def slip_variants(frame: pl.DataFrame, copies: int, seed: int) -> pl.DataFrame:
-    """Up to `copies` slipped copies of each original training solution (variants only).
+    """Up to `copies` slipped copies of each original (or reference) training solution (variants only).
 
     A copy takes the solution's steps before one of its good ones (a step labelled good with only
     good steps before it), then that step with its result moved (`moved_result`). Its labels are
@@ -112,7 +113,7 @@ def slip_variants(frame: pl.DataFrame, copies: int, seed: int) -> pl.DataFrame:
 
     arith = load_verifiers(["arith"])
     rows = []
-    chosen = frame.filter((pl.col("variant") == "original") & (pl.col("split") == "train"))
+    chosen = frame.filter(pl.col("variant").is_in(["original", REFERENCE]) & (pl.col("split") == "train"))
     for row in chosen.iter_rows(named=True):
         good = _good_prefix(row["labels"])
         rng = random.Random(content_id(SLIP, seed, row["solution_id"]))
@@ -135,6 +136,35 @@ def slip_variants(frame: pl.DataFrame, copies: int, seed: int) -> pl.DataFrame:
                 "variant": SLIP,
             })
     return pl.DataFrame(rows, schema=frame.schema, orient="row").sort("solution_id")
+
+
+def reference_rows(problems: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
+    """One row for each training problem of `frame` whose seed has a worked solution: its reference
+    steps, every one labelled good (soft 1.0), `is_correct` True, variant 'reference'.
+
+    Why: the policy's own solutions hold few well-formed long ones (the embedded policy stops or
+    repeats after step 6), so a PRM trained on them alone misjudges long right solutions; the seeds'
+    own solutions, and their slipped copies, fill that in (bench/prm_levers.py). Test problems get
+    none, so held-out figures stay on the policy's own solutions. `solution_id` is
+    "reference:<problem id>"; node ids are content ids chained from the problem, not tree nodes.
+    """
+    train = frame.filter((pl.col("split") == "train") & (pl.col("variant") == "original"))
+    wanted = set(train["problem_id"].to_list())
+    rows = []
+    for problem in problems.filter(pl.col("problem_id").is_in(sorted(wanted))).sort("problem_id").iter_rows(named=True):
+        steps = list(problem["reference_steps"] or [])
+        if not steps:
+            continue
+        node_ids, parent = [], problem["problem_id"]
+        for step in steps:
+            parent = content_id(REFERENCE, parent, step)
+            node_ids.append(parent)
+        rows.append({
+            "solution_id": f"{REFERENCE}:{problem['problem_id']}", "problem_id": problem["problem_id"],
+            "split": "train", "prompt": problem["question"], "completions": steps, "labels": [True] * len(steps),
+            "soft_labels": [1.0] * len(steps), "node_ids": node_ids, "is_correct": True, "variant": REFERENCE,
+        })
+    return pl.DataFrame(rows, schema=frame.schema, orient="row")
 
 
 def _good_prefix(labels: list[bool]) -> int:

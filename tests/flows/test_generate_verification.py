@@ -169,6 +169,36 @@ def test_slip_variants_are_verifier_checked_negatives_in_the_train_split(prefect
         assert verify_solution(source["prompt"], source["completions"][: at + 1], arith)[-1][0].verdict != "invalid"
 
 
+def test_references_add_the_training_problems_worked_solutions_and_their_slips(prefect_harness, warehouse_config):
+    """references=True adds each training problem's reference steps as an all-good row; slips apply to them."""
+    config = GenerateConfig(problems=8, samples=2, rollouts=2, seed=6, slips=1, references=True, test_fraction=0.25,
+                            policy="simulated:error_rate=0.2,recovery_rate=0.0,seed=6")
+    generate_flow(config, warehouse_config)
+    connection = connect(warehouse_config, read_only=True)
+    try:
+        path = connection.execute("SELECT path FROM datasets").fetchone()[0]
+        worked = dict(connection.execute("SELECT problem_id, reference_steps FROM problems").fetchall())
+    finally:
+        connection.close()
+    train, test = pl.read_parquet(f"{path}/train.parquet"), pl.read_parquet(f"{path}/test.parquet")
+    assert test.filter(pl.col("variant").is_in(["reference", "slip"])).is_empty()
+    references = train.filter(pl.col("variant") == "reference")
+    expected = set(train.filter(pl.col("variant") == "original")["problem_id"].to_list())
+    assert set(references["problem_id"].to_list()) == expected and references.height == len(expected)
+    for row in references.iter_rows(named=True):
+        assert row["completions"] == list(worked[row["problem_id"]]) and row["solution_id"] == f"reference:{row['problem_id']}"
+        assert row["labels"] == [True] * len(row["completions"]) and row["is_correct"] is True
+    slipped = train.filter(pl.col("variant") == "slip")["solution_id"].to_list()
+    assert any(solution.startswith("reference:") for solution in slipped)
+
+
+def test_dataset_ids_stay_as_they_were_without_references():
+    from schemas.config import DatasetConfig, identity_json
+
+    assert '"references"' not in identity_json(DatasetConfig())
+    assert identity_json(DatasetConfig()) != identity_json(DatasetConfig(references=True))
+
+
 def test_dataset_build_refuses_an_out_of_range_slips_in_one_line(tmp_path):
     import subprocess
     import sys
