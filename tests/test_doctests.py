@@ -66,6 +66,7 @@ EXAMPLES = {
     "tasks.verifiers.roles": 2,
     "tasks.verifiers.knowledge": 1,
     "tasks.verifiers.units": 4,
+    "tasks.verifiers.z3_verifier": 5,
     "warehouse.connection": 2,
     "warehouse.lock": 1,
     "warehouse.sql": 4,

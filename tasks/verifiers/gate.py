@@ -25,11 +25,11 @@ otherwise it is `unknown` with the rule's reason.
    in it or its sentence, `about`, `rounded`) only by more than 5% and five such units.
 4. Read without doubt. Both sides have exact values, and the text has no form a reader may take
    two ways: a function's value read elsewhere (`g(3)` that an earlier step bound) or a letter
-   before a bracket (`p(4)`: p times 4, or p at 4?; a function the text defines is expanded and
-   decides), a bracketed number next to a number or a bracket (`2(5)`, `(2)(5)`:
-   a product, or a label or list marker), a congruence whose modulus its sentence does not
-   write, or LaTeX beyond plain arithmetic (`\\sum`, `\\log`, `\\overline`: left to a general
-   LaTeX parser, whose readings are not certain).
+   before a bracket (`p(4)`: p times 4, or p at 4?; a Greek letter too, `\\sigma(2^3)`; a
+   function the text defines is expanded and decides), a bracketed number next to a number or a
+   bracket (`2(5)`, `(2)(5)`: a product, or a label or list marker), a congruence whose modulus
+   its sentence does not write, or LaTeX beyond plain arithmetic (`\\sum`, `\\log`,
+   `\\overline`: left to a general LaTeX parser, whose readings are not certain).
 
 The rules only ever turn `invalid` into `unknown`; `valid` verdicts never pass through the gate.
 A plain wrong computation ("Then 7 × 8 = 54.") passes all four and stays invalid.
@@ -213,7 +213,12 @@ def _application(claim: Claim, side: str) -> str | None:
     for match in _APPLICATION.finditer(side):
         name = match.group(1)
         if name.startswith("\\"):
-            continue  # LaTeX commands: the rule on commands decides
+            # A Greek letter is a letter written as a command: `\sigma(2^3)` is σ at 8 or σ times
+            # 8 as `p(4)` is (the LaTeX parser takes an application before a lone number, a
+            # product before any other bracket). Other commands: the rule on commands decides.
+            if name[1:] not in GREEK or name[1:] not in names:
+                continue
+            return f"'{match.group(0).strip()}' may be a function applied, or a product"
         if len(name) > 1 or name in names:
             return f"{match.group(0).strip()!r} may be a function applied, or a product"
     return None

@@ -12,6 +12,10 @@ scope 0, and this step's earlier statements in the same case):
 - C unsat on its own, with no premise, and no false identity (`i^2 = -1`, unlike
   `n^2 + 15 = (n + 3)(n - 3) + 6`): the solver's number domain refutes it, not the text (which
   may mean complex numbers), unknown.
+- C refuted by the premises over the reals but not over the complex numbers: the text may mean
+  complex values (`z_1 = 2 + 3i`, Vieta on complex roots), unknown. Equations are weighed
+  exactly by a Gröbner basis, anything else by z3 with each name a pair of reals (an order
+  relation keeps its sides real); only an invalid finding is weighed.
 
 Only the premises that share a name with C, directly or through other premises, are used, so an
 unrelated contradiction elsewhere never decides C. A closed claim (`3 + 4 = 8`) needs no
@@ -147,6 +151,164 @@ class _Translator:
         }[claim.operator]()
 
 
+class _ComplexTranslator:
+    """Claims over the complex numbers, each value a pair of reals (real part, imaginary part).
+
+    Used only to weigh a refutation found over the reals (`_Session.complex_refutes`): model text
+    often means complex values (`z_1 = 2 + 3i`, Vieta on complex roots), and the solver's reals
+    then refute what the text rightly says. An order relation (`<`, `>=`) keeps its sides real,
+    as text means it; `|w|` is the real r >= 0 with r^2 = re(w)^2 + im(w)^2. Every name, `i`
+    included, is a complex name of its own: nothing assumes `i` is the imaginary unit, so this
+    can only find more claims satisfiable, never fewer. A structurally real part is None.
+    """
+
+    def __init__(self, z3: Any, context: Any) -> None:
+        self.z3, self.context = z3, context
+        self.symbols: dict[str, tuple[Any, Any]] = {}
+        self.sides: list[Any] = []  # constraints of the fresh names (`|w|`)
+
+    def _real(self, value: Any) -> Any:
+        return self.z3.RealVal(f"{value.p}/{value.q}", self.context)
+
+    def _zero(self) -> Any:
+        return self.z3.RealVal(0, self.context)
+
+    def _part(self, part: Any) -> Any:
+        return self._zero() if part is None else part
+
+    def expression(self, node: Any) -> tuple[Any, Any]:
+        import sympy
+
+        if not node.free_symbols:
+            try:
+                return self._real(evaluate_exact(node)), None
+            except NotEvaluable as error:
+                raise Unsupported(str(error)) from error
+        if isinstance(node, sympy.Symbol):
+            name = str(node)
+            if name not in self.symbols:
+                self.symbols[name] = (self.z3.Real(f"{name}.re", self.context), self.z3.Real(f"{name}.im", self.context))
+            return self.symbols[name]
+        if isinstance(node, sympy.UnevaluatedExpr):
+            return self.expression(node.args[0])
+        if isinstance(node, sympy.Add):
+            terms = [self.expression(argument) for argument in node.args]
+            real = self.z3.Sum(*[term[0] for term in terms]) if len(terms) > 1 else terms[0][0]
+            imaginary = [term[1] for term in terms if term[1] is not None]
+            return real, (self.z3.Sum(*imaginary) if len(imaginary) > 1 else imaginary[0] if imaginary else None)
+        if isinstance(node, sympy.Mul):
+            factors = [self.expression(argument) for argument in node.args]
+            result = factors[0]
+            for factor in factors[1:]:
+                result = self._times(result, factor)
+            return result
+        if isinstance(node, sympy.Pow):
+            return self._power(node)
+        if isinstance(node, sympy.Abs):
+            real, imaginary = self.expression(node.args[0])
+            if imaginary is None:
+                return self.z3.If(real >= 0, real, -real), None
+            modulus = self.z3.FreshReal("abs", self.context)
+            self.sides += [modulus >= 0, modulus * modulus == real * real + imaginary * imaginary]
+            return modulus, None
+        raise Unsupported(f"{type(node).__name__} ({node}) is not translated to z3")
+
+    def _times(self, left: tuple[Any, Any], right: tuple[Any, Any]) -> tuple[Any, Any]:
+        (a, b), (c, d) = left, right
+        if b is None and d is None:
+            return a * c, None
+        if b is None:
+            return a * c, a * d
+        if d is None:
+            return a * c, b * c
+        return a * c - b * d, a * d + b * c
+
+    def _power(self, node: Any) -> tuple[Any, Any]:
+        base, exponent = node.args
+        if exponent.free_symbols:
+            raise Unsupported(f"symbolic exponent in {node}")
+        try:
+            exponent_value = evaluate_exact(exponent)
+        except NotEvaluable as error:
+            raise Unsupported(str(error)) from error
+        if exponent_value.q != 1 or abs(exponent_value) > MAX_SYMBOLIC_EXPONENT:
+            raise Unsupported(f"exponent {exponent_value} in {node}")
+        import sympy
+
+        translated = self.expression(base)
+        result: tuple[Any, Any] = (self._real(sympy.Integer(1)), None)
+        for _ in range(abs(int(exponent_value))):
+            result = self._times(result, translated)
+        if exponent_value >= 0:
+            return result
+        real, imaginary = result
+        if imaginary is None:
+            return 1 / real, None  # z3's x/0 is unspecified: at worst a claim is satisfiable
+        norm = real * real + imaginary * imaginary
+        return real / norm, -imaginary / norm
+
+    def relation(self, claim: Claim) -> Any:
+        if claim.operator in ("≈", "≡") or claim.modulus is not None:
+            raise Unsupported("an approximation or a congruence is not translated to z3")
+        self.sides = []
+        (a, b), (c, d) = self.expression(claim.lhs), self.expression(claim.rhs)
+        b, d = self._part(b), self._part(d)
+        z3 = self.z3
+        if claim.operator == "=":
+            formula = z3.And(a == c, b == d)
+        elif claim.operator == "!=":
+            formula = z3.Or(a != c, b != d)
+        else:
+            order = {"<": a < c, "<=": a <= c, ">": a > c, ">=": a >= c}[claim.operator]
+            formula = z3.And(b == 0, d == 0, order)
+        return z3.And(formula, *self.sides) if self.sides else formula
+
+
+MAX_IDEAL_POLYNOMIALS, MAX_IDEAL_DEGREE = 24, 8  # beyond these a Gröbner basis may take long: z3 instead
+
+
+def _no_common_complex_zero(claims: list[Claim]) -> bool | None:
+    """Whether equations have no common complex solution (1 in the ideal of their polynomials),
+    or None when they are not all polynomial equations with rational coefficients, or too many.
+
+    A fraction counts by its numerator, which only adds solutions (where a denominator is 0).
+
+    >>> from tasks.verifiers.claims import parse_span
+    >>> read = lambda text: parse_span(text, latex=False)[0]
+    >>> _no_common_complex_zero([read("x**2 = -1"), read("x**4 = 1")])  # x = i
+    False
+    >>> _no_common_complex_zero([read("x + y = 2"), read("x*y = 5"), read("x**2 + y**2 = 7")])  # it is -6
+    True
+    >>> _no_common_complex_zero([read("x > 1"), read("x = 0")]) is None
+    True
+    """
+    import sympy
+
+    polynomials = []
+    for claim in claims:
+        if claim.operator != "=" or claim.modulus is not None or claim.relation.atoms(sympy.Abs):
+            return None
+        try:
+            numerator, _ = sympy.fraction(sympy.together(sympy.expand((claim.lhs - claim.rhs).doit())))
+            polynomials.append(numerator)
+        except (TypeError, ValueError, ArithmeticError, RecursionError):
+            return None
+    names = sorted(set().union(*(polynomial.free_symbols for polynomial in polynomials)), key=str)
+    if not names or len(polynomials) > MAX_IDEAL_POLYNOMIALS:
+        return None
+    try:
+        polys = [sympy.Poly(polynomial, *names, domain="QQ") for polynomial in polynomials]
+    except (sympy.PolynomialError, sympy.CoercionFailed, TypeError, ValueError):
+        return None
+    if any(poly.total_degree() > MAX_IDEAL_DEGREE for poly in polys):
+        return None
+    try:
+        basis = sympy.groebner([poly.as_expr() for poly in polys], *names, order="grevlex", domain="QQ")
+    except (sympy.PolynomialError, sympy.CoercionFailed, TypeError, ValueError, ArithmeticError):
+        return None
+    return any(element.is_number and element != 0 for element in basis.exprs)
+
+
 def _false_identity(claim: Claim) -> bool:
     """An equation whose sides differ by a nonzero number, whatever its names' values
     (`n^2 + 15 = (n + 3)(n - 3) + 6`): false in every number domain."""
@@ -220,6 +382,8 @@ class Z3Verifier:
             if item.mode == CHECK:
                 check = session.check(item.claim, facts, item.statement.whole_hint)
                 if check.outcome == INVALID:
+                    check = session.complex_refutes(check, facts)
+                if check.outcome == INVALID:
                     local = [fact for fact in facts if id(fact) not in earlier]
                     from_earlier = bool(item.claim.free_symbols) and session.consistent(item.claim, local)
                     if uncued(item, computing) and from_earlier:
@@ -278,7 +442,11 @@ class _Session:
         return self._z3
 
     def _premises(self, claim: Claim, facts: list[Fact]) -> list[Any]:
-        formulas = []
+        return [self._formulas[id(fact)] for fact in self._premise_facts(claim, facts)]
+
+    def _premise_facts(self, claim: Claim, facts: list[Fact]) -> list[Fact]:
+        """The facts that share a name with the claim and that z3 takes: the premises."""
+        chosen = []
         for fact in _connected(claim, facts):
             key = id(fact)
             if key not in self._formulas:
@@ -287,8 +455,8 @@ class _Session:
                 except Unsupported:
                     self._formulas[key] = None
             if self._formulas[key] is not None:
-                formulas.append(self._formulas[key])
-        return formulas
+                chosen.append(fact)
+        return chosen
 
     def _solve(self, formulas: list[Any]) -> tuple[str, Any]:
         """('sat', model), ('unsat', None) or ('unknown', reason), within the remaining budget."""
@@ -376,6 +544,40 @@ class _Session:
                 return check  # the premises leave the side more than one value
             sides.append(exact)
         return replace(check, sides=(sides[0], sides[1]))
+
+    def complex_refutes(self, check: ClaimCheck, facts: list[Fact]) -> ClaimCheck:
+        """An invalid check of a claim with names, as it is when its premises refute it over the
+        complex numbers too; else unknown. The solver's names are reals, and model text often
+        means complex values (`z_1 = 2 + 3i`, then `z_1 z_2 = 4 + 9 = 13`; Vieta on complex
+        roots): a refutation that only the reals give is no error of the text. Integer names
+        (`symbol_sort="int"`) are the configuration's choice and are left as they are.
+
+        Equations only: the claim and its premises have no common complex zero exactly when 1
+        is in the ideal of their polynomials (Hilbert's Nullstellensatz; a Gröbner basis, exact
+        and fast on the few premises a claim has). Otherwise (an order relation, `|w|`, `≠`) z3
+        weighs them with each name a pair of reals (`_ComplexTranslator`)."""
+        claim = check.claim
+        if not claim.free_symbols or claim.units or self.verifier.config.symbol_sort != "real":
+            return check
+        self._start()
+        premises = [fact.claim for fact in self._premise_facts(claim, facts)]
+        refuted = _no_common_complex_zero([*premises, claim])
+        if refuted is None:
+            status, detail = self._complex_solve(premises, claim)
+            refuted = True if status == "unsat" else False if status == "sat" else None
+        if refuted:
+            return check
+        why = ("it holds with complex values of its names (z3 reads names as reals; the text may mean complex numbers)"
+               if refuted is False else f"not weighed over the complex numbers ({detail})")
+        return ClaimCheck(claim, UNKNOWN, f"{check.detail}, but not called invalid: {why}")
+
+    def _complex_solve(self, premises: list[Claim], claim: Claim) -> tuple[str, Any]:
+        translator = _ComplexTranslator(self._z3, self.context)
+        try:
+            formulas = [translator.relation(relation) for relation in (*premises, claim)]
+        except Unsupported as error:
+            return "unknown", str(error)
+        return self._solve(formulas)
 
     def consistent(self, claim: Claim, facts: list[Fact]) -> bool:
         """Whether the claim and the facts (those that share a name with it) can hold together."""

@@ -182,6 +182,20 @@ def test_a_function_value_read_elsewhere_or_a_letter_before_a_bracket_is_unknown
     assert not_read_without_doubt(product) == "'p(' may be a function applied, or a product"
 
 
+def test_a_greek_letter_before_a_bracket_is_unknown(verifier):
+    # The LaTeX parser reads `\phi(5)` as an application and `\phi(3^2)` as phi times 9, so the
+    # first relation gives phi a value and the second is "refuted" by it.
+    verdict = verifier.verify(r"So $\phi(2^2) = 2$ and $\phi(3^2) = 6$.", PLAIN)
+    assert verdict.verdict == "unknown"
+    if verifier.name == "z3":
+        assert verdict.reason.endswith("but not called invalid: '\\phi(' may be a function applied, or a product")
+    product = Finding(claim(r"\tau(3^2) = 3", latex=True), (), (Integer(9), Integer(3)))
+    assert not_read_without_doubt(product) == "'\\tau(' may be a function applied, or a product"
+    # `\pi` is a number, not a name: a bracket after it is a product, and decides.
+    circle = Finding(claim(r"\pi(2^2) = 4\pi", latex=True), (), (Integer(4), Integer(4)))
+    assert not_read_without_doubt(circle) is None
+
+
 def test_a_function_the_problem_defines_still_decides(verifier):
     context = StepContext("Let $f(x) = 2x^2 - 3x + 1$. Compute $f(3)$.")
     assert verifier.verify("$f(3) = 11$.", context).verdict == "invalid"

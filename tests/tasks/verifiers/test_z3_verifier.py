@@ -143,6 +143,29 @@ def test_a_claim_no_real_value_satisfies_is_unknown_unless_a_false_identity():
     assert identity.verdict == "invalid"
 
 
+def test_a_refutation_only_the_reals_give_is_unknown(z3_verifier):
+    # Over the reals |w - v| = |2i| = 2 makes i = 1 or -1, so wv = 1 - i^2 = 0 and `wv = 2` is
+    # refuted; with complex values (i^2 = -1) it holds, and the text means those.
+    context = StepContext("Let $w = 1 + i$ and $v = 1 - i$. Compute $wv$.", ("Then $w - v = 2i$, so $|w - v| = 2$.",))
+    verdict = z3_verifier.verify("So $wv = 2$.", context)
+    assert verdict.verdict == "unknown"
+    assert verdict.reason.endswith(
+        "but not called invalid: it holds with complex values of its names (z3 reads names as reals; "
+        "the text may mean complex numbers)"
+    )
+    # Refuted over the complex numbers too (wv = 3 needs i^2 = -2, but |i| = 1): still invalid.
+    assert z3_verifier.verify("So $wv = 3$.", context).verdict == "invalid"
+    assert z3_verifier.verify("So $w + v = 3$.", context).verdict == "invalid"
+
+
+def test_an_order_relation_keeps_its_sides_real_when_weighed_over_the_complex_numbers(z3_verifier):
+    # x > 0 sends the weighing to z3 (names as pairs of reals), where it keeps x real: x = 2.
+    assert z3_verifier.verify("So $x + 1 = -1$.", StepContext("Find $x$ with $x^2 = 4$ and $x > 0$.")).verdict == "invalid"
+    # Equations only: weighed by a Gröbner basis, and x = 3 over the complex numbers too.
+    context = StepContext("Real numbers x and y satisfy $x + y = 2$ and $x - y = 4$.")
+    assert z3_verifier.verify("Adding, $2x = 6$, so $x^2 = 10$.", context).verdict == "invalid"
+
+
 def test_a_computing_chain_is_judged_with_earlier_values():
     steps = ("$a_4 = a_3^2 - a_3 + 1 = 49 - 7 + 1 = 43$.",)
     verdict = Z3Verifier().verify("$a_5 = a_4^2 - a_4 + 1 = 1859 - 43 + 1 = 1817$.", StepContext("q", steps))
