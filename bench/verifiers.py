@@ -28,7 +28,7 @@ Prints one table per workload, then the per-step CPU time ratios (after / before
 one line: `verifier_time_ratio_max: <the larger of the arith and z3 ratios on the synthetic workload>`.
 
 Usage: .venv/bin/python bench/verifiers.py [--baseline REV] [--problems 150 --samples 4 --seed 0]
-       [--parts dev,heldout] [--blind-parts audit,heldout,check] [--write-pins]
+       [--parts dev,heldout] [--blind-parts audit,heldout,check,round4,round5] [--write-pins]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ STEP_LIMIT_MS = 60_000.0
 BOOTSTRAP = 2000  # resamples for each 95% interval
 PINS = CORPUS / "verdicts.json"
 # Each corpus folder and its parts; each folder pins its verdicts in its verdicts.json.
-CORPORA = {CORPUS: ("dev", "heldout"), BLIND: ("audit", "heldout", "check", "round4")}
+CORPORA = {CORPUS: ("dev", "heldout"), BLIND: ("audit", "heldout", "check", "round4", "round5")}
 
 
 def baseline_package(revision: str, folder: Path) -> str:
@@ -284,8 +284,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", default="dev,heldout", help="corpus parts to score (dev, heldout)")
-    parser.add_argument("--blind-parts", default="audit,heldout,check,round4",
-                        help="parts of the blind audit corpus to score (audit, heldout, check, round4; those present)")
+    parser.add_argument("--blind-parts", default="audit,heldout,check,round4,round5",
+                        help="parts of the blind audit corpus to score (audit, heldout, check, round4, round5; those present)")
     parser.add_argument("--write-pins", action="store_true",
                         help="only write the current verdicts of every corpus part to its folder's verdicts.json")
     args = parser.parse_args()
