@@ -77,23 +77,21 @@ def pool_frame(pool: list):
     return pl.DataFrame(rows, schema=STEPWISE_SCHEMA, orient="row")
 
 
-def references(problems: int) -> list:
-    """The pool problems' reference solutions as pool entries (every step right, by construction)."""
-    from tasks.synthetic import generate_problems
-
-    return [[p.problem_id, p.question, list(p.reference_steps), True]
-            for p in generate_problems(problems, prm_quality.POOL_SEED, 2, 8)]
-
-
-def examples(pool: list, slips: int) -> list:
-    """The pool's solutions with the verifier's labels and, with `slips`, the product's slip
-    variants of them (tasks/augment.py: `dataset build --slips N`)."""
+def examples(pool: list, slips: int, references: int = 0) -> list:
+    """The pool's solutions with the verifier's labels; with `references` (the pool's problem count),
+    the product's reference rows (tasks/augment.py: `dataset build --references`, every step good);
+    with `slips`, the product's slip variants of both (`dataset build --slips N`)."""
     import polars as pl
 
-    from tasks.augment import slip_variants
+    from tasks.augment import reference_rows, slip_variants
+    from tasks.frames import problems_frame
     from tasks.prm.data import examples_from_frame
+    from tasks.synthetic import generate_problems
 
     frame = pool_frame(pool)
+    if references:
+        worked = problems_frame(generate_problems(references, prm_quality.POOL_SEED, 2, 8), run_id="bench")
+        frame = pl.concat([frame, reference_rows(worked, frame)])
     if slips:
         frame = pl.concat([frame, slip_variants(frame, slips, seed=0)])
     return examples_from_frame(frame)
@@ -163,10 +161,11 @@ def main() -> None:
     if args.references:
         # Long negatives: the pool holds few well-formed long solutions (the policy stops or repeats
         # after step 6), so its slip copies are short; the reference solutions and their slips are long.
-        with_references = examples(pool + references(args.problems), args.slips)
+        with_references = examples(pool, args.slips, references=args.problems)
         print(f"pool and references with slips: {len(with_references)} solutions "
               f"({sum(not all(e.labels) for e in with_references)} with a bad step)")
-        models["arith_refs_slips_adapted"] = train(work, "arith_refs_slips_adapted", with_references, adapted, args.steps)
+        models["refs_slips"] = train(work, "refs_slips", with_references, None, args.steps)
+        models["refs_slips_adapted"] = train(work, "refs_slips_adapted", with_references, adapted, args.steps)
     (work / "pb_scores.json").unlink(missing_ok=True)  # the models may have changed since the last run
     rows = prm_quality.first_errors(models, work, settings)
     lengths = sorted(next(iter(rows.values())).by_steps)
