@@ -40,7 +40,7 @@ EXAMPLES = {
     "tasks.policies.transformers_policy": 5,
     "tasks.policies.vllm_policy": 5,
     "tasks.prm.data": 3,
-    "tasks.prm.evaluate": 20,
+    "tasks.prm.evaluate": 23,
     "tasks.prm.loop": 5,
     "tasks.prm.implicit": 1,
     "tasks.prm.model": 4,
