@@ -15,17 +15,25 @@ from tasks.labelers.base import LabelResult
 
 
 def _frame(table: Table, records: Iterable[object], **extra: object) -> pl.DataFrame:
-    rows = []
-    for record in records:
-        row = dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
-        row.update(extra)
-        rows.append({name: row.get(name) for name in table.column_names})
-    return table.frame(rows)
+    """The table's columns, built in bulk from the records' fields (a dataclass's or a dict's;
+    a missing one is null), with each `extra` value in every row."""
+    records = list(records)
+    if not records:
+        return table.empty_frame()
+    columns = {
+        name: [extra[name]] * len(records) if name in extra else [_field(record, name) for record in records]
+        for name in table.column_names
+    }
+    return pl.DataFrame(columns, schema=table.polars_schema())
+
+
+def _field(record: object, name: str) -> object:
+    return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
 
 
 def problems_frame(problems: Sequence[Problem], run_id: str) -> pl.DataFrame:
     rows = [
-        {**dataclasses.asdict(p), "reference_steps": list(p.reference_steps)} for p in problems
+        {**vars(p), "reference_steps": list(p.reference_steps)} for p in problems
     ]
     return _frame(PROBLEMS, rows, run_id=run_id)
 
