@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Sequence
 
 import polars as pl
@@ -21,14 +22,21 @@ def _frame(table: Table, records: Iterable[object], **extra: object) -> pl.DataF
     if not records:
         return table.empty_frame()
     columns = {
-        name: [extra[name]] * len(records) if name in extra else [_field(record, name) for record in records]
+        name: [extra[name]] * len(records) if name in extra else _column(records, name)
         for name in table.column_names
     }
     return pl.DataFrame(columns, schema=table.polars_schema())
 
 
-def _field(record: object, name: str) -> object:
-    return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
+def _column(records: list, name: str) -> list:
+    kind = type(records[0])
+    if not (issubclass(kind, dict) or dataclasses.is_dataclass(kind)) or any(type(r) is not kind for r in records):
+        return [record.get(name) if isinstance(record, dict) else getattr(record, name, None) for record in records]
+    if issubclass(kind, dict):
+        return [record.get(name) for record in records]
+    if name not in {field.name for field in dataclasses.fields(kind)}:
+        return [None] * len(records)
+    return list(map(operator.attrgetter(name), records))
 
 
 def problems_frame(problems: Sequence[Problem], run_id: str) -> pl.DataFrame:

@@ -146,7 +146,7 @@ def _set_check(index: int, expectation: Expectation, frame: pl.DataFrame) -> _Se
         return None
     value_set = list(expectation.kwargs["value_set"])
     values = frame[expectation.kwargs["column"]]
-    in_set = values.is_in(pl.Series(value_set, dtype=pl.String))
+    in_set = values.is_in(pl.Series(value_set, dtype=pl.String).implode())
     outside = pl.select(pl.when(in_set).then(None).otherwise(values)).to_series()
     name = f"__in_set_{index}"  # a column of its own: two expectations may read one column
     return _SetCheck(outside.alias(name), {**expectation.kwargs, "column": name, "value_set": value_set[:1]})
