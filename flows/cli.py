@@ -116,10 +116,8 @@ def _run_generate(settings, warehouse):
     import duckdb
 
     from flows.generate import generate_flow
-    from tasks.gates import prepare_in_background
 
     quiet_prefect_run_errors()
-    prepare_in_background()  # the flow's first seconds go to starting Prefect's server; this overlaps them
     try:
         return generate_flow(settings, warehouse)
     except (OSError, duckdb.Error, sqlite3.Error) as error:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,42 +32,23 @@ class GateFailed(UserError, RuntimeError):
 
 
 _context = None
-_context_lock = threading.Lock()
-
-
-def prepare_in_background() -> None:
-    """Import Great Expectations and make its context (seconds) in a thread, while the caller
-    waits for something else (the command line: Prefect's temporary server starting); the first
-    gate then finds them ready. An error there is left to the first gate to raise."""
-
-    def prepare() -> None:
-        with contextlib.suppress(Exception):
-            _gx_context()
-
-    threading.Thread(target=prepare, name="prepare-quality-gates", daemon=True).start()
 
 
 def _gx_context():
     """One ephemeral Great Expectations context per process (creating one is not free)."""
     global _context
-    with _context_lock:
-        if _context is None:
-            _context = _new_gx_context()
+    if _context is None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import logging
+
+        import great_expectations as gx
+
+        # Importing great_expectations sets its own log levels; quiet it afterwards.
+        for name in ("great_expectations", "great_expectations.data_context.types.base"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        _context = gx.get_context(mode="ephemeral")
+        _context.variables.progress_bars = {"globally": False}
     return _context
-
-
-def _new_gx_context():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import logging
-
-    import great_expectations as gx
-
-    # Importing great_expectations sets its own log levels; quiet it afterwards.
-    for name in ("great_expectations", "great_expectations.data_context.types.base"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    return context
 
 
 def run_suite(suite: str, frame: pl.DataFrame, expectations: Sequence[Expectation]) -> list[GateResult]:
