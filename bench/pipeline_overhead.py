@@ -11,8 +11,8 @@ Each wall time runs from the process's spawn to its exit (imports included). Sta
 first line of the summary (the flow has returned) to the process's end. Peak memory is each
 process's own maximum resident set, and CPU seconds its user + system time with the children it
 waited for (Prefect's temporary server), both from wait4: on a shared machine CPU seconds are the
-steadier figure. The tiny warm-up run first migrates the Prefect
-database every later run reuses, as a user's `.prefect` would be.
+steadier figure. A tiny warm-up run first migrates the Prefect database that every later run
+reuses, as a user's `.prefect` would be.
 
 Usage: PYTHONPATH=. .venv/bin/python bench/pipeline_overhead.py [--sizes 1000,4000,16000] [--headline 4000]
 Quick: --sizes 250 --headline 250. Ends with `pipeline_flow_over_bare: X` at the headline size.
