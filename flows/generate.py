@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from flows.progress import announce, stage
 from flows.publish import GenerateSummary, dataset_version_lock, exclusive_writer, publish, record_failure
@@ -219,7 +220,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             ).fetchone()[0]
             if done:
                 return GenerateSummary(run_id, "already done", problems=len(loaded.problems))
-            loaded = admit_to_policy(config, loaded, prompt_format)
+            loaded = admit_to_policy(config, quote(loaded), prompt_format)
             summary = GenerateSummary(run_id, "completed", problems=len(loaded.problems),
                                       quarantined=len(loaded.quarantined))
             known_nodes = _ids(connection, "nodes", "node_id")
@@ -227,7 +228,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             labelled = _ids(connection, f"step_labels WHERE labeler = '{config.labeler}'", "node_id")
 
             cache_dir = warehouse.data_dir / "cache"
-            solutions, tree, sample_usage = sample_tree(config, loaded.problems, cache_dir, prompt_format)
+            solutions, tree, sample_usage = sample_tree(config, quote(loaded.problems), cache_dir, prompt_format)
             summary.solutions = len(solutions)
             summary.solved = sum(solution.is_correct for solution in solutions)
             request = LabelRequest(
@@ -238,9 +239,9 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                 params=sampling_params(config, "rollouts"),
                 prompt_format=prompt_format,
             )
-            verdicts = verify_steps(config, request)  # first: the adaptive labeller reads them
+            verdicts = verify_steps(config, quote(request))  # first: the adaptive labeller reads them
             request = replace(request, verdicts=verdicts)
-            labelled_now = label_steps(config, request, cache_dir)
+            labelled_now = label_steps(config, quote(request), cache_dir)
             consensus_rows, consensus_labels = CONSENSUS.empty_frame(), STEP_LABELS.empty_frame()
             if config.consensus:
                 # Labels other runs stored for these nodes vote too (e.g. mc earlier, the judge now).
@@ -251,7 +252,8 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                     {name: labels for name, labels in stored.items() if labels or name == config.labeler},
                     config.consensus_sources,
                 )
-                consensus_rows, consensus_labels = decide_consensus(config, request, labels_by_source, verdicts, run_id)
+                consensus_rows, consensus_labels = decide_consensus(
+                    config, quote(request), quote(labels_by_source), quote(verdicts), run_id)
                 summary.consensus_decided = consensus_rows.height
                 summary.consensus_kept = int(consensus_rows["kept"].sum()) if consensus_rows.height else 0
 
@@ -276,7 +278,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
                     _usage_row(run_id, "labels", config.labeler, policy_name, labelled_now.usage),
                 ]),
             }
-            gate_results = check_gates(new, known_nodes, known_problems)
+            gate_results = check_gates(quote(new), quote(known_nodes), quote(known_problems))
             try:
                 enforce(gate_results)
             except GateFailed:
@@ -293,7 +295,7 @@ def generate_flow(config: GenerateConfig, warehouse: WarehouseConfig) -> Generat
             }
             try:
                 with dataset_version_lock(warehouse, building=config.publish_dataset):
-                    publish(connection, warehouse, config, run_id, new, gate_results, run_row, summary)
+                    publish(connection, warehouse, config, run_id, quote(new), quote(gate_results), run_row, summary)
             except GateFailed as failure:
                 record_failure(connection, run_id, config, failure.failures)
                 raise

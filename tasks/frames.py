@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Sequence
 
 import polars as pl
@@ -15,17 +16,32 @@ from tasks.labelers.base import LabelResult
 
 
 def _frame(table: Table, records: Iterable[object], **extra: object) -> pl.DataFrame:
-    rows = []
-    for record in records:
-        row = dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
-        row.update(extra)
-        rows.append({name: row.get(name) for name in table.column_names})
-    return table.frame(rows)
+    """The table's columns, built in bulk from the records' fields (a dataclass's or a dict's;
+    a missing one is null), with each `extra` value in every row."""
+    records = list(records)
+    if not records:
+        return table.empty_frame()
+    columns = {
+        name: [extra[name]] * len(records) if name in extra else _column(records, name)
+        for name in table.column_names
+    }
+    return pl.DataFrame(columns, schema=table.polars_schema())
+
+
+def _column(records: list, name: str) -> list:
+    kind = type(records[0])
+    if not (issubclass(kind, dict) or dataclasses.is_dataclass(kind)) or any(type(r) is not kind for r in records):
+        return [record.get(name) if isinstance(record, dict) else getattr(record, name, None) for record in records]
+    if issubclass(kind, dict):
+        return [record.get(name) for record in records]
+    if name not in {field.name for field in dataclasses.fields(kind)}:
+        return [None] * len(records)
+    return list(map(operator.attrgetter(name), records))
 
 
 def problems_frame(problems: Sequence[Problem], run_id: str) -> pl.DataFrame:
     rows = [
-        {**dataclasses.asdict(p), "reference_steps": list(p.reference_steps)} for p in problems
+        {**vars(p), "reference_steps": list(p.reference_steps)} for p in problems
     ]
     return _frame(PROBLEMS, rows, run_id=run_id)
 

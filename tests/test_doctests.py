@@ -25,6 +25,7 @@ EXAMPLES = {
     "tasks.dataset": 8,
     "tasks.exports": 1,
     "tasks.fit": 2,
+    "tasks.gates": 1,
     "tasks.ground_truth": 12,
     "tasks.ids": 2,
     "tasks.labelers.adaptive": 2,

@@ -40,7 +40,11 @@ def request_key(policy: str, prompt: str, n: int, params: SamplingParams) -> str
     >>> request_key("p", "Q", 2, SamplingParams()) == request_key("p", "Q", 2, SamplingParams(seed=1))
     False
     """
-    return content_id(_FORMAT, policy, prompt, n, json.dumps(asdict(params), sort_keys=True))
+    return content_id(_FORMAT, policy, prompt, n, _params_json(params))
+
+
+def _params_json(params: SamplingParams) -> str:
+    return json.dumps(asdict(params), sort_keys=True)
 
 
 class CachedPolicy:
@@ -73,7 +77,8 @@ class CachedPolicy:
     def generate(self, prompts: Sequence, n: int, params: SamplingParams) -> list[list[Generation]]:
         """Stored generations for known requests; one inner call, in prompt order, for the rest
         (a prompt repeated within the call is sent once)."""
-        keys = [request_key(self.name, prompt_key(prompt), n, params) for prompt in prompts]
+        params_json = _params_json(params)  # request_key's, once for the call
+        keys = [content_id(_FORMAT, self.name, prompt_key(prompt), n, params_json) for prompt in prompts]
         found = self._load(set(keys))
         missing = {key: prompt for key, prompt in zip(keys, prompts) if key not in found}
         if missing:
@@ -112,7 +117,8 @@ class CachedPolicy:
 
     def _store(self, generations: dict[str, list[Generation]]) -> None:
         rows = [
-            (key, self.name, json.dumps([asdict(generation) for generation in row]))
+            # vars() of a flat frozen dataclass is asdict() without its deep copy: the same JSON.
+            (key, self.name, json.dumps([vars(generation) for generation in row]))
             for key, row in generations.items()
         ]
         with self._lock:
