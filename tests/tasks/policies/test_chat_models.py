@@ -83,11 +83,14 @@ def test_chat_solutions_split_at_blank_lines_with_boxed_answers(transformers_pol
     assert len(solutions) == 12
     assert all("\n\n" not in step for solution in solutions for step in solution.steps)
     answered = [solution for solution in solutions if solution.final_answer is not None]
-    # The model learned the shape (steps, then a \boxed{} answer); its numbers are mostly wrong.
+    # The model learned the shape (steps, then a \boxed{} answer); its numbers are mostly wrong, and
+    # a sample may restart its answer line (`The answer is $\boxed{9The answer is $\boxed{66}$.`,
+    # seen on one machine's CPU kernels): the answer is the last step's last box.
     assert len(answered) >= 9
     for solution in answered:
         assert len(solution.steps) >= 2
-        assert solution.steps[-1] == f"The answer is $\\boxed{{{solution.final_answer}}}$."
+        last = solution.steps[-1]
+        assert last.startswith("The answer is $\\boxed{") and last.endswith(f"\\boxed{{{solution.final_answer}}}$.")
 
 
 # --- vLLM's engine --------------------------------------------------------------------------------
