@@ -91,7 +91,6 @@ def candidates(problems, solutions, extra: list[dict[str, float]] | None = None)
     groups = collections.defaultdict(list)
     for index, solution in enumerate(solutions):
         scores = {**reference_scores(questions[solution.problem_id], solution.steps), **(extra[index] if extra else {})}
-        scores["arith_clear"] = float(scores["arith_min"] > 0)  # no step called invalid
         groups[solution.problem_id].append(Candidate(solution.final_answer, bool(solution.is_correct), scores))
     return [groups[p.problem_id] for p in problems]
 

@@ -59,7 +59,7 @@ PRMS = [name for name, (_, _, kind) in SOURCES.items() if kind == "prm"]
 # The headline's Best-of-N aggregation, fixed before this bench's Best-of-N figures are read: the
 # vote among the solutions in which the PRM finds no first error (its threshold from the calibration
 # rows). Chosen on bench/bon_headroom.py's problems (another seed), where the same filter over the
-# arith verifier's verdicts gained +0.050 over majority and scoring by the minimum +0.020.
+# arith verifier's verdicts gained +0.033 over majority at 5-8 steps, and scoring by the minimum +0.014.
 HEADLINE_AGGREGATION = "filtered_vote"
 
 
@@ -289,13 +289,15 @@ def reference_scores(question: str, steps) -> dict[str, float]:
     """Two scorers that need no model, beside the PRMs at Best-of-N: `exact_steps`, a solution's
     exact step truths (tasks/ground_truth.py: 1 when every step is right), the ceiling of any PRM
     aggregated by its minimum; and `arith_min`, the arith verifier's verdicts read directly (valid 1,
-    unknown 0.5, invalid 0; the minimum over steps), the label source of the `prm_arith` model."""
+    unknown 0.5, invalid 0; the minimum over steps), the label source of the `prm_arith` model; and
+    `arith_clear`, 1 when that verifier calls no step invalid (what `arith_vote` filters on)."""
     from tasks.ground_truth import step_truths
 
     truths = step_truths(question, steps) or [False]
     verdicts = arith_verdicts(question, steps)
     values = {"valid": 1.0, "unknown": 0.5}
-    return {"exact_steps": float(all(truths)), "arith_min": min((values.get(v, 0.0) for v in verdicts), default=0.0)}
+    arith_min = min((values.get(v, 0.0) for v in verdicts), default=0.0)
+    return {"exact_steps": float(all(truths)), "arith_min": arith_min, "arith_clear": float(arith_min > 0)}
 
 
 def best_of_n_curves(models: dict, work: Path, args, problem_ids: list[str], samples: list, headline_model: str,
@@ -325,7 +327,6 @@ def best_of_n_curves(models: dict, work: Path, args, problem_ids: list[str], sam
                 values[f"{name}_{how}"] = agg.aggregated(how) if agg else float("-inf")
         values.update(reference_scores(questions[pid], steps))
         values[f"{headline_model}_clear"] = clear_of_errors(scores[headline_model][index], threshold)
-        values["arith_clear"] = float(values["arith_min"] > 0)
         groups.setdefault(pid, []).append(Candidate(answer, bool(correct), values))
     selectors = [f"{headline_model}_{how}" for how in AGGREGATIONS] + [
         "orm_last", "implicit_min", "adapted_surprise_min", "exact_steps", "arith_min"]
