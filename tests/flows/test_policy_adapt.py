@@ -130,3 +130,27 @@ def test_an_output_that_holds_something_is_refused(runner, world, tmp_path, take
                                  "--data-dir", str(warehouse.data_dir)])
     assert (result.exit_code, result.stderr.strip()) == (1, f"error: {output} is not empty: choose a new folder for the adapted base")
     assert (output / "keep.txt" if taken == "folder" else output).read_text() == "mine"
+
+
+def test_training_problems_without_worked_solutions_are_refused_in_one_line(world, tmp_path):
+    """A dataset whose training problems have no reference steps (seeds without worked solutions)."""
+    from dataclasses import replace
+
+    import polars as pl
+
+    from tasks.prm.adapt import AdaptSettings, NothingToAdaptOn, adapt_base, training_problems
+    from tasks.prm.registry import find_dataset
+    from warehouse.connection import connect
+
+    warehouse, base, _ = world
+    pl.DataFrame({"problem_id": ["not-a-seed-problem"]}).write_parquet(tmp_path / "train.parquet")
+    connection = connect(warehouse, read_only=True)
+    try:
+        dataset = replace(find_dataset(connection), path=str(tmp_path))
+        with pytest.raises(NothingToAdaptOn, match="none of the 1 training problems of dataset version 1 has reference"):
+            training_problems(connection, dataset)
+    finally:
+        connection.close()
+    with pytest.raises(NothingToAdaptOn, match="none of the 0 reference solutions fits"):
+        adapt_base(base, [], tmp_path / "out", AdaptSettings())
+    assert not (tmp_path / "out").exists()
