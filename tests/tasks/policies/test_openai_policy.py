@@ -220,6 +220,10 @@ class Scripted(BaseHTTPRequestHandler):
             status, headers, reply, delay = server.script[min(len(server.requests), len(server.script)) - 1]
         time.sleep(delay)
         payload = json.dumps(reply(body) if callable(reply) else reply).encode()
+        with server.lock:
+            # Done before the reply goes out: once the client reads it, it may send its next request
+            # before this thread runs again, and that one must not count as a third in flight.
+            server.in_flight -= 1
         try:
             self.send_response(status)
             for name, value in headers.items():
@@ -229,9 +233,6 @@ class Scripted(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up waiting
-        finally:
-            with server.lock:
-                server.in_flight -= 1
 
     def log_message(self, *args):
         pass
