@@ -5,10 +5,14 @@ One separate pool, one dataset version, two models trained on it, measured on he
   pool      `prmforge generate` on --pool-problems synthetic problems (2-8 steps) x --samples from
             --pool-policy (default the simulated policy: well-formed solutions with slips, wrong
             operands and copy errors), the arith verifier's verdicts and mc labels (k = 2); then
-            `prmforge dataset build --labeler LABELS` (default verifier:arith)
-  critic    `prmforge critic train --dataset V --steps --critic-steps`: the embedded policy, its
-            positions extended to 768, fine-tuned to answer the judge prompt
-  prm       `prmforge train --dataset V --steps --prm-steps`: the discriminative PRM on the same data
+            `prmforge dataset build --labeler LABELS --references --slips 2` (default verifier:arith;
+            --no-references and --slips 0 leave those out)
+  base      `prmforge policy adapt --steps --adapt-steps` on the dataset's training problems (0: the
+            embedded policy itself); both models start from it
+  critic    `prmforge critic train --dataset V --base B --steps --critic-steps`: the base, its
+            positions extended to 1024, fine-tuned to answer the judge prompt with a check line per
+            step (--plain: the verdict alone)
+  prm       `prmforge train --dataset V --base B --steps --prm-steps`: the discriminative PRM on the same data
   first errors   a synthetic ProcessBench of --pb-rows rows (4-8 steps, half with one arithmetic
             slip, exact labels: tasks/ground_truth.py), none of them in the pool; the critic is asked
             through the judge labeller's prompt and parser (transformers:PATH policy, greedy); the
@@ -30,49 +34,17 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prm_quality  # noqa: E402  (the bench's shared helpers)
+from prefect_server import prefect_server  # noqa: E402
 from prm_quality import score_everything, stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL_SEED, PB_SEED, PB_CALIBRATION_SEED, BON_SEED = 200, 9101, 9102, 9103
-
-
-@contextlib.contextmanager
-def prefect_server(work: Path):
-    """One Prefect server for every `prmforge` command of the bench: on a loaded machine each
-    command's own temporary server took 20-120 s to start, and once did not start at all."""
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(work / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    url, deadline = f"http://127.0.0.1:{port}/api", time.monotonic() + 300
-    try:
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline or server.poll() is not None:
-                sys.exit("the bench's Prefect server did not start within 300 s")
-            time.sleep(1)
-        os.environ["PREFECT_API_URL"] = url  # prm_quality.run passes the environment on
-        yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 SERVER = contextlib.ExitStack()  # main() closes it: the server starts with the first command, if any runs
@@ -80,7 +52,8 @@ SERVER = contextlib.ExitStack()  # main() closes it: the server starts with the 
 
 def run(work: Path, *arguments: str) -> str:
     if "PREFECT_API_URL" not in os.environ:
-        SERVER.enter_context(prefect_server(work))
+        SERVER.enter_context(prefect_server(work / "prefect"))  # one for every command: on a loaded machine
+        # each command's own temporary server took 20-120 s to start, and once did not start at all
     return prm_quality.run(work, *arguments)
 
 
@@ -92,14 +65,25 @@ def make_pool(work: Path, args) -> int:
     }
     (work / "pool.json").write_text(json.dumps(config))
     run(work, "generate", "--config", str(work / "pool.json"), "--no-dataset")
-    out = run(work, "dataset", "build", "--labeler", args.labels, "--test-fraction", "0.0", "--no-hnc")
+    extra = ["--references"] * args.references + ["--slips", str(args.slips)]
+    out = run(work, "dataset", "build", "--labeler", args.labels, "--test-fraction", "0.0", "--no-hnc", *extra)
     return int(out.split("dataset version ")[1].split(":")[0])
 
 
-def train_both(work: Path, args, version: int) -> dict:
-    critic = json.loads(run(work, "critic", "train", "--dataset", str(version), "--steps", str(args.critic_steps),
-                            "--batch-size", str(args.batch_size), "--learning-rate", str(args.critic_learning_rate), "--json"))
-    prm = json.loads(run(work, "train", "--dataset", str(version), "--steps", str(args.prm_steps),
+def adapted_base(work: Path, args, version: int) -> list[str]:
+    """`--base DIR` for both trainings: the policy adapted to the dataset's training problems."""
+    if not args.adapt_steps:
+        return []
+    run(work, "policy", "adapt", "--output", str(work / "adapted"), "--dataset", str(version),
+        "--steps", str(args.adapt_steps), "--json")
+    return ["--base", str(work / "adapted")]
+
+
+def train_both(work: Path, args, version: int, base: list[str]) -> dict:
+    critic = json.loads(run(work, "critic", "train", "--dataset", str(version), *base, "--steps", str(args.critic_steps),
+                            "--batch-size", str(args.batch_size), "--learning-rate", str(args.critic_learning_rate),
+                            "--plain" if args.plain else "--checks", "--threads", str(args.threads), "--json"))
+    prm = json.loads(run(work, "train", "--dataset", str(version), *base, "--steps", str(args.prm_steps),
                          "--batch-size", str(args.batch_size), "--json"))
     return {"critic": critic["path"], "critic_metrics": critic["metrics"], "prm": prm["path"]}
 
@@ -209,6 +193,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--pool-policy", default="simulated:error_rate=0.15,recovery_rate=0.1")
     parser.add_argument("--labels", default="verifier:arith", help="the dataset's labeller (dataset build --labeler)")
+    parser.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
+                        help="the training problems' worked solutions in the dataset (dataset build --references)")
+    parser.add_argument("--slips", type=int, default=2, help="slipped copies per training solution (dataset build --slips)")
+    parser.add_argument("--adapt-steps", type=int, default=300, help="policy adapt steps for the base (0: not adapted)")
+    parser.add_argument("--plain", action="store_true", help="train the critic to answer with the verdict alone")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the critic's training")
     parser.add_argument("--critic-steps", type=int, default=300)
     parser.add_argument("--critic-learning-rate", type=float, default=1e-3)
     parser.add_argument("--prm-steps", type=int, default=300)
@@ -225,10 +215,12 @@ def main() -> None:
 
     with SERVER:
         version = stage(work, "dataset", lambda: make_pool(work, args))
-        models = stage(work, "models", lambda: train_both(work, args, version))
+        base = stage(work, "base", lambda: adapted_base(work, args, version))
+        models = stage(work, "models", lambda: train_both(work, args, version, base))
     errors = first_error_table(work, args, models)
     metrics = models["critic_metrics"]
-    print(f"\ncritic: {metrics['examples']} solutions of dataset v{version} ({args.labels} labels, none share "
+    print(f"\ncritic ({'plain' if args.plain else 'checks'}, base {'adapted ' + str(args.adapt_steps) + ' steps' if base else 'embedded'}): "
+          f"{metrics['examples']} solutions of dataset v{version} ({args.labels} labels, none share "
           f"{metrics['none_share']}), {args.critic_steps} steps of {args.batch_size}, loss {metrics['first_loss']} -> "
           f"{metrics['final_loss']}, {metrics['seconds']:.0f} s")
     print(f"first-error identification, synthetic ProcessBench ({errors['rows']} held-out rows, half erroneous; "

@@ -14,13 +14,17 @@ waited for (Prefect's temporary server), both from wait4: on a shared machine CP
 steadier figure. A tiny warm-up run first migrates the Prefect database that every later run
 reuses, as a user's `.prefect` would be.
 
-Usage: PYTHONPATH=. .venv/bin/python bench/pipeline_overhead.py [--sizes 1000,4000,16000] [--headline 4000]
+With --server the flows talk to one `prefect server` started before any timing (as a nightly
+deployment runs them), so neither the temporary server's start nor its shutdown is in a run.
+
+Usage: PYTHONPATH=. .venv/bin/python bench/pipeline_overhead.py [--sizes 1000,4000,16000] [--headline 4000] [--server]
 Quick: --sizes 250 --headline 250. Ends with `pipeline_flow_over_bare: X` at the headline size.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prefect_server import prefect_server  # noqa: E402
+
 PRMFORGE = str(Path(sys.executable).parent / "prmforge")
 STAGES = ("start-up", "ingest", "sampling", "labelling", "gates", "publish", "dataset build", "exit")
 _ANNOUNCEMENTS = {  # announcement prefix (flows/progress.py) -> stage
@@ -141,6 +148,9 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--policy", default="simulated")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--server", action="store_true",
+                        help="run the flows against one running `prefect server` (started before any timing, as a "
+                             "nightly deployment has it) instead of each run's temporary server")
     parser.add_argument("--keep", type=Path, help="Keep the warehouses under this folder (to compare contents).")
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)  # internal: run the bare loop at this size
     args = parser.parse_args()
@@ -154,7 +164,13 @@ def main() -> None:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="prmforge-overhead-"))
     (workdir / "prefect").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_HOME": str(workdir / "prefect"), "PYTHONPATH": str(ROOT)}
+    with contextlib.ExitStack() as server:
+        if args.server:
+            env["PREFECT_API_URL"] = server.enter_context(prefect_server(workdir / "prefect"))
+        compare(args, sizes, workdir, env)
 
+
+def compare(args, sizes: list[int], workdir: Path, env: dict) -> None:
     def generate(problems: int, name: str) -> tuple[Measured, Path]:
         data_dir = workdir / name
         command = [PRMFORGE, "generate", "--problems", str(problems), "--samples", str(args.samples),
@@ -165,7 +181,8 @@ def main() -> None:
     warm_up, _ = generate(8, "warm-up")
     sql = measure([PRMFORGE, "sql", "select count(*) from step_labels", "--data-dir", str(workdir / "warm-up")], env)
     print(f"workload: problems x {args.samples} samples x {args.rollouts} rollouts/step, policy {args.policy}, "
-          f"seed {args.seed}")
+          f"seed {args.seed}; Prefect: " + ("one running server (its CPU is not in the flow's)" if args.server
+                                           else "each run's temporary server"))
     print(f"warm-up run (8 problems, migrates the Prefect database): {warm_up.seconds:.1f} s; "
           f"`prmforge sql` start to exit: {sql.seconds:.2f} s wall, {sql.cpu_seconds:.2f} s CPU", flush=True)
 

@@ -29,6 +29,8 @@ def critic_train(
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the batch order.")] = None,
     balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="Repeat the rarer verdict kind (a named step, or none) until both are as many.")] = None,
+    checks: Annotated[Optional[bool], typer.Option("--checks/--plain", help="Answer with a check line per step before the verdict (default), or with the verdict alone.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default 1, for a shared machine).")] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -38,7 +40,8 @@ def critic_train(
     from tasks.critic import CriticConfig
 
     options = {"n_positions": positions, "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-               "seed": seed, "balance": balance}
+               "seed": seed, "balance": balance, "checks": checks,
+               "threads": threads}
     options = {key: value for key, value in options.items() if value is not None}
     if "steps" in options:  # a short run keeps its warm-up under a tenth of its steps
         options["warmup_steps"] = min(CriticConfig.warmup_steps, options["steps"] // 10)

@@ -2,9 +2,14 @@
 
 The judge labeller (tasks/labelers/judge.py) sends JUDGE_PROMPT and reads the answer with
 parse_first_error. The critic learns exactly that exchange: its training text is the judge
-prompt of a dataset solution followed by the verdict its step labels imply (" Step k" for the
-first step labelled wrong, " none" when every step is right) and end-of-text, with the loss on
-the verdict tokens only. Saved with `save_pretrained`, it is a plain HF directory that the
+prompt of a dataset solution followed by the answer its step labels imply and end-of-text, with
+the loss on the answer only. The answer has two forms:
+- checks (the default): one line per step, the step copied and marked " ok" or " wrong", up to the
+  first wrong one, then "Answer: Step k" or "Answer: none" (check_text). Each mark is written
+  right after the step it judges, where a PRM reads its step, so every step gives the critic a
+  signal; parse_first_error reads what follows the last "Answer:".
+- plain: " Step k" or " none" alone (verdict_text). A critic trained so on the embedded policy
+  learnt the label prior and answered " none" to every row (bench/RESULTS.md, "The critic"). Saved with `save_pretrained`, it is a plain HF directory that the
 `transformers:PATH` and `vllm:PATH` policies load, so `--labeler judge --policy transformers:PATH`
 and bench/consensus.py `--judge transformers:PATH` use it as they would any instruction model.
 
@@ -26,7 +31,7 @@ from schemas.errors import UserError
 from schemas.records import SamplingParams
 from tasks.labelers.judge import ask_judge, judge_prompt, parse_first_error
 from tasks.policies.embedded_model import Example, PolicyTrainConfig, parameter_count, train_model
-from tasks.prm.data import StepwiseExample, first_error, originals
+from tasks.prm.data import ORIGINAL, StepwiseExample, first_error
 
 if TYPE_CHECKING:
     import torch
@@ -47,8 +52,9 @@ class CriticConfig:
     """How a critic is fine-tuned. Defaults fit a CPU: about 3-4 s per step of 8 judge prompts."""
 
     n_positions: int = field(
-        default=768,
-        metadata={"help": "Context of the critic in tokens; judge prompts of 8-step synthetic solutions are ~550."},
+        default=1024,
+        metadata={"help": "Context of the critic in tokens; judge prompts of 8-step synthetic solutions are ~550, "
+                  "and their check lines ~150 more."},
     )
     steps: int = field(default=300, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=8, metadata={"help": "Solutions per optimizer step."})
@@ -60,6 +66,11 @@ class CriticConfig:
         default=False,
         metadata={"help": "Repeat the rarer verdict kind (a named step, or none) until both are as many: "
                   "trained on a pool mostly right, a critic learnt to answer none to everything."},
+    )
+    checks: bool = field(
+        default=True,
+        metadata={"help": "Answer with one check line per step (the step copied, then ok or wrong) before the "
+                  "verdict; otherwise with the verdict alone."},
     )
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 on a shared machine)."})
 
@@ -90,36 +101,69 @@ def verdict_text(labels: Sequence[bool]) -> str:
     return " none" if wrong == -1 else f" Step {wrong + 1}"
 
 
-def critic_examples(
-    tokenizer: PreTrainedTokenizerBase, examples: Sequence[StepwiseExample], limit: int
-) -> tuple[list[Example], int]:
-    """Judge prompt + verdict + end-of-text per sampled solution, the loss from the verdict on.
+@dataclass(frozen=True)
+class CriticExample(Example):
+    """A training text and the kind of its verdict, for balancing."""
 
-    The prompt is tokenized alone, as the policy tokenizes it when judging, so the verdict's
+    says_none: bool = False
+
+
+def check_text(steps: Sequence[str], labels: Sequence[bool]) -> str:
+    """The checks answer: each step up to the first wrong one, copied as the judge prompt shows it
+    and marked, then the verdict after "Answer:".
+
+    >>> print(check_text(["Step 1: 2 + 2 = 4", "Step 2: 4 * 3 = 13", "Step 3: 13 - 1 = 12"], [True, False, False]))
+    <BLANKLINE>
+    (1) Step 1: 2 + 2 = 4 ok
+    (2) Step 2: 4 * 3 = 13 wrong
+    Answer: Step 2
+    >>> parse_first_error(check_text(["a", "b"], [True, True]), 2)
+    -1
+    """
+    wrong = first_error(labels)
+    checked = len(steps) if wrong == -1 else wrong + 1
+    lines = [f"({number}) {' '.join(step.split())} {'wrong' if number == wrong + 1 else 'ok'}"
+             for number, step in enumerate(steps[:checked], 1)]
+    return "\n" + "\n".join(lines) + "\nAnswer:" + verdict_text(labels)
+
+
+def training_solutions(examples: Sequence[StepwiseExample]) -> list[StepwiseExample]:
+    """What a critic learns from: sampled solutions, reference solutions and their slipped copies
+    (each a whole solution with its own labels); merged-step variants repeat a sampled one."""
+    from tasks.augment import REFERENCE, SLIP
+
+    return [example for example in examples if example.variant in (ORIGINAL, REFERENCE, SLIP)]
+
+
+def critic_examples(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[StepwiseExample], limit: int, checks: bool = True
+) -> tuple[list[CriticExample], int]:
+    """Judge prompt + answer + end-of-text per training solution, the loss from the answer on.
+
+    The prompt is tokenized alone, as the policy tokenizes it when judging, so the answer's
     tokens are the ones the critic will generate. Texts longer than `limit` are skipped and counted.
     """
     encoded, skipped = [], 0
-    for example in originals(examples):
+    for example in training_solutions(examples):
         prompt = tokenizer(judge_prompt(example.prompt, list(example.steps)))["input_ids"]
-        verdict = tokenizer(verdict_text(example.labels), add_special_tokens=False)["input_ids"]
-        ids = [*prompt, *verdict, tokenizer.eos_token_id]
+        answer = check_text(example.steps, example.labels) if checks else verdict_text(example.labels)
+        ids = [*prompt, *tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
         if len(ids) > limit:
             skipped += 1
             continue
-        encoded.append(Example(ids, loss_from=len(prompt)))
+        encoded.append(CriticExample(ids, loss_from=len(prompt), says_none=first_error(example.labels) == -1))
     return encoded, skipped
 
 
-def balanced(corpus: Sequence[Example], none_ids: Sequence[int]) -> list[Example]:
-    """The corpus with its rarer kind of verdict (" none", or a named step) repeated, in turn,
+def balanced(corpus: Sequence[CriticExample]) -> list[CriticExample]:
+    """The corpus with its rarer kind of verdict ("none", or a named step) repeated, in turn,
     until both kinds are as many.
 
-    >>> none, step = Example([1, 9], 1), Example([1, 5], 1)
-    >>> [example.ids[1] for example in balanced([none, none, none, step], [9])]
+    >>> none, step = CriticExample([1, 9], 1, says_none=True), CriticExample([1, 5], 1, says_none=False)
+    >>> [example.ids[1] for example in balanced([none, none, none, step])]
     [9, 9, 9, 5, 5, 5]
     """
-    says_none = [list(example.ids[example.loss_from : example.loss_from + len(none_ids)]) == list(none_ids)
-                 for example in corpus]
+    says_none = [example.says_none for example in corpus]
     nones = [example for example, flag in zip(corpus, says_none) if flag]
     named = [example for example, flag in zip(corpus, says_none) if not flag]
     rare, common = sorted((nones, named), key=len)
@@ -194,9 +238,9 @@ def train_critic(
         torch.manual_seed(config.seed)
         started = time.perf_counter()
         model, tokenizer = load_critic_base(base, config.n_positions)
-        corpus, skipped = critic_examples(tokenizer, train, config.n_positions)
+        corpus, skipped = critic_examples(tokenizer, train, config.n_positions, config.checks)
         if config.balance:
-            corpus = balanced(corpus, tokenizer(" none", add_special_tokens=False)["input_ids"])
+            corpus = balanced(corpus)
         if not corpus:
             raise CriticBaseError(f"no training solution fits {config.n_positions} tokens ({skipped} skipped); "
                                   "raise --positions or build a dataset with labelled solutions")
@@ -205,7 +249,7 @@ def train_critic(
         torch.set_num_threads(previous)
     return save_critic(model, tokenizer, output, config, {
         "parameters": parameter_count(model), "examples": len(corpus), "skipped": skipped,
-        "none_share": round(sum(first_error(e.labels) == -1 for e in originals(train)) / max(1, len(originals(train))), 4),
+        "none_share": round(sum(example.says_none for example in corpus) / len(corpus), 4),
         "first_loss": round(sum(losses[:10]) / len(losses[:10]), 4),
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
         "seconds": round(time.perf_counter() - started, 1),

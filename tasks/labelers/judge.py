@@ -164,7 +164,9 @@ def path_labels(path: list[Node], first_error: int, raw: str) -> list[StepLabel]
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    max_new_tokens: int = field(default=64, metadata={"help": "longest judge answer, in tokens"})
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "longest judge answer, in tokens (a critic's check lines take ~20 a step)"}
+    )
     temperature: float = field(default=0.0, metadata={"help": "0 asks the backend for its greedy answer"})
     batch_size: int = field(default=8, metadata={"help": "prompts per policy call"})
 

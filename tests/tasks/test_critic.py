@@ -36,8 +36,9 @@ def test_the_target_is_the_verdict_the_judge_parser_reads(labels, verdict, index
     assert parse_first_error(verdict, len(labels)) == index
 
 
-def test_an_example_is_the_judge_prompt_then_the_verdict_with_loss_on_the_verdict_only(tokenizer):
-    (wrong, right), skipped = critic_examples(tokenizer, [_example((True, True, False, False)), _example((True,) * 4)], 768)
+def test_a_plain_example_is_the_judge_prompt_then_the_verdict_with_loss_on_the_verdict_only(tokenizer):
+    (wrong, right), skipped = critic_examples(
+        tokenizer, [_example((True, True, False, False)), _example((True,) * 4)], 768, checks=False)
     prompt = tokenizer(judge_prompt(QUESTION, list(STEPS)))["input_ids"]
     assert skipped == 0
     assert wrong.ids[: wrong.loss_from] == prompt == right.ids[: right.loss_from]
@@ -45,9 +46,25 @@ def test_an_example_is_the_judge_prompt_then_the_verdict_with_loss_on_the_verdic
     assert tokenizer.decode(right.ids[right.loss_from :]) == " none<|endoftext|>"
 
 
-def test_variants_are_not_trained_on_and_texts_too_long_are_counted(tokenizer):
+def test_a_checks_example_marks_each_step_up_to_the_first_wrong_one_then_answers(tokenizer):
+    (wrong, right), _ = critic_examples(tokenizer, [_example((True, True, False, False)), _example((True,) * 4)], 768)
+    prompt = tokenizer(judge_prompt(QUESTION, list(STEPS)))["input_ids"]
+    assert wrong.ids[: wrong.loss_from] == prompt == right.ids[: right.loss_from]
+    answer = tokenizer.decode(wrong.ids[wrong.loss_from :])
+    assert answer == ("\n(1) Step 1: 3 + 4 = 7 ok\n(2) Step 2: 7 + 2 = 9 ok\n(3) Step 3: 9 + 1 = 11 wrong"
+                      "\nAnswer: Step 3<|endoftext|>")
+    assert parse_first_error(answer.removesuffix("<|endoftext|>"), 4) == 2
+    ending = tokenizer.decode(right.ids[right.loss_from :])
+    assert ending.endswith("(4) Step 4: 11 + 0 = 11 The answer is 11. ok\nAnswer: none<|endoftext|>")
+    assert parse_first_error(ending.removesuffix("<|endoftext|>"), 4) == -1
+    assert (wrong.says_none, right.says_none) == (False, True)
+
+
+def test_merged_variants_are_not_trained_on_slips_and_references_are_and_texts_too_long_are_counted(tokenizer):
     examples, skipped = critic_examples(tokenizer, [_example((True,) * 4, "hnc"), _example((True,) * 4)], 100)
     assert (examples, skipped) == ([], 1)
+    kept, _ = critic_examples(tokenizer, [_example((True,) * 4, variant) for variant in ("hnc", "slip", "reference")], 1024)
+    assert len(kept) == 2
 
 
 def test_extended_positions_keep_the_model_and_repeat_the_trained_block():

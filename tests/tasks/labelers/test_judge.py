@@ -97,7 +97,7 @@ def test_labels_follow_the_named_first_error_and_unreadable_answers_are_recorded
     assert result.disagreements == 0
     assert (result.usage.prompts, result.usage.generated_tokens, result.usage.calls) == (3, 6, 1)
     (_, n, params), = policy.calls
-    assert (n, params.temperature, params.max_new_tokens, params.seed) == (1, 0.0, 64, 3)
+    assert (n, params.temperature, params.max_new_tokens, params.seed) == (1, 0.0, 256, 3)
 
 
 def test_only_requested_nodes_get_labels_and_a_shared_node_keeps_its_first_label():
@@ -164,7 +164,7 @@ def test_judgements_keep_the_raw_prompt_answer_and_finish_reason():
     assert [(j.answer, j.finish_reason, j.generated_tokens) for j in result.judgements] == [
         ("2", "stop", 2), ("none", "stop", 2), (None, "stop", 2),
     ]
-    assert (result.params.temperature, result.params.max_new_tokens, result.params.seed) == (0.0, 64, 3)
+    assert (result.params.temperature, result.params.max_new_tokens, result.params.seed) == (0.0, 256, 3)
 
 
 def test_the_registry_selects_the_judge():
