@@ -9,9 +9,9 @@ One separate pool, one dataset version, two models trained on it, measured on he
             --no-references and --slips 0 leave those out)
   base      `prmforge policy adapt --steps --adapt-steps` on the dataset's training problems (0: the
             embedded policy itself); both models start from it
-  critic    `prmforge critic train --dataset V --base B --steps --critic-steps`: the base, its
-            positions extended to 1024, fine-tuned to answer the judge prompt with a check line per
-            step (--plain: the verdict alone)
+  critic    `prmforge critic train --dataset V --base B --steps --critic-steps --protocol P`: the
+            base fine-tuned to check one step per prompt, ok or wrong (stepwise, the default), or to
+            name the first wrong step of the whole judge prompt, its positions extended to 768 (whole)
   prm       `prmforge train --dataset V --base B --steps --prm-steps`: the discriminative PRM on the same data
   first errors   a synthetic ProcessBench of --pb-rows rows (4-8 steps, half with one arithmetic
             slip, exact labels: tasks/ground_truth.py), none of them in the pool; the critic is asked
@@ -79,13 +79,18 @@ def adapted_base(work: Path, args, version: int) -> list[str]:
     return ["--base", str(work / "adapted")]
 
 
-def train_both(work: Path, args, version: int, base: list[str]) -> dict:
+def train_critic(work: Path, args, version: int, base: list[str]) -> dict:
     critic = json.loads(run(work, "critic", "train", "--dataset", str(version), *base, "--steps", str(args.critic_steps),
-                            "--batch-size", str(args.batch_size), "--learning-rate", str(args.critic_learning_rate),
-                            "--plain" if args.plain else "--checks", "--threads", str(args.threads), "--json"))
+                            "--batch-size", str(args.critic_batch_size), "--learning-rate", str(args.critic_learning_rate),
+                            "--protocol", args.protocol, "--threads", str(args.threads),
+                            *(["--balance"] if args.balance else []), "--json"))
+    return {"critic": critic["path"], "critic_metrics": critic["metrics"]}
+
+
+def train_prm(work: Path, args, version: int, base: list[str]) -> dict:
     prm = json.loads(run(work, "train", "--dataset", str(version), *base, "--steps", str(args.prm_steps),
                          "--batch-size", str(args.batch_size), "--json"))
-    return {"critic": critic["path"], "critic_metrics": critic["metrics"], "prm": prm["path"]}
+    return {"prm": prm["path"]}
 
 
 def pool_questions(args) -> set[str]:
@@ -120,7 +125,7 @@ def first_error_table(work: Path, args, models: dict) -> dict:
     calibration = held_out_rows(args, args.pb_rows // 2, PB_CALIBRATION_SEED)
     measured = held_out_rows(args, args.pb_rows, PB_SEED)
     labels = [row.label for row in measured]
-    critic = stage(work, "pb_critic", lambda: judged(models["critic"], measured))
+    critic = stage(work, f"pb_critic_{args.tag}", lambda: judged(models["critic"], measured))
     scores = stage(work, "pb_prm", lambda: score_everything({"prm": models["prm"]},
                                                             [(r.problem, r.steps) for r in calibration + measured]))["prm"]
     threshold = choose_threshold([r.label for r in calibration], scores[: len(calibration)])
@@ -174,7 +179,7 @@ def best_of_n_table(work: Path, args, models: dict) -> dict:
 
     samples = stage(work, "bon_samples", lambda: sample_best_of_n(args))["solutions"]
     rows = [ProcessBenchRow(str(index), question, tuple(steps), -1) for index, (_, question, steps, _, _) in enumerate(samples)]
-    verdicts = stage(work, "bon_critic", lambda: judged(models["critic"], rows))
+    verdicts = stage(work, f"bon_critic_{args.tag}", lambda: judged(models["critic"], rows))
     groups: dict[str, list] = {}
     for (pid, _, steps, answer, correct), verdict in zip(samples, verdicts, strict=True):
         value = critic_value(verdict, len(steps))
@@ -197,18 +202,24 @@ def main() -> None:
                         help="the training problems' worked solutions in the dataset (dataset build --references)")
     parser.add_argument("--slips", type=int, default=2, help="slipped copies per training solution (dataset build --slips)")
     parser.add_argument("--adapt-steps", type=int, default=300, help="policy adapt steps for the base (0: not adapted)")
-    parser.add_argument("--plain", action="store_true", help="train the critic to answer with the verdict alone")
+    parser.add_argument("--protocol", default="stepwise", choices=("stepwise", "whole"),
+                        help="the critic's protocol (critic train --protocol)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the critic's training")
-    parser.add_argument("--critic-steps", type=int, default=300)
-    parser.add_argument("--critic-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
+                        help="critic train --balance: as many wrong verdicts as right ones (stepwise: steps)")
+    parser.add_argument("--critic-steps", type=int, default=400)
+    parser.add_argument("--critic-batch-size", type=int, default=16, help="texts per step (stepwise: one per step checked)")
+    parser.add_argument("--critic-learning-rate", type=float, default=5e-4)
     parser.add_argument("--prm-steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="the PRM's solutions per step")
     parser.add_argument("--pb-rows", type=int, default=200)
     parser.add_argument("--bon-problems", type=int, default=60)
     parser.add_argument("--bon-samples", type=int, default=8)
     parser.add_argument("--bon-policy", default="vllm:embedded")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".critic")
     args = parser.parse_args()
+    args.tag = (f"{args.protocol}_lr{args.critic_learning_rate:g}_s{args.critic_steps}x{args.critic_batch_size}"
+                + "_balanced" * args.balance)  # the critic's stages
     args.work.mkdir(parents=True, exist_ok=True)
     work = args.work.resolve()
     began = time.perf_counter()
@@ -216,12 +227,13 @@ def main() -> None:
     with SERVER:
         version = stage(work, "dataset", lambda: make_pool(work, args))
         base = stage(work, "base", lambda: adapted_base(work, args, version))
-        models = stage(work, "models", lambda: train_both(work, args, version, base))
+        models = stage(work, f"critic_{args.tag}", lambda: train_critic(work, args, version, base))
+        models |= stage(work, "prm", lambda: train_prm(work, args, version, base))
     errors = first_error_table(work, args, models)
     metrics = models["critic_metrics"]
-    print(f"\ncritic ({'plain' if args.plain else 'checks'}, base {'adapted ' + str(args.adapt_steps) + ' steps' if base else 'embedded'}): "
+    print(f"\ncritic ({args.protocol}, base {'adapted ' + str(args.adapt_steps) + ' steps' if base else 'embedded'}): "
           f"{metrics['examples']} solutions of dataset v{version} ({args.labels} labels, none share "
-          f"{metrics['none_share']}), {args.critic_steps} steps of {args.batch_size}, loss {metrics['first_loss']} -> "
+          f"{metrics['none_share']}), {args.critic_steps} steps of {args.critic_batch_size}, loss {metrics['first_loss']} -> "
           f"{metrics['final_loss']}, {metrics['seconds']:.0f} s")
     print(f"first-error identification, synthetic ProcessBench ({errors['rows']} held-out rows, half erroneous; "
           f"the PRM's threshold {errors['threshold']:.4f} from {args.pb_rows // 2} other rows)")

@@ -23,13 +23,13 @@ def critic_train(
     dataset: Annotated[Optional[int], typer.Option("--dataset", help="Dataset version whose train split it learns from (default: the latest).")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Local HF causal LM to start from (default: the embedded policy, its positions extended).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Where to save the critic (default: DATA_DIR/critics/<id>).")] = None,
-    positions: Annotated[Optional[int], typer.Option("--positions", help="The critic's context in tokens (a GPT-2 base shorter than this is extended).")] = None,
+    positions: Annotated[Optional[int], typer.Option("--positions", help="The critic's context in tokens (a GPT-2 base shorter than this is extended; default: the base's own for stepwise, 768 for whole).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Solutions per optimizer step.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the batch order.")] = None,
     balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="Repeat the rarer verdict kind (a named step, or none) until both are as many.")] = None,
-    checks: Annotated[Optional[bool], typer.Option("--checks/--plain", help="Answer with a check line per step before the verdict (default), or with the verdict alone.")] = None,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="stepwise (default): one step per prompt, marked + (right) or - (wrong); whole: name the first wrong step of the whole judge prompt.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default 1, for a shared machine).")] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -40,7 +40,7 @@ def critic_train(
     from tasks.critic import CriticConfig
 
     options = {"n_positions": positions, "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-               "seed": seed, "balance": balance, "checks": checks,
+               "seed": seed, "balance": balance, "protocol": protocol,
                "threads": threads}
     options = {key: value for key, value in options.items() if value is not None}
     if "steps" in options:  # a short run keeps its warm-up under a tenth of its steps

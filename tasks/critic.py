@@ -1,35 +1,49 @@
 """The critic: a causal LM fine-tuned to name a solution's first wrong step, the judge's backend.
 
-The judge labeller (tasks/labelers/judge.py) sends JUDGE_PROMPT and reads the answer with
-parse_first_error. The critic learns exactly that exchange: its training text is the judge
-prompt of a dataset solution followed by the answer its step labels imply and end-of-text, with
-the loss on the answer only. The answer has two forms:
-- checks (the default): one line per step, the step copied and marked " ok" or " wrong", up to the
-  first wrong one, then "Answer: Step k" or "Answer: none" (check_text). Each mark is written
-  right after the step it judges, where a PRM reads its step, so every step gives the critic a
-  signal; parse_first_error reads what follows the last "Answer:".
-- plain: " Step k" or " none" alone (verdict_text). A critic trained so on the embedded policy
-  learnt the label prior and answered " none" to every row (bench/RESULTS.md, "The critic"). Saved with `save_pretrained`, it is a plain HF directory that the
-`transformers:PATH` and `vllm:PATH` policies load, so `--labeler judge --policy transformers:PATH`
-and bench/consensus.py `--judge transformers:PATH` use it as they would any instruction model.
+The judge labeller (tasks/labelers/judge.py) asks in one of two protocols, and the critic
+learns the exchange of one, recorded in critic.json so that the labeller picks it
+(`backend_protocol`):
+- stepwise (the default): the prompt is the problem and the solution up to the step to judge
+  (stepwise_prompt); the critic answers with its check of that step, the step's last arithmetic
+  claim recomputed and a mark, " | 4 * 3 = 12 wrong" or " | 2 + 2 = 4 ok" (check_answer), and
+  the labeller goes on to the next step while the mark is ok. A training text is one step's
+  prompt and check, for every step of a solution up to its first step labelled wrong, the loss on
+  the check. The recomputed value lands beside the written one, so the mark compares two numbers
+  in view; and the texts stay within the base's trained positions.
+- whole: JUDGE_PROMPT, answered with " Step k" for the first step labelled wrong or " none"
+  (verdict_text), the loss on the verdict. On the embedded policy this learnt the label prior
+  and answered " none" to every row, and an answer that copied each step before the verdict could
+  not copy at all: past the base's ~256 trained positions (the judge prompt alone is 360-550
+  tokens) the extended positions repeat the trained block, so the model cannot tell where it is.
+  A stepwise mark with no recomputation ("ok" or "wrong" right after the step) learnt the prior
+  too (bench/RESULTS.md, "The critic").
+Saved with `save_pretrained`, it is a plain HF directory that the `transformers:PATH` and
+`vllm:PATH` policies load, so `--labeler judge --policy transformers:PATH` and bench/consensus.py
+`--judge transformers:PATH` use it.
 
-The embedded policy's context (256 tokens) cannot hold the judge prompt (about 360-550 tokens),
-so its position embeddings are extended (extend_positions). Training consumes a dataset version:
+The embedded policy's context (256 tokens) cannot hold the whole judge prompt (about 360-550
+tokens), so its position embeddings are extended (extend_positions) when it must. Training consumes a dataset version:
 the labels come from whatever pool built it, never from the problems the critic will judge.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import operator
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from schemas.errors import UserError
 from schemas.records import SamplingParams
-from tasks.labelers.judge import ask_judge, judge_prompt, parse_first_error
+from tasks.labelers.judge import (
+    CRITIC_RECORD, MARKS, STEPWISE, WHOLE, ask_stepwise, ask_whole, judge_prompt, parse_first_error, stepwise_prompt,
+)
 from tasks.policies.embedded_model import Example, PolicyTrainConfig, parameter_count, train_model
 from tasks.prm.data import ORIGINAL, StepwiseExample, first_error
 
@@ -40,21 +54,23 @@ if TYPE_CHECKING:
     from tasks.policies.base import Policy
     from tasks.processbench import ProcessBenchRow
 
-CRITIC_RECORD = "critic.json"
 
 
 class CriticBaseError(UserError, ValueError):
     """The base model cannot become a critic (too short a context that cannot be extended)."""
 
 
+WHOLE_POSITIONS = 768  # the whole protocol's default context
+
+
 @dataclass(frozen=True)
 class CriticConfig:
     """How a critic is fine-tuned. Defaults fit a CPU: about 3-4 s per step of 8 judge prompts."""
 
-    n_positions: int = field(
-        default=1024,
-        metadata={"help": "Context of the critic in tokens; judge prompts of 8-step synthetic solutions are ~550, "
-                  "and their check lines ~150 more."},
+    n_positions: int | None = field(
+        default=None,
+        metadata={"help": "Context of the critic in tokens; a shorter GPT-2 base is extended to it. Default: the "
+                  "base's own for stepwise, 768 for whole (judge prompts of 8-step synthetic solutions are ~550)."},
     )
     steps: int = field(default=300, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=8, metadata={"help": "Solutions per optimizer step."})
@@ -67,21 +83,23 @@ class CriticConfig:
         metadata={"help": "Repeat the rarer verdict kind (a named step, or none) until both are as many: "
                   "trained on a pool mostly right, a critic learnt to answer none to everything."},
     )
-    checks: bool = field(
-        default=True,
-        metadata={"help": "Answer with one check line per step (the step copied, then ok or wrong) before the "
-                  "verdict; otherwise with the verdict alone."},
+    protocol: str = field(
+        default=STEPWISE,
+        metadata={"help": "stepwise: mark one step per prompt, + (right) or - (wrong); whole: name the first wrong step "
+                  "of the whole judge prompt."},
     )
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 on a shared machine)."})
 
     def __post_init__(self) -> None:
         for name in ("n_positions", "steps", "batch_size", "threads"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"need 0 <= warmup_steps < steps, got {self.warmup_steps} and {self.steps}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.protocol not in (STEPWISE, WHOLE):
+            raise ValueError(f"protocol must be {STEPWISE} or {WHOLE}, got {self.protocol!r}")
 
     def optimizer(self) -> PolicyTrainConfig:
         """The settings train_model reads, in the policy trainer's config."""
@@ -103,28 +121,74 @@ def verdict_text(labels: Sequence[bool]) -> str:
 
 @dataclass(frozen=True)
 class CriticExample(Example):
-    """A training text and the kind of its verdict, for balancing."""
+    """A training text and the kind of its verdict (no wrong step; stepwise: this step is right),
+    for balancing."""
 
     says_none: bool = False
 
 
-def check_text(steps: Sequence[str], labels: Sequence[bool]) -> str:
-    """The checks answer: each step up to the first wrong one, copied as the judge prompt shows it
-    and marked, then the verdict after "Answer:".
+_EQUATION = re.compile(r"(\(?-?\d+(?:\.\d+)?\)?(?:\s*[-+*/×÷]\s*\(?-?\d+(?:\.\d+)?\)?)+)\s*=\s*-?\d")
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
-    >>> print(check_text(["Step 1: 2 + 2 = 4", "Step 2: 4 * 3 = 13", "Step 3: 13 - 1 = 12"], [True, False, False]))
-    <BLANKLINE>
-    (1) Step 1: 2 + 2 = 4 ok
-    (2) Step 2: 4 * 3 = 13 wrong
-    Answer: Step 2
-    >>> parse_first_error(check_text(["a", "b"], [True, True]), 2)
-    -1
+
+def _exact(node: ast.AST) -> Fraction:
+    if isinstance(node, ast.Expression):
+        return _exact(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        return Fraction(str(node.value))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_exact(node.operand)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_exact(node.left), _exact(node.right))
+    raise ValueError("not plain arithmetic")
+
+
+def recomputed(step: str) -> str | None:
+    """The last `expression = number` claim of a step, with the expression's exact value in place
+    of the number the step wrote; None when the step has no such claim (or it does not evaluate).
+
+    >>> recomputed("Step 2: 4 * 3 = 13"), recomputed("Half of 9 is 9 / 2 = 4.5 km."), recomputed("Done.")
+    ('4 * 3 = 12', '9 / 2 = 4.5', None)
     """
+    matches = list(_EQUATION.finditer(" ".join(step.split())))
+    if not matches:
+        return None
+    expression = " ".join(matches[-1][1].split())
+    try:
+        value = _exact(ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval"))
+    except (ValueError, SyntaxError, ZeroDivisionError):
+        return None
+    shown = str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
+    return f"{expression} = {shown}"
+
+
+def check_answer(step: str, right: bool) -> str:
+    """What the stepwise critic learns to answer about a step: its arithmetic recomputed, then
+    the mark the step's label gives. Recomputing puts the true value beside the written one, where
+    comparing them is one look back: a tiny LM's hidden state alone did not tell a wrong sum from a
+    right one (tasks/prm/modeling.py).
+
+    >>> check_answer("Step 2: 4 * 3 = 13", False), check_answer("The answer is 12.", True)
+    (' | 4 * 3 = 12 wrong', ' | ok')
+    """
+    claim = recomputed(step)
+    return f" | {claim}{MARKS[right]}" if claim else f" |{MARKS[right]}"
+
+
+def stepwise_texts(
+    tokenizer: PreTrainedTokenizerBase, problem: str, steps: Sequence[str], labels: Sequence[bool]
+) -> list[CriticExample]:
+    """One text per step of a solution up to its first wrong one: the step's prompt, as the
+    labeller sends it, then its check and end-of-text, the loss on the check."""
     wrong = first_error(labels)
     checked = len(steps) if wrong == -1 else wrong + 1
-    lines = [f"({number}) {' '.join(step.split())} {'wrong' if number == wrong + 1 else 'ok'}"
-             for number, step in enumerate(steps[:checked], 1)]
-    return "\n" + "\n".join(lines) + "\nAnswer:" + verdict_text(labels)
+    texts = []
+    for number in range(1, checked + 1):
+        prompt = tokenizer(stepwise_prompt(problem, list(steps[:number])))["input_ids"]
+        answer = tokenizer(check_answer(steps[number - 1], number != wrong + 1), add_special_tokens=False)["input_ids"]
+        texts.append(CriticExample([*prompt, *answer, tokenizer.eos_token_id], loss_from=len(prompt),
+                                   says_none=number != wrong + 1))
+    return texts
 
 
 def training_solutions(examples: Sequence[StepwiseExample]) -> list[StepwiseExample]:
@@ -136,22 +200,32 @@ def training_solutions(examples: Sequence[StepwiseExample]) -> list[StepwiseExam
 
 
 def critic_examples(
-    tokenizer: PreTrainedTokenizerBase, examples: Sequence[StepwiseExample], limit: int, checks: bool = True
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[StepwiseExample], limit: int, protocol: str = STEPWISE
 ) -> tuple[list[CriticExample], int]:
-    """Judge prompt + answer + end-of-text per training solution, the loss from the answer on.
+    """One training text per training solution, the loss on the critic's answer only.
 
-    The prompt is tokenized alone, as the policy tokenizes it when judging, so the answer's
-    tokens are the ones the critic will generate. Texts longer than `limit` are skipped and counted.
+    Whole: the judge prompt, the verdict and end-of-text, the prompt tokenized alone as the policy
+    tokenizes it when judging. Stepwise: stepwise_texts, one per step checked (`says_none` there
+    is whether that step is right). A solution with a text longer than `limit` is skipped and
+    counted.
     """
     encoded, skipped = [], 0
     for example in training_solutions(examples):
+        says_none = first_error(example.labels) == -1
+        if protocol == STEPWISE:
+            texts = stepwise_texts(tokenizer, example.prompt, example.steps, example.labels)
+            if max(len(text.ids) for text in texts) > limit:
+                skipped += 1
+                continue
+            encoded.extend(texts)
+            continue
         prompt = tokenizer(judge_prompt(example.prompt, list(example.steps)))["input_ids"]
-        answer = check_text(example.steps, example.labels) if checks else verdict_text(example.labels)
-        ids = [*prompt, *tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        ids = [*prompt, *tokenizer(verdict_text(example.labels), add_special_tokens=False)["input_ids"],
+               tokenizer.eos_token_id]
         if len(ids) > limit:
             skipped += 1
             continue
-        encoded.append(CriticExample(ids, loss_from=len(prompt), says_none=first_error(example.labels) == -1))
+        encoded.append(CriticExample(ids, loss_from=len(prompt), says_none=says_none))
     return encoded, skipped
 
 
@@ -202,8 +276,9 @@ def extend_positions(model: PreTrainedModel, n_positions: int) -> PreTrainedMode
     return extended
 
 
-def load_critic_base(base: Path, n_positions: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base LM and tokenizer, a GPT-2 extended to `n_positions` when its context is shorter."""
+def load_critic_base(base: Path, n_positions: int | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base LM and tokenizer, a GPT-2 extended to `n_positions` when its context is shorter
+    (None: as it is)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tasks.policies.transformers_policy import quiet_transformers
@@ -214,7 +289,7 @@ def load_critic_base(base: Path, n_positions: int) -> tuple[PreTrainedModel, Pre
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     context = int(model.config.max_position_embeddings)
-    if context < n_positions:
+    if n_positions is not None and context < n_positions:
         if model.config.model_type != "gpt2":
             raise CriticBaseError(
                 f"the base {base} has a {context}-token context and only GPT-2 positions are extended here; "
@@ -237,12 +312,14 @@ def train_critic(
     try:
         torch.manual_seed(config.seed)
         started = time.perf_counter()
-        model, tokenizer = load_critic_base(base, config.n_positions)
-        corpus, skipped = critic_examples(tokenizer, train, config.n_positions, config.checks)
+        wanted = config.n_positions or (WHOLE_POSITIONS if config.protocol == WHOLE else None)
+        model, tokenizer = load_critic_base(base, wanted)
+        context = int(model.config.max_position_embeddings)
+        corpus, skipped = critic_examples(tokenizer, train, context, config.protocol)
         if config.balance:
             corpus = balanced(corpus)
         if not corpus:
-            raise CriticBaseError(f"no training solution fits {config.n_positions} tokens ({skipped} skipped); "
+            raise CriticBaseError(f"no training solution fits {context} tokens ({skipped} skipped); "
                                   "raise --positions or build a dataset with labelled solutions")
         losses = train_model(model, corpus, config.optimizer(), tokenizer.pad_token_id, progress)
     finally:
@@ -269,21 +346,26 @@ def save_critic(model, tokenizer, output: Path, config: CriticConfig, metrics: d
 
 def judge_rows(policy: Policy, rows: Sequence[ProcessBenchRow], batch_size: int = 16) -> list[int | None]:
     """The first error a judge names for each row (0-based, -1 = none, None = unreadable or a
-    prompt longer than the judge's context), asked with the judge labeller's prompt and settings."""
+    prompt longer than the judge's context), asked as the judge labeller asks, in the backend's
+    protocol (backend_protocol) and with the labeller's settings."""
     from tasks.fit import prompts_without_room
-    from tasks.labelers.judge import JudgeConfig
+    from tasks.labelers.judge import STEPWISE_TOKENS, JudgeConfig, backend_protocol
 
     settings = JudgeConfig()
-    params = SamplingParams(temperature=settings.temperature, max_new_tokens=settings.max_new_tokens)
-    prompts = [judge_prompt(row.problem, list(row.steps)) for row in rows]
-    too_long = prompts_without_room(policy, prompts)
+    stepwise = backend_protocol(policy) == STEPWISE
+    params = SamplingParams(temperature=settings.temperature,
+                            max_new_tokens=STEPWISE_TOKENS if stepwise else settings.max_new_tokens)
+    longest = [stepwise_prompt(row.problem, list(row.steps)) if stepwise else judge_prompt(row.problem, list(row.steps))
+               for row in rows]
+    too_long = prompts_without_room(policy, longest)
     asked = [index for index in range(len(rows)) if index not in too_long]
     found: list[int | None] = [None] * len(rows)
+    ask = ask_stepwise if stepwise else ask_whole
     for start in range(0, len(asked), batch_size):
         batch = asked[start : start + batch_size]
-        outputs = ask_judge(policy, [prompts[index] for index in batch], params)
-        for index, generations in zip(batch, outputs, strict=True):
-            found[index] = parse_first_error(generations[0].text, len(rows[index].steps))
+        answers, _ = ask(policy, [rows[index].problem for index in batch], [list(rows[index].steps) for index in batch], params)
+        for index, answer in zip(batch, answers, strict=True):
+            found[index] = answer.first_error
     return found
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from schemas.errors import UserError
@@ -55,6 +56,11 @@ Find the first step that is wrong: a wrong calculation, a wrong fact, or a concl
 not follow from the problem and the steps before it. Reply with the number of that step only, \
 for example "Step 2". If every step is correct, reply "none".
 First wrong step:"""
+
+WHOLE, STEPWISE, AUTO = "whole", "stepwise", "auto"
+MARKS = {True: " ok", False: " wrong"}  # a stepwise answer ends with one
+CRITIC_RECORD = "critic.json"  # a critic's directory holds it (tasks/critic.py), with its protocol
+_MARK = re.compile(r"\b(ok|wrong)\W*$", re.IGNORECASE)
 
 _STEP_NUMBER = re.compile(r"\b(?:step|paragraph)[_\s]*(?:#|no\.?|number)?\s*\(?(-?\d+)\)?", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
@@ -101,6 +107,43 @@ def parse_first_error(text: str, n_steps: int) -> int | None:
         return None
     number = numbers.pop()
     return number - 1 if 1 <= number <= n_steps else None
+
+
+def stepwise_prompt(problem: str, steps: Sequence[str]) -> str:
+    """The stepwise judge's question about the last of `steps`: the problem, then the solution up
+    to that step, one step per line. The judge answers with its check of the step, ending in " ok"
+    or " wrong" (a critic first recomputes the step's arithmetic: " | 4 * 3 = 12 wrong").
+
+    >>> stepwise_prompt("Q?", ["Step 1: 2 + 2 = 4", "Step 2: 4 * 3 = 13"])
+    'Q?\\nStep 1: 2 + 2 = 4\\nStep 2: 4 * 3 = 13'
+    """
+    return "\n".join([problem.strip(), *(" ".join(step.split()) for step in steps)])
+
+
+def read_mark(text: str) -> bool | None:
+    """A stepwise answer's verdict, its last word: True for "ok", False for "wrong", None otherwise.
+
+    >>> read_mark(" | 4 * 3 = 12 wrong"), read_mark(" ok."), read_mark(" | 4 * 3 = 12"), read_mark("")
+    (False, True, None, None)
+    """
+    match = _MARK.search(text.strip())
+    return None if match is None else match[1].lower() == "ok"
+
+
+def backend_protocol(policy: Policy) -> str:
+    """The protocol a backend was trained for: a critic's directory (transformers:DIR, vllm:DIR)
+    records it in critic.json; any other backend takes the whole-solution prompt."""
+    import json
+    from pathlib import Path
+
+    _, _, location = policy.name.partition(":")
+    record = Path(location) / CRITIC_RECORD if location else None
+    if record is None or not record.is_file():
+        return WHOLE
+    try:
+        return json.loads(record.read_text()).get("config", {}).get("protocol", WHOLE)
+    except (OSError, ValueError):
+        return WHOLE
 
 
 def judge_prompt(problem: str, steps: list[str]) -> str:
@@ -164,11 +207,18 @@ def path_labels(path: list[Node], first_error: int, raw: str) -> list[StepLabel]
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    max_new_tokens: int = field(
-        default=256, metadata={"help": "longest judge answer, in tokens (a critic's check lines take ~20 a step)"}
-    )
+    max_new_tokens: int = field(default=256, metadata={"help": "longest judge answer, in tokens"})
     temperature: float = field(default=0.0, metadata={"help": "0 asks the backend for its greedy answer"})
     batch_size: int = field(default=8, metadata={"help": "prompts per policy call"})
+    protocol: str = field(
+        default=AUTO,
+        metadata={"help": "'whole': JUDGE_PROMPT once per solution; 'stepwise': one prompt per step, answered with a check "
+                  "ending in ok or wrong (a critic trained so); 'auto': what the backend's critic.json says, else whole"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.protocol not in (AUTO, WHOLE, STEPWISE):
+            raise ValueError(f"protocol must be {AUTO}, {WHOLE} or {STEPWISE}, got {self.protocol!r}")
 
 
 class JudgeLabeler:
@@ -185,29 +235,23 @@ class JudgeLabeler:
         params = replace(
             request.params, max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, stop=()
         )
+        protocol = backend_protocol(policy) if self.config.protocol == AUTO else self.config.protocol
+        if protocol == STEPWISE:
+            params = replace(params, max_new_tokens=STEPWISE_TOKENS)
         result = JudgeResult(params=params)
         decided: dict[str, StepLabel] = {}
         covered: set[str] = set()  # wanted nodes on a path judged so far, for progress
         for start in range(0, len(paths), self.config.batch_size):
             batch = paths[start : start + self.config.batch_size]
-            prompts = [
-                judge_prompt(request.problems[path[0].problem_id].question, [n.step_text for n in path])
-                for path in batch
-            ]
-            began = time.perf_counter()
-            outputs = ask_judge(policy, [request.prompt_format.instruction(prompt) for prompt in prompts], params)
-            usage = PolicyUsage(len(batch), 0, time.perf_counter() - began, 1)
-            for path, prompt, (generation, *_) in zip(batch, prompts, outputs, strict=True):
-                usage.generated_tokens += generation.generated_tokens
-                first_error = parse_first_error(generation.text, len(path))
-                reason = "unreadable answer: no single step number or 'none'" if first_error is None else "read"
-                result.judgements.append(
-                    Judgement(path[-1].node_id, prompt, generation.text, first_error, reason,
-                              generation.generated_tokens, generation.finish_reason)
-                )
-                if first_error is None:
+            questions = [request.problems[path[0].problem_id].question for path in batch]
+            steps = [[node.step_text for node in path] for path in batch]
+            ask = ask_stepwise if protocol == STEPWISE else ask_whole
+            answers, usage = ask(policy, questions, steps, params, request.prompt_format.instruction)
+            for path, answer in zip(batch, answers, strict=True):
+                result.judgements.append(replace(answer, terminal_node_id=path[-1].node_id))
+                if answer.first_error is None:
                     continue
-                for label in path_labels(path, first_error, generation.text):
+                for label in path_labels(path, answer.first_error, answer.output):
                     if label.node_id not in wanted:
                         continue
                     earlier = decided.setdefault(label.node_id, label)
@@ -219,6 +263,66 @@ class JudgeLabeler:
                 progress(len(newly))
         result.labels = list(decided.values())
         return result
+
+
+STEPWISE_TOKENS = 32  # a stepwise answer is one step's check: its recomputed arithmetic and a mark
+UNREADABLE = "unreadable answer: no single step number or 'none'"
+UNREADABLE_MARK = "unreadable answer: a step check that ends in neither ok nor wrong"
+
+
+def ask_whole(
+    policy: Policy, questions: list[str], steps: list[list[str]], params: SamplingParams, wrap=lambda text: text
+) -> tuple[list[Judgement], PolicyUsage]:
+    """One JUDGE_PROMPT per solution, in one call; `wrap` puts each in the run's prompt format."""
+    prompts = [judge_prompt(question, path) for question, path in zip(questions, steps, strict=True)]
+    began = time.perf_counter()
+    outputs = ask_judge(policy, [wrap(prompt) for prompt in prompts], params)
+    usage = PolicyUsage(len(prompts), 0, time.perf_counter() - began, 1)
+    answers = []
+    for path, prompt, (generation, *_) in zip(steps, prompts, outputs, strict=True):
+        usage.generated_tokens += generation.generated_tokens
+        first_error = parse_first_error(generation.text, len(path))
+        answers.append(Judgement("", prompt, generation.text, first_error, UNREADABLE if first_error is None else "read",
+                                 generation.generated_tokens, generation.finish_reason))
+    return answers, usage
+
+
+def ask_stepwise(
+    policy: Policy, questions: list[str], steps: list[list[str]], params: SamplingParams, wrap=lambda text: text
+) -> tuple[list[Judgement], PolicyUsage]:
+    """Each solution's steps checked in turn, one call per round for every solution still going:
+    the first check ending in " wrong" is its first error, " ok" on every step is "none", any
+    other answer unreadable. A judgement keeps the last prompt and every check, one per line."""
+    marks: list[list[str]] = [[] for _ in steps]
+    prompts = [""] * len(steps)
+    found: list[int | None] = [None] * len(steps)
+    tokens, finish = [0] * len(steps), ["stop"] * len(steps)
+    usage = PolicyUsage()
+    active = [index for index, path in enumerate(steps) if path]
+    while active:
+        asked = [stepwise_prompt(questions[index], steps[index][: len(marks[index]) + 1]) for index in active]
+        began = time.perf_counter()
+        outputs = ask_judge(policy, [wrap(prompt) for prompt in asked], params)
+        usage.add(PolicyUsage(len(asked), 0, time.perf_counter() - began, 1))
+        going = []
+        for index, prompt, (generation, *_) in zip(active, asked, outputs, strict=True):
+            prompts[index], finish[index] = prompt, generation.finish_reason
+            tokens[index] += generation.generated_tokens
+            marks[index].append(generation.text)
+            verdict = read_mark(generation.text)
+            if verdict is False:
+                found[index] = len(marks[index]) - 1
+            elif verdict and len(marks[index]) == len(steps[index]):
+                found[index] = -1
+            elif verdict:
+                going.append(index)
+        active = going
+    usage.generated_tokens = sum(tokens)
+    return [
+        Judgement("", prompts[index], "\n".join(marks[index]), found[index],
+                  UNREADABLE_MARK if found[index] is None else "read", tokens[index], finish[index])
+        for index in range(len(steps))
+    ], usage
 
 
 def ask_judge(policy: Policy, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:

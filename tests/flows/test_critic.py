@@ -31,17 +31,19 @@ def world(prefect_harness, tmp_path_factory):
 @pytest.fixture(scope="module")
 def critic(runner, world) -> dict:
     warehouse, base = world
-    # --plain: a random tiny base learns the one-line verdict in 60 steps; copying each step for the
-    # checks answer takes a pretrained one (tests/tasks/test_critic.py has the checks texts exactly).
     arguments = ["critic", "train", "--dataset", "1", "--base", str(base), "--steps", "60", "--learning-rate", "0.01",
-                 "--plain", "--data-dir", str(warehouse.data_dir), "--json"]
+                 "--data-dir", str(warehouse.data_dir), "--json"]
     result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
     again = runner.invoke(app, arguments)
     return json.loads(result.stdout) | {"again": json.loads(again.stdout)["status"]}
 
 
-def test_critic_train_saves_a_model_with_room_for_the_judge_prompt(critic, world):
+def record_of(path) -> dict:
+    return json.loads((path / "critic.json").read_text())
+
+
+def test_critic_train_saves_a_model_with_room_for_its_prompts(critic, world):
     from pathlib import Path
 
     from transformers import AutoConfig
@@ -50,7 +52,9 @@ def test_critic_train_saves_a_model_with_room_for_the_judge_prompt(critic, world
     path = Path(critic["path"])
     assert (critic["status"], critic["again"], critic["dataset_version"]) == ("completed", "already done", 1)
     assert path.parent == warehouse.data_dir / "critics" and critic["judge"] == f"transformers:{path}"
-    assert AutoConfig.from_pretrained(path).n_positions == CriticConfig.n_positions == 1024
+    # Stepwise texts fit the base's own 256 positions, so they are kept as trained (not extended).
+    assert AutoConfig.from_pretrained(path).n_positions == AutoConfig.from_pretrained(base).n_positions == 256
+    assert record_of(path)["config"]["protocol"] == CriticConfig.protocol == "stepwise"
     record = json.loads((path / "critic.json").read_text())
     assert (record["dataset_version"], record["labeler"], record["base"]) == (1, "mc", str(base))
     assert record["metrics"]["examples"] > 0 and record["metrics"]["final_loss"] < record["metrics"]["first_loss"]
@@ -72,7 +76,10 @@ def test_the_judge_labeller_runs_on_the_critic_and_reads_its_verdicts(critic):
                            SamplingParams(seed=0))
     result = JudgeLabeler().label(load_policy(critic["judge"]), request)
     assert result.judgements and all(j.output.strip() for j in result.judgements)
-    # Trained on the verdicts, the tiny critic answers in their form: every answer reads.
+    # The labeller read the protocol from critic.json and asked one step per prompt.
+    assert not any("You are checking" in j.prompt for j in result.judgements)
+    assert result.usage.calls >= 2 and result.params.max_new_tokens == 32
+    # Trained on the marks, the tiny critic answers in their form: every answer reads.
     assert [j.first_error for j in result.judgements if j.first_error is None] == []
     assert {label.node_id for label in result.labels} == {node.node_id for node in tree}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.critic import CriticConfig, critic_examples, extend_positions, judged_first_error_f1, trained_positions, verdict_text
-from tasks.labelers.judge import judge_prompt, parse_first_error
+from tasks.critic import CriticConfig, critic_examples, recomputed, extend_positions, judged_first_error_f1, trained_positions, verdict_text
+from tasks.labelers.judge import judge_prompt, parse_first_error, read_mark, stepwise_prompt
 from tasks.prm.data import StepwiseExample
 
 QUESTION = "Mia has 3 pens. She gets 4 more. She gets 2 more. She gets 1 more. How many pens does Mia have now?"
@@ -36,34 +36,48 @@ def test_the_target_is_the_verdict_the_judge_parser_reads(labels, verdict, index
     assert parse_first_error(verdict, len(labels)) == index
 
 
-def test_a_plain_example_is_the_judge_prompt_then_the_verdict_with_loss_on_the_verdict_only(tokenizer):
+def test_a_whole_example_is_the_judge_prompt_then_the_verdict_with_loss_on_the_verdict_only(tokenizer):
     (wrong, right), skipped = critic_examples(
-        tokenizer, [_example((True, True, False, False)), _example((True,) * 4)], 768, checks=False)
+        tokenizer, [_example((True, True, False, False)), _example((True,) * 4)], 768, protocol="whole")
     prompt = tokenizer(judge_prompt(QUESTION, list(STEPS)))["input_ids"]
     assert skipped == 0
     assert wrong.ids[: wrong.loss_from] == prompt == right.ids[: right.loss_from]
     assert tokenizer.decode(wrong.ids[wrong.loss_from :]) == " Step 3<|endoftext|>"
     assert tokenizer.decode(right.ids[right.loss_from :]) == " none<|endoftext|>"
-
-
-def test_a_checks_example_marks_each_step_up_to_the_first_wrong_one_then_answers(tokenizer):
-    (wrong, right), _ = critic_examples(tokenizer, [_example((True, True, False, False)), _example((True,) * 4)], 768)
-    prompt = tokenizer(judge_prompt(QUESTION, list(STEPS)))["input_ids"]
-    assert wrong.ids[: wrong.loss_from] == prompt == right.ids[: right.loss_from]
-    answer = tokenizer.decode(wrong.ids[wrong.loss_from :])
-    assert answer == ("\n(1) Step 1: 3 + 4 = 7 ok\n(2) Step 2: 7 + 2 = 9 ok\n(3) Step 3: 9 + 1 = 11 wrong"
-                      "\nAnswer: Step 3<|endoftext|>")
-    assert parse_first_error(answer.removesuffix("<|endoftext|>"), 4) == 2
-    ending = tokenizer.decode(right.ids[right.loss_from :])
-    assert ending.endswith("(4) Step 4: 11 + 0 = 11 The answer is 11. ok\nAnswer: none<|endoftext|>")
-    assert parse_first_error(ending.removesuffix("<|endoftext|>"), 4) == -1
     assert (wrong.says_none, right.says_none) == (False, True)
 
 
+def test_a_stepwise_example_is_a_step_prompt_as_sent_then_its_recomputed_check(tokenizer):
+    texts, skipped = critic_examples(tokenizer, [_example((True, True, False, False)), _example((True,) * 4)], 256)
+    assert skipped == 0 and len(texts) == 3 + 4  # the wrong solution's steps up to its first wrong one
+    wrong = texts[2]
+    assert wrong.ids[: wrong.loss_from] == tokenizer(stepwise_prompt(QUESTION, list(STEPS[:3])))["input_ids"]
+    assert tokenizer.decode(wrong.ids[wrong.loss_from :]) == " | 9 + 1 = 10 wrong<|endoftext|>"
+    assert tokenizer.decode(texts[0].ids[texts[0].loss_from :]) == " | 3 + 4 = 7 ok<|endoftext|>"
+    last = texts[-1]
+    assert tokenizer.decode(last.ids) == (f"{QUESTION}\nStep 1: 3 + 4 = 7\nStep 2: 7 + 2 = 9\nStep 3: 9 + 1 = 11\n"
+                                          "Step 4: 11 + 0 = 11 The answer is 11. | 11 + 0 = 11 ok<|endoftext|>")
+    assert [text.says_none for text in texts] == [True, True, False, True, True, True, True]
+    assert read_mark(tokenizer.decode(wrong.ids[wrong.loss_from : -1])) is False
+
+
+@pytest.mark.parametrize(("step", "claim"), [
+    ("Step 3: 9 + 1 = 11", "9 + 1 = 10"),
+    ("Step 1: 12 / 5 = 2", "12 / 5 = 2.4"),
+    ("First 2 * (3 + 4) = 15, then 15 - 1 = 14.", "15 - 1 = 14"),  # the last claim
+    ("So (2 + 3) * 4 = 21", "(2 + 3) * 4 = 20"),
+    ("The answer is 11.", None),
+    ("Step 2: 5 / 0 = 1", None),
+])
+def test_recomputed_puts_the_exact_value_in_place_of_the_written_one(step, claim):
+    assert recomputed(step) == claim
+
+
 def test_merged_variants_are_not_trained_on_slips_and_references_are_and_texts_too_long_are_counted(tokenizer):
-    examples, skipped = critic_examples(tokenizer, [_example((True,) * 4, "hnc"), _example((True,) * 4)], 100)
+    examples, skipped = critic_examples(tokenizer, [_example((True,) * 4, "hnc"), _example((True,) * 4)], 40)
     assert (examples, skipped) == ([], 1)
-    kept, _ = critic_examples(tokenizer, [_example((True,) * 4, variant) for variant in ("hnc", "slip", "reference")], 1024)
+    kept, _ = critic_examples(tokenizer, [_example((True,) * 4, variant) for variant in ("hnc", "slip", "reference")],
+                              768, protocol="whole")
     assert len(kept) == 2
 
 

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from schemas.records import Generation, Node, Problem, SamplingParams
@@ -211,3 +213,52 @@ def test_judgements_become_rollouts_rows_in_the_warehouse(tmp_path):
     finally:
         connection.close()
     assert stored == [("e", judge_prompt("Q?", ["E"]))]  # an unreadable answer is kept with its prompt
+
+
+class ScriptedMarks:
+    """A stepwise judge: marks the last step of each prompt as scripted for that step's text."""
+
+    def __init__(self, marks: dict[str, str], name: str = "scripted-marks"):
+        self.marks, self.name = marks, name
+        self.calls: list[list[str]] = []
+
+    def generate(self, prompts, n, params):
+        assert params.max_new_tokens == 32
+        self.calls.append(list(prompts))
+        return [[Generation(self.marks[prompt.splitlines()[-1]], 1, "stop")] for prompt in prompts]
+
+
+def test_the_stepwise_protocol_marks_steps_in_turn_and_stops_at_the_first_wrong_one():
+    from tasks.labelers.judge import JudgeConfig, stepwise_prompt
+
+    policy = ScriptedMarks({"A": " | 1 + 1 = 2 ok", "B": " | 2 * 3 = 6 wrong", "D": " | ok", "E": " | 2 + 2 = 4"})
+    result = JudgeLabeler(JudgeConfig(protocol="stepwise")).label(policy, _request())
+    labels = {label.node_id: (label.hard, label.q) for label in result.labels}
+    assert labels == {"a": (True, 1.0), "b": (False, 0.0), "c": (False, 0.0), "d": (True, 1.0)}
+    judged = {j.terminal_node_id: (j.first_error, j.output, j.prompt, j.reason) for j in result.judgements}
+    assert judged["c"] == (1, " | 1 + 1 = 2 ok\n | 2 * 3 = 6 wrong", stepwise_prompt("Q?", ["A", "B"]), "read")
+    assert judged["d"] == (-1, " | 1 + 1 = 2 ok\n | ok", "Q?\nA\nD", "read")
+    assert judged["e"] == (None, " | 2 + 2 = 4", "Q?\nE", "unreadable answer: a step check that ends in neither ok nor wrong")
+    # Round one asks about every path's first step, round two about the second of those still
+    # going; C, after the wrong B, is never asked about.
+    assert policy.calls == [["Q?\nA", "Q?\nA", "Q?\nE"], ["Q?\nA\nB", "Q?\nA\nD"]]
+    assert (result.usage.prompts, result.usage.calls, result.usage.generated_tokens) == (5, 2, 5)
+
+
+def test_auto_reads_the_protocol_from_a_critics_directory(tmp_path):
+    from tasks.labelers.judge import backend_protocol
+
+    (tmp_path / "critic.json").write_text(json.dumps({"config": {"protocol": "stepwise"}}))
+    assert backend_protocol(ScriptedMarks({}, name=f"transformers:{tmp_path}")) == "stepwise"
+    assert backend_protocol(ScriptedMarks({}, name=f"vllm:{tmp_path / 'elsewhere'}")) == "whole"
+    assert backend_protocol(ScriptedJudge({})) == "whole"
+    policy = ScriptedMarks({"A": " wrong", "E": " ok"}, name=f"transformers:{tmp_path}")
+    result = JudgeLabeler().label(policy, _request())
+    assert {j.terminal_node_id: j.first_error for j in result.judgements} == {"c": 0, "d": 0, "e": -1}
+
+
+def test_the_protocol_is_checked():
+    from tasks.labelers.judge import JudgeConfig
+
+    with pytest.raises(ValueError, match="protocol must be auto, whole or stepwise, got 'both'"):
+        JudgeConfig(protocol="both")
