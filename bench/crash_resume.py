@@ -139,9 +139,16 @@ def _open(data_dir: Path):
     from schemas.config import WarehouseConfig
     from warehouse.connection import connect
 
+    from warehouse.connection import WarehouseError
+
     if not (data_dir / "catalog.sqlite").exists():
         return None  # killed before the catalog was created
-    return connect(WarehouseConfig(data_dir=data_dir, catalog="sqlite"), read_only=True)
+    try:
+        return connect(WarehouseConfig(data_dir=data_dir, catalog="sqlite"), read_only=True)
+    except WarehouseError as error:  # killed after the catalog file was made, before DuckLake set it up
+        if "no warehouse in the catalog" in str(error):
+            return None
+        raise
 
 
 def fingerprints(data_dir: Path) -> tuple[dict, dict]:
