@@ -15,7 +15,7 @@ One separate pool, one dataset version, two models trained on it, measured on he
   prm       `prmforge train --dataset V --base B --steps --prm-steps`: the discriminative PRM on the same data
   first errors   a synthetic ProcessBench of --pb-rows rows (4-8 steps, half with one arithmetic
             slip, exact labels: tasks/ground_truth.py), none of them in the pool; the critic is asked
-            through the judge labeller's prompt and parser (transformers:PATH policy, greedy); the
+            as the judge labeller asks, in its protocol (transformers:PATH policy, greedy); the
             PRM's threshold comes from --pb-rows / 2 other rows; the trivial baseline always says "none"
   Best-of-N      --bon-samples solutions per held-out problem (4-8 steps) from --bon-policy (the
             embedded policy); the critic ranks a solution judged "none" above the others, a later
@@ -25,7 +25,8 @@ Intervals are 95% percentile bootstraps (2,000 resamples; rows for F1, problems 
 Every stage keeps its result in --work (default bench/.critic), so a rerun resumes.
 
 Last line: `critic_first_error_f1: X`.
-Usage: .venv/bin/python bench/critic.py [--pool-problems 1000 --critic-steps 300 --pb-rows 200 ...]
+Usage: .venv/bin/python bench/critic.py [--pool-problems 1000 --critic-steps 400 --critic-batch-size 16
+       --critic-learning-rate 5e-4 --[no-]balance --protocol stepwise|whole --pb-rows 200 ...]
 """
 
 from __future__ import annotations
