@@ -29,7 +29,7 @@ def critic_train(
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the batch order.")] = None,
     balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="Repeat the rarer verdict kind (a named step, or none) until both are as many.")] = None,
-    protocol: Annotated[Optional[str], typer.Option("--protocol", help="stepwise (default): one step per prompt, marked + (right) or - (wrong); whole: name the first wrong step of the whole judge prompt.")] = None,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="stepwise (default): one step per prompt, answered with its arithmetic recomputed then ok or wrong; whole: name the first wrong step of the whole judge prompt.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default 1, for a shared machine).")] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,

@@ -22,8 +22,9 @@ Saved with `save_pretrained`, it is a plain HF directory that the `transformers:
 `--judge transformers:PATH` use it.
 
 The embedded policy's context (256 tokens) cannot hold the whole judge prompt (about 360-550
-tokens), so its position embeddings are extended (extend_positions) when it must. Training consumes a dataset version:
-the labels come from whatever pool built it, never from the problems the critic will judge.
+tokens), so for that protocol its position embeddings are extended (extend_positions). Training
+consumes a dataset version: the labels come from whatever pool built it, never from the problems
+the critic will judge.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
     from tasks.processbench import ProcessBenchRow
 
 
-
 class CriticBaseError(UserError, ValueError):
     """The base model cannot become a critic (too short a context that cannot be extended)."""
 
@@ -85,8 +85,8 @@ class CriticConfig:
     )
     protocol: str = field(
         default=STEPWISE,
-        metadata={"help": "stepwise: mark one step per prompt, + (right) or - (wrong); whole: name the first wrong step "
-                  "of the whole judge prompt."},
+        metadata={"help": "stepwise: one step per prompt, answered with its arithmetic recomputed then ok or wrong; "
+                  "whole: name the first wrong step of the whole judge prompt."},
     )
     threads: int = field(default=1, metadata={"help": "torch CPU threads (1 on a shared machine)."})
 
