@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from schemas.errors import UserError
 from schemas.records import SamplingParams
 from tasks.labelers.judge import (
-    CRITIC_RECORD, MARKS, STEPWISE, WHOLE, ask_stepwise, ask_whole, judge_prompt, parse_first_error, stepwise_prompt,
+    CRITIC_RECORD, MARKS, STEPWISE, WHOLE, ask_stepwise, judge_prompt, parse_first_error, stepwise_prompt,
 )
 from tasks.policies.embedded_model import Example, PolicyTrainConfig, parameter_count, train_model
 from tasks.prm.data import ORIGINAL, StepwiseExample, first_error
@@ -349,18 +349,13 @@ def judge_rows(policy: Policy, rows: Sequence[ProcessBenchRow], batch_size: int 
     prompt longer than the judge's context), asked as the judge labeller asks, in the backend's
     protocol (backend_protocol) and with the labeller's settings."""
     from tasks.fit import prompts_without_room
-    from tasks.labelers.judge import STEPWISE_TOKENS, JudgeConfig, backend_protocol
+    from tasks.labelers.judge import JudgeConfig
 
-    settings = JudgeConfig()
-    stepwise = backend_protocol(policy) == STEPWISE
-    params = SamplingParams(temperature=settings.temperature,
-                            max_new_tokens=STEPWISE_TOKENS if stepwise else settings.max_new_tokens)
-    longest = [stepwise_prompt(row.problem, list(row.steps)) if stepwise else judge_prompt(row.problem, list(row.steps))
-               for row in rows]
-    too_long = prompts_without_room(policy, longest)
+    ask, params = JudgeConfig().asking(policy, SamplingParams())
+    prompt = stepwise_prompt if ask is ask_stepwise else judge_prompt  # the longest a row is asked
+    too_long = prompts_without_room(policy, [prompt(row.problem, list(row.steps)) for row in rows])
     asked = [index for index in range(len(rows)) if index not in too_long]
     found: list[int | None] = [None] * len(rows)
-    ask = ask_stepwise if stepwise else ask_whole
     for start in range(0, len(asked), batch_size):
         batch = asked[start : start + batch_size]
         answers, _ = ask(policy, [rows[index].problem for index in batch], [list(rows[index].steps) for index in batch], params)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from schemas.errors import UserError
@@ -205,6 +205,9 @@ def path_labels(path: list[Node], first_error: int, raw: str) -> list[StepLabel]
     return labels
 
 
+Answers = tuple[list["Judgement"], PolicyUsage]  # what ask_whole and ask_stepwise return
+
+
 @dataclass(frozen=True)
 class JudgeConfig:
     max_new_tokens: int = field(default=256, metadata={"help": "longest judge answer, in tokens"})
@@ -220,6 +223,14 @@ class JudgeConfig:
         if self.protocol not in (AUTO, WHOLE, STEPWISE):
             raise ValueError(f"protocol must be {AUTO}, {WHOLE} or {STEPWISE}, got {self.protocol!r}")
 
+    def asking(self, policy: Policy, base: SamplingParams) -> tuple[Callable[..., Answers], SamplingParams]:
+        """How to ask `policy`: its protocol's asker (ask_whole or ask_stepwise), and `base` with
+        this config's sampling settings (a stepwise answer is one step's check, STEPWISE_TOKENS)."""
+        protocol = backend_protocol(policy) if self.protocol == AUTO else self.protocol
+        tokens = STEPWISE_TOKENS if protocol == STEPWISE else self.max_new_tokens
+        params = replace(base, max_new_tokens=tokens, temperature=self.temperature, stop=())
+        return (ask_stepwise if protocol == STEPWISE else ask_whole), params
+
 
 class JudgeLabeler:
     """Asks the policy for the first wrong step of every solution path that has a node to label."""
@@ -232,12 +243,7 @@ class JudgeLabeler:
     def label(self, policy: Policy, request: LabelRequest, progress: Progress | None = None) -> JudgeResult:
         wanted = {node.node_id for node in request.to_label}
         paths = [path for path in _paths(request.nodes) if any(node.node_id in wanted for node in path)]
-        params = replace(
-            request.params, max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, stop=()
-        )
-        protocol = backend_protocol(policy) if self.config.protocol == AUTO else self.config.protocol
-        if protocol == STEPWISE:
-            params = replace(params, max_new_tokens=STEPWISE_TOKENS)
+        ask, params = self.config.asking(policy, request.params)
         result = JudgeResult(params=params)
         decided: dict[str, StepLabel] = {}
         covered: set[str] = set()  # wanted nodes on a path judged so far, for progress
@@ -245,7 +251,6 @@ class JudgeLabeler:
             batch = paths[start : start + self.config.batch_size]
             questions = [request.problems[path[0].problem_id].question for path in batch]
             steps = [[node.step_text for node in path] for path in batch]
-            ask = ask_stepwise if protocol == STEPWISE else ask_whole
             answers, usage = ask(policy, questions, steps, params, request.prompt_format.instruction)
             for path, answer in zip(batch, answers, strict=True):
                 result.judgements.append(replace(answer, terminal_node_id=path[-1].node_id))
