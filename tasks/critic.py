@@ -29,14 +29,10 @@ the critic will judge.
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,39 +123,27 @@ class CriticExample(Example):
     says_none: bool = False
 
 
-_EQUATION = re.compile(r"(\(?-?\d+(?:\.\d+)?\)?(?:\s*[-+*/×÷]\s*\(?-?\d+(?:\.\d+)?\)?)+)\s*=\s*-?\d")
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-
-
-def _exact(node: ast.AST) -> Fraction:
-    if isinstance(node, ast.Expression):
-        return _exact(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        return Fraction(str(node.value))
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_exact(node.operand)
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-        return _OPERATORS[type(node.op)](_exact(node.left), _exact(node.right))
-    raise ValueError("not plain arithmetic")
-
-
 def recomputed(step: str) -> str | None:
-    """The last `expression = number` claim of a step, with the expression's exact value in place
-    of the number the step wrote; None when the step has no such claim (or it does not evaluate).
+    """The step's last equation without names (as the arith verifier reads claims), with the exact
+    value of its left side in place of what the step wrote; None when it has none that evaluates.
 
     >>> recomputed("Step 2: 4 * 3 = 13"), recomputed("Half of 9 is 9 / 2 = 4.5 km."), recomputed("Done.")
     ('4 * 3 = 12', '9 / 2 = 4.5', None)
     """
-    matches = list(_EQUATION.finditer(" ".join(step.split())))
-    if not matches:
-        return None
-    expression = " ".join(matches[-1][1].split())
-    try:
-        value = _exact(ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval"))
-    except (ValueError, SyntaxError, ZeroDivisionError):
-        return None
-    shown = str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
-    return f"{expression} = {shown}"
+    from tasks.verifiers.arith import NotEvaluable, evaluate_exact
+    from tasks.verifiers.claims import EQUALITY
+    from tasks.verifiers.reading import extract_claims
+
+    for claim in reversed(extract_claims(step).claims):
+        if claim.kind != EQUALITY or claim.lhs.free_symbols:
+            continue
+        try:
+            value = evaluate_exact(claim.lhs)
+        except (NotEvaluable, ZeroDivisionError):
+            return None
+        shown = str(value.p) if value.q == 1 else f"{float(value):g}"
+        return f"{' '.join(claim.left_text.split())} = {shown}"
+    return None
 
 
 def check_answer(step: str, right: bool) -> str:
