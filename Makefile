@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/generate_throughput.py
+	PYTHONPATH=. $(BIN)/python bench/generate_throughput.py
 
 clean-data:
 	rm -rf data .prefect reports
