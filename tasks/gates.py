@@ -32,6 +32,7 @@ class GateFailed(UserError, RuntimeError):
 
 
 _context = None
+_INDEX = "prmforge_index"  # an expectation's place in its suite, carried through Great Expectations
 
 
 def _gx_context():
@@ -76,11 +77,19 @@ def run_suite(suite: str, frame: pl.DataFrame, expectations: Sequence[Expectatio
     set_checks = [_set_check(index, expectation, checked) for index, expectation in enumerate(expectations)]
     checked = checked.with_columns(check.column for check in set_checks if check is not None)
     batch = batch_definition.get_batch(batch_parameters={"dataframe": checked.to_pandas()})
+    # One validation for the whole suite: Great Expectations then builds one metric graph, and a
+    # metric two expectations share is computed once (a call per expectation cost ~1.7x as much).
+    # It orders the results its own way, so each expectation carries its index in `meta`.
+    suite_expectations = [
+        getattr(gx.expectations, expectation.kind)(**(expectation.kwargs if check is None else check.kwargs),
+                                                   meta={_INDEX: index})
+        for index, (expectation, check) in enumerate(zip(expectations, set_checks, strict=True))
+    ]
+    validated = batch.validate(gx.ExpectationSuite(name=source_name, expectations=suite_expectations))
+    outcomes = {outcome.expectation_config.meta[_INDEX]: outcome for outcome in validated.results}
     results = []
-    for expectation, check in zip(expectations, set_checks, strict=True):
-        kwargs = expectation.kwargs if check is None else check.kwargs
-        gx_expectation = getattr(gx.expectations, expectation.kind)(**kwargs)
-        outcome = batch.validate(gx_expectation)
+    for index, expectation in enumerate(expectations):
+        outcome = outcomes[index]
         observed = outcome.result or {}
         sample = observed.get("partial_unexpected_list") or []
         results.append(
