@@ -25,6 +25,7 @@ REFERENCE = "reference"
 LAST_RESULT = re.compile(r"=\s*(-?\d+)(?!.*=\s*-?\d)")  # the last `= number` of a line
 
 VARIANT = "hnc"
+_POSITION = "__merge_position"
 
 
 def merge_position(solution_id: str, steps: int, seed: int) -> int:
@@ -42,15 +43,6 @@ def merge_position(solution_id: str, steps: int, seed: int) -> int:
     return int(content_id("hnc", seed, solution_id), 16) % (steps - 1)
 
 
-def merge_steps(values: list, position: int, combine) -> list:
-    """`values` with items `position` and `position + 1` replaced by `combine(a, b)`.
-
-    >>> merge_steps(["a", "b", "c"], 1, lambda a, b: a + b)
-    ['a', 'bc']
-    """
-    return values[:position] + [combine(values[position], values[position + 1])] + values[position + 2 :]
-
-
 def hnc_variants(frame: pl.DataFrame, seed: int) -> pl.DataFrame:
     """One merged-step variant per original solution with at least 2 steps (variants only).
 
@@ -62,22 +54,30 @@ def hnc_variants(frame: pl.DataFrame, seed: int) -> pl.DataFrame:
     that node. Split, prompt, problem and is_correct are the original's. Concatenate the result
     with `frame` to publish both.
     """
-    rows = []
     originals = frame.filter((pl.col("variant") == "original") & (pl.col("completions").list.len() >= 2))
-    for row in originals.iter_rows(named=True):
-        position = merge_position(row["solution_id"], len(row["completions"]), seed)
-        rows.append(
-            {
-                **row,
-                "solution_id": f"{row['solution_id']}:{VARIANT}:{position}",
-                "completions": merge_steps(row["completions"], position, lambda a, b: f"{a}\n{b}"),
-                "labels": merge_steps(row["labels"], position, lambda a, b: a and b),
-                "soft_labels": merge_steps(row["soft_labels"], position, min),
-                "node_ids": merge_steps(row["node_ids"], position, lambda a, b: b),
-                "variant": VARIANT,
-            }
+    positions = [merge_position(solution_id, steps, seed)
+                 for solution_id, steps in zip(originals["solution_id"], originals["completions"].list.len())]
+    at = pl.col(_POSITION)
+
+    def merged(column: str, combine) -> pl.Expr:  # the column's list with items at and at + 1 combined
+        values = pl.col(column)
+        return pl.concat_list(values.list.slice(0, at), combine(values.list.get(at), values.list.get(at + 1)),
+                              values.list.slice(at + 2)).alias(column)
+
+    return (
+        originals.with_columns(pl.Series(_POSITION, positions, dtype=pl.Int64))
+        .with_columns(
+            pl.format("{}:{}:{}", "solution_id", pl.lit(VARIANT), at).alias("solution_id"),
+            merged("completions", lambda a, b: pl.concat_str(a, pl.lit("\n"), b)),
+            merged("labels", lambda a, b: a & b),
+            merged("soft_labels", lambda a, b: pl.min_horizontal(a, b)),
+            merged("node_ids", lambda a, b: b),
+            pl.lit(VARIANT).alias("variant"),
         )
-    return pl.DataFrame(rows, schema=frame.schema, orient="row").sort("solution_id")
+        .select(frame.columns)
+        .cast(frame.schema)
+        .sort("solution_id")
+    )
 
 
 def moved_result(step: str, rng: random.Random) -> str | None:

@@ -57,7 +57,7 @@ def stepwise_rows(
     }
     parent_of = dict(zip(nodes["node_id"], nodes["parent_id"], strict=True))
     text_of = dict(zip(nodes["node_id"], nodes["step_text"], strict=True))
-    rows: list[dict] = []
+    columns: dict[str, list] = {name: [] for name in STEPWISE_SCHEMA}  # built column by column
     skipped: list[SkippedSolution] = []
     terminal = nodes.filter(pl.col("is_terminal"))
     for leaf, problem_id, is_correct in zip(
@@ -73,21 +73,21 @@ def stepwise_rows(
         if missing:
             skipped.append(SkippedSolution(leaf, f"{missing} step(s) have no {labeler} label"))
             continue
-        rows.append(
-            {
-                "solution_id": leaf,
-                "problem_id": problem_id,
-                "split": split_of(problem_id, test_fraction),
-                "prompt": questions[problem_id],
-                "completions": [text_of[node] for node in path],
-                "labels": [label_of[node][0] for node in path],
-                "soft_labels": [label_of[node][1] for node in path],
-                "node_ids": path,
-                "is_correct": bool(is_correct),
-                "variant": "original",
-            }
-        )
-    frame = pl.DataFrame(rows, schema=STEPWISE_SCHEMA, orient="row").sort("solution_id")
+        row = {
+            "solution_id": leaf,
+            "problem_id": problem_id,
+            "split": split_of(problem_id, test_fraction),
+            "prompt": questions[problem_id],
+            "completions": [text_of[node] for node in path],
+            "labels": [label_of[node][0] for node in path],
+            "soft_labels": [label_of[node][1] for node in path],
+            "node_ids": path,
+            "is_correct": bool(is_correct),
+            "variant": "original",
+        }
+        for name, value in row.items():
+            columns[name].append(value)
+    frame = pl.DataFrame(columns, schema=STEPWISE_SCHEMA).sort("solution_id")
     return frame, skipped
 
 

@@ -28,6 +28,7 @@ import polars as pl
 PLACEHOLDER = "ки"
 GOOD, BAD = "+", "-"
 SEPARATOR = "\n"
+_HOLDS = "__holds_placeholder"
 
 
 def openrlhf_input(prompt: str, steps: Sequence[str], placeholder: str = PLACEHOLDER, separator: str = SEPARATOR) -> str:
@@ -43,25 +44,25 @@ def openrlhf_rows(dataset: pl.DataFrame, placeholder: str = PLACEHOLDER,
                   separator: str = SEPARATOR) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, excluded): `input`, `value` (`+`/`-` per step), `soft_value` (q per step), and the ids
     and split of the stepwise dataset; excluded rows keep their ids with the reason."""
-    rows, excluded = [], []
-    for row in dataset.iter_rows(named=True):
-        ids = {"solution_id": row["solution_id"], "problem_id": row["problem_id"], "split": row["split"],
-               "variant": row["variant"]}
-        if placeholder in row["prompt"] or any(placeholder in step for step in row["completions"]):
-            excluded.append({**ids, "reason": f"the text holds the placeholder {placeholder!r} itself"})
-            continue
-        rows.append({
-            **ids,
-            "input": openrlhf_input(row["prompt"], row["completions"], placeholder, separator),
-            "value": [GOOD if label else BAD for label in row["labels"]],
-            "soft_value": list(row["soft_labels"]),
-        })
+    ids = ["solution_id", "problem_id", "split", "variant"]
+    step = pl.element()
+    holds_placeholder = (pl.col("prompt").str.contains(placeholder, literal=True)
+                         | pl.col("completions").list.eval(step.str.contains(placeholder, literal=True)).list.any())
+    marked = dataset.with_columns(holds_placeholder.alias(_HOLDS))
+    rows = marked.filter(~pl.col(_HOLDS)).select(
+        *ids,
+        pl.concat_str(pl.col("prompt"), pl.col("completions").list.eval(
+            pl.concat_str(pl.lit("\n"), step, pl.lit(f"{separator}{placeholder}"))).list.join("")).alias("input"),
+        pl.col("labels").list.eval(pl.when(step).then(pl.lit(GOOD)).otherwise(pl.lit(BAD))).alias("value"),
+        pl.col("soft_labels").alias("soft_value"),
+    )
+    excluded = marked.filter(pl.col(_HOLDS)).select(
+        *ids, pl.lit(f"the text holds the placeholder {placeholder!r} itself").alias("reason"))
     schema = {"solution_id": pl.String, "problem_id": pl.String, "split": pl.String, "variant": pl.String,
               "input": pl.String, "value": pl.List(pl.String), "soft_value": pl.List(pl.Float64)}
     excluded_schema = {"solution_id": pl.String, "problem_id": pl.String, "split": pl.String,
                        "variant": pl.String, "reason": pl.String}
-    return (pl.DataFrame(rows, schema=schema, orient="row"),
-            pl.DataFrame(excluded, schema=excluded_schema, orient="row"))
+    return rows.cast(schema), excluded.cast(excluded_schema)
 
 
 def export_openrlhf(dataset: pl.DataFrame, folder: Path, placeholder: str = PLACEHOLDER,

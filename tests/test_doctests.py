@@ -19,7 +19,7 @@ EXAMPLES = {
     "schemas.config": 3,
     "schemas.errors": 1,
     "tasks.answers": 9,
-    "tasks.augment": 5,
+    "tasks.augment": 4,
     "tasks.consensus": 4,
     "tasks.critic": 8,
     "tasks.dataset": 8,

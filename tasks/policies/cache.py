@@ -77,8 +77,8 @@ class CachedPolicy:
     def generate(self, prompts: Sequence, n: int, params: SamplingParams) -> list[list[Generation]]:
         """Stored generations for known requests; one inner call, in prompt order, for the rest
         (a prompt repeated within the call is sent once)."""
-        params_json = _params_json(params)  # request_key's, once for the call
-        keys = [content_id(_FORMAT, self.name, prompt_key(prompt), n, params_json) for prompt in prompts]
+        params_json, name = _params_json(params), self.name  # request_key's parts, once for the call
+        keys = [content_id(_FORMAT, name, prompt_key(prompt), n, params_json) for prompt in prompts]
         found = self._load(set(keys))
         missing = {key: prompt for key, prompt in zip(keys, prompts) if key not in found}
         if missing:
@@ -116,9 +116,10 @@ class CachedPolicy:
         return found
 
     def _store(self, generations: dict[str, list[Generation]]) -> None:
+        name = self.name
         rows = [
             # vars() of a flat frozen dataclass is asdict() without its deep copy: the same JSON.
-            (key, self.name, json.dumps([vars(generation) for generation in row]))
+            (key, name, json.dumps([vars(generation) for generation in row]))
             for key, row in generations.items()
         ]
         with self._lock:
